@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func newDeleteCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete KIND NAME",
+		Short:   "Delete a resource",
+		Example: `  outpost delete site lab`,
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			defer cancel()
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			r, err := c.resolve(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			body, err := c.do(ctx, http.MethodDelete, r.path(g.namespace, args[1]), nil, "", "")
+			if err != nil {
+				return err
+			}
+			var obj struct {
+				Metadata metav1.ObjectMeta `json:"metadata"`
+			}
+			_ = json.Unmarshal(body, &obj)
+			label := strings.ToLower(r.Kind) + " \"" + args[1] + "\""
+			if obj.Metadata.DeletionTimestamp != nil && len(obj.Metadata.Finalizers) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s marked for deletion; waiting for finalizers: %s\n", label, strings.Join(obj.Metadata.Finalizers, ", "))
+				return nil
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s deleted\n", label)
+			return nil
+		},
+	}
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+
+	"github.com/outpost-mesh/outpost/node"
+)
+
+func newNodeCommand() *cobra.Command {
+	cfg := node.DefaultConfig()
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "Run the Outpost daemon on this host",
+		Long: `Run the Outpost daemon. With no flags it is the embedded default: a one-node
+hub with its data in ./outpost-data and its admin API on https://127.0.0.1:7080.
+
+Every flag can also be set as OUTPOST_<FLAG> (e.g. OUTPOST_DATA_DIR) or as a key
+of the YAML file given with --config-file (e.g. data-dir: /var/lib/outpost).
+Flags win over the environment, which wins over the file.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := layerConfig(cmd.Flags(), configFile); err != nil {
+				return err
+			}
+			logger, err := newLogger(cfg.LogLevel, cfg.LogFormat)
+			if err != nil {
+				return err
+			}
+			n, err := node.New(cfg, logger)
+			if err != nil {
+				return err
+			}
+			return n.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config-file", "", "YAML file of node settings, keyed by flag name")
+	f.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the mesh (default: host name)")
+	f.StringVar(&cfg.Site, "site", cfg.Site, "site this node belongs to")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for all of the node's state")
+	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "address of the admin API (HTTPS)")
+	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node refreshes its status")
+	return cmd
+}
+
+// layerConfig fills every flag not given on the command line from
+// OUTPOST_<FLAG>, then from the YAML file. Errors name the variable or the
+// file and key.
+func layerConfig(fs *pflag.FlagSet, file string) error {
+	if file == "" {
+		file = os.Getenv("OUTPOST_CONFIG_FILE")
+	}
+	fileVals := map[string]any{}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return fmt.Errorf("--config-file: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &fileVals); err != nil {
+			return fmt.Errorf("%s: %w", file, err)
+		}
+		var unknown []string
+		for k := range fileVals {
+			if f := fs.Lookup(k); f == nil || k == "config-file" || k == "config" || k == "namespace" {
+				unknown = append(unknown, k)
+			}
+		}
+		if len(unknown) > 0 {
+			sort.Strings(unknown)
+			return fmt.Errorf("%s: unknown key %q (keys are the flag names of `outpost node --help`)", file, unknown[0])
+		}
+	}
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "config-file" || f.Name == "config" || f.Name == "namespace" {
+			return
+		}
+		env := "OUTPOST_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %v", env, v, e)
+			}
+			return
+		}
+		if v, ok := fileVals[f.Name]; ok {
+			if e := f.Value.Set(fmt.Sprint(v)); e != nil {
+				err = fmt.Errorf("%s: %s: %v", file, f.Name, e)
+			}
+		}
+	})
+	return err
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q must be one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q must be text or json", format)
+}

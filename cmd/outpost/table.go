@@ -1,0 +1,83 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// tablePrinter prints server-side tables aligned as kubectl prints them.
+type tablePrinter struct {
+	w          *tabwriter.Writer
+	wide       bool
+	namespaces bool
+	header     bool
+}
+
+func newTablePrinter(out io.Writer, wide, namespaces bool) *tablePrinter {
+	return &tablePrinter{w: tabwriter.NewWriter(out, 6, 4, 3, ' ', 0), wide: wide, namespaces: namespaces}
+}
+
+// print writes t's rows, and its header the first time.
+func (p *tablePrinter) print(t *metav1.Table) {
+	if len(t.ColumnDefinitions) == 0 && !p.header {
+		return
+	}
+	show := make([]bool, len(t.ColumnDefinitions))
+	for i, c := range t.ColumnDefinitions {
+		show[i] = c.Priority == 0 || p.wide
+	}
+	if !p.header && len(t.ColumnDefinitions) > 0 {
+		var cols []string
+		if p.namespaces {
+			cols = append(cols, "NAMESPACE")
+		}
+		for i, c := range t.ColumnDefinitions {
+			if show[i] {
+				cols = append(cols, strings.ToUpper(c.Name))
+			}
+		}
+		fmt.Fprintln(p.w, strings.Join(cols, "\t"))
+		p.header = true
+	}
+	for _, row := range t.Rows {
+		var cells []string
+		if p.namespaces {
+			var meta metav1.PartialObjectMetadata
+			_ = json.Unmarshal(row.Object.Raw, &meta)
+			cells = append(cells, meta.Namespace)
+		}
+		for i, v := range row.Cells {
+			if i < len(show) && !show[i] {
+				continue
+			}
+			cells = append(cells, cellString(v))
+		}
+		fmt.Fprintln(p.w, strings.Join(cells, "\t"))
+	}
+}
+
+func (p *tablePrinter) flush() error { return p.w.Flush() }
+
+func cellString(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "<none>"
+	case float64:
+		if x == float64(int64(x)) {
+			return fmt.Sprint(int64(x))
+		}
+		return fmt.Sprint(x)
+	case string:
+		if x == "" {
+			return "<none>"
+		}
+		return x
+	default:
+		return fmt.Sprint(x)
+	}
+}

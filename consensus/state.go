@@ -1,0 +1,256 @@
+package consensus
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/dgraph-io/badger/v4"
+	"k8s.io/apimachinery/pkg/watch"
+)
+
+// The state store is one Badger DB. Everything the FSM owns lives under a
+// generation prefix; the key "cur" names the live generation. Restore writes
+// a new generation and flips "cur" in one transaction, which is what makes a
+// restore atomic: a crash before the flip leaves the old state whole, after it
+// the new one.
+//
+//	cur                  → generation (uint64)
+//	g<gen>o<group/kind/ns/name> → object JSON
+//	g<gen>e<index>       → event JSON (watch history)
+//	g<gen>ma             → applied index
+//	g<gen>mc             → compacted index: history holds every event after it
+var curKey = []byte("cur")
+
+const (
+	nsObject    = 'o'
+	nsEvent     = 'e'
+	nsMeta      = 'm'
+	metaApplied = "a"
+	metaCompact = "c"
+)
+
+// Event is one change to an object, as seen by a watch.
+type Event struct {
+	Type   watch.EventType `json:"type"`
+	Object *Object         `json:"object"`
+	// Key is the object's store key, for filtering.
+	Key string `json:"key"`
+}
+
+// Index returns the Raft index of the change: the object's resourceVersion.
+func (e Event) Index() uint64 { return e.Object.Revision() }
+
+type state struct {
+	db *badger.DB
+}
+
+func openState(dir string, logger *slog.Logger) (*state, error) {
+	opts := badger.DefaultOptions(dir).
+		WithLogger(stateLog{logger}).
+		WithNumVersionsToKeep(1).
+		WithMemTableSize(16 << 20).
+		WithBlockCacheSize(32 << 20).
+		WithIndexCacheSize(16 << 20).
+		WithValueThreshold(4 << 10).
+		WithNumCompactors(2).
+		// The Raft log is the durable record: after a crash, entries past
+		// what reached this store are applied again from the log.
+		WithSyncWrites(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open state store %s: %w", dir, err)
+	}
+	return &state{db: db}, nil
+}
+
+func (s *state) close() error { return s.db.Close() }
+
+func genPrefix(gen uint64) []byte {
+	b := make([]byte, 9)
+	b[0] = 'g'
+	binary.BigEndian.PutUint64(b[1:], gen)
+	return b
+}
+
+func (s *state) gen(txn *badger.Txn) (uint64, error) {
+	item, err := txn.Get(curKey)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var gen uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("state generation: %d bytes, want 8", len(v))
+		}
+		gen = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return gen, err
+}
+
+// view runs fn in a read transaction with the live generation's prefix.
+func (s *state) view(fn func(txn *badger.Txn, p []byte) error) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		gen, err := s.gen(txn)
+		if err != nil {
+			return err
+		}
+		return fn(txn, genPrefix(gen))
+	})
+}
+
+func key(p []byte, ns byte, rest string) []byte {
+	k := make([]byte, 0, len(p)+1+len(rest))
+	k = append(k, p...)
+	k = append(k, ns)
+	return append(k, rest...)
+}
+
+func eventKey(p []byte, index uint64) []byte {
+	k := make([]byte, len(p)+9)
+	copy(k, p)
+	k[len(p)] = nsEvent
+	binary.BigEndian.PutUint64(k[len(p)+1:], index)
+	return k
+}
+
+func getUint(txn *badger.Txn, k []byte) (uint64, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	err = item.Value(func(v []byte) error {
+		if len(v) != 8 {
+			return fmt.Errorf("key %q: %d bytes, want 8", k, len(v))
+		}
+		n = binary.BigEndian.Uint64(v)
+		return nil
+	})
+	return n, err
+}
+
+func putUint(txn *badger.Txn, k []byte, n uint64) error {
+	v := make([]byte, 8)
+	binary.BigEndian.PutUint64(v, n)
+	return txn.Set(k, v)
+}
+
+func getJSON(txn *badger.Txn, k []byte, v any) (bool, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, item.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+// getObject reads one object; nil when absent.
+func getObject(txn *badger.Txn, p []byte, okey string) (*Object, error) {
+	var obj Object
+	found, err := getJSON(txn, key(p, nsObject, okey), &obj)
+	if err != nil || !found {
+		return nil, err
+	}
+	return &obj, nil
+}
+
+// listObjects calls fn for each object whose key starts with prefix.
+func listObjects(txn *badger.Txn, p []byte, prefix string, fn func(*Object) error) error {
+	pre := key(p, nsObject, prefix)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre, PrefetchValues: true, PrefetchSize: 64})
+	defer it.Close()
+	for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
+		var obj Object
+		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &obj) }); err != nil {
+			return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+		}
+		if err := fn(&obj); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applied returns the index of the last command applied to the state.
+func (s *state) applied() (uint64, error) {
+	var n uint64
+	err := s.view(func(txn *badger.Txn, p []byte) error {
+		var err error
+		n, err = getUint(txn, key(p, nsMeta, metaApplied))
+		return err
+	})
+	return n, err
+}
+
+// eventsAfter returns up to limit events with index > from whose key starts
+// with prefix, the index of the last event examined, and whether the scan
+// reached the end of history. A from older than the compacted history
+// returns errCompacted.
+func (s *state) eventsAfter(from uint64, prefix string, limit int) (evs []Event, last uint64, done bool, err error) {
+	err = s.view(func(txn *badger.Txn, p []byte) error {
+		compacted, err := getUint(txn, key(p, nsMeta, metaCompact))
+		if err != nil {
+			return err
+		}
+		if from < compacted {
+			return &compactedError{from: from, compacted: compacted}
+		}
+		pre := key(p, nsEvent, "")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pre, PrefetchValues: true, PrefetchSize: 64})
+		defer it.Close()
+		last = from
+		for it.Seek(eventKey(p, from+1)); it.ValidForPrefix(pre); it.Next() {
+			if len(evs) >= limit {
+				return nil
+			}
+			var ev Event
+			if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &ev) }); err != nil {
+				return fmt.Errorf("decode event %x: %w", it.Item().Key(), err)
+			}
+			last = binary.BigEndian.Uint64(it.Item().Key()[len(pre):])
+			if hasPrefix(ev.Key, prefix) {
+				evs = append(evs, ev)
+			}
+		}
+		done = true
+		return nil
+	})
+	return evs, last, done, err
+}
+
+func hasPrefix(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
+
+// compactedError reports a watch that starts before the kept history.
+type compactedError struct{ from, compacted uint64 }
+
+func (e *compactedError) Error() string {
+	return fmt.Sprintf("resourceVersion %d is older than the kept history (after %d); list again", e.from, e.compacted)
+}
+
+// stateLog bridges Badger's logger into slog; Badger's Info is chatty,
+// so it goes to Debug.
+type stateLog struct{ l *slog.Logger }
+
+func (b stateLog) log() *slog.Logger {
+	if b.l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return b.l
+}
+
+func (b stateLog) Errorf(f string, a ...any)   { b.log().Error(fmt.Sprintf(f, a...)) }
+func (b stateLog) Warningf(f string, a ...any) { b.log().Warn(fmt.Sprintf(f, a...)) }
+func (b stateLog) Infof(f string, a ...any)    { b.log().Debug(fmt.Sprintf(f, a...)) }
+func (b stateLog) Debugf(f string, a ...any)   { b.log().Debug(fmt.Sprintf(f, a...)) }

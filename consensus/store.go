@@ -1,0 +1,332 @@
+package consensus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"github.com/google/uuid"
+	"github.com/hashicorp/raft"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// patchRetries bounds how often a patch is re-applied after losing a race
+// with another writer of the same object.
+const patchRetries = 8
+
+// NotLeaderError is returned by writes and linearizable reads on a member
+// that does not lead the group. Leader is the leader's Raft address and
+// LeaderID its name, both empty while an election is under way.
+type NotLeaderError struct {
+	Leader   string
+	LeaderID string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderID == "" {
+		return "no leader elected yet; retry in a moment"
+	}
+	return fmt.Sprintf("not the leader; the leader is %s (%s)", e.LeaderID, e.Leader)
+}
+
+// IsNotLeader reports whether err is a NotLeaderError.
+func IsNotLeader(err error) bool {
+	var nl *NotLeaderError
+	return errors.As(err, &nl)
+}
+
+// ReadOptions choose how a read is served.
+type ReadOptions struct {
+	// Stale reads the local replica without checking leadership; it may lag
+	// the leader. Default reads are linearizable and served by the leader.
+	Stale bool
+}
+
+// Store is the replicated object store of a Group. Writes go through Raft on
+// the leader; on any other member they return a NotLeaderError.
+type Store struct {
+	g   *Group
+	reg *Registry
+	// verifiedTerm is the term in which this leader committed a barrier,
+	// after which its commit index covers every earlier term's writes.
+	verifiedTerm atomic.Uint64
+	// observeApply, if set, receives each write's latency.
+	observeApply func(time.Duration)
+}
+
+// Registry returns the kinds the store accepts.
+func (s *Store) Registry() *Registry { return s.reg }
+
+// Get returns one object.
+func (s *Store) Get(ctx context.Context, k *Kind, namespace, name string, opt ReadOptions) (*Object, error) {
+	if err := s.readBarrier(ctx, opt); err != nil {
+		return nil, err
+	}
+	var obj *Object
+	err := s.g.st.view(func(txn *badger.Txn, p []byte) (err error) {
+		obj, err = getObject(txn, p, objectKey(k, namespace, name))
+		return err
+	})
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	if obj == nil {
+		return nil, apierrors.NewNotFound(k.GroupResource(), name)
+	}
+	return obj, nil
+}
+
+// List returns the objects of k in namespace (every namespace when empty)
+// that match sel (everything when nil), and the resourceVersion read at.
+func (s *Store) List(ctx context.Context, k *Kind, namespace string, sel labels.Selector, opt ReadOptions) (*List, error) {
+	if err := s.readBarrier(ctx, opt); err != nil {
+		return nil, err
+	}
+	list := &List{Items: []*Object{}}
+	err := s.g.st.view(func(txn *badger.Txn, p []byte) error {
+		rv, err := getUint(txn, key(p, nsMeta, metaApplied))
+		if err != nil {
+			return err
+		}
+		list.ResourceVersion = rv
+		return listObjects(txn, p, kindPrefix(k, namespace), func(o *Object) error {
+			if sel == nil || sel.Matches(labels.Set(o.Labels)) {
+				list.Items = append(list.Items, o)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	return list, nil
+}
+
+// Watch returns a Watcher for changes to k after resourceVersion from.
+// A from older than the kept history fails on the first Next with 410 Gone.
+func (s *Store) Watch(ctx context.Context, k *Kind, namespace string, sel labels.Selector, from uint64) (*Watcher, error) {
+	if _, err := s.g.waitRaft(ctx); err != nil {
+		return nil, err
+	}
+	return &Watcher{
+		st: s.g.st, hub: s.g.hub, sub: s.g.hub.subscribe(),
+		kind: k, prefix: kindPrefix(k, namespace), selector: sel, last: from,
+	}, nil
+}
+
+// Create stores a new object. Its uid, resourceVersion, generation and
+// timestamps are set by the store; a status given on create is dropped, as
+// in Kubernetes: status is written through UpdateStatus.
+func (s *Store) Create(ctx context.Context, k *Kind, obj *Object) (*Object, error) {
+	obj = obj.DeepCopy()
+	obj.APIVersion, obj.Kind = k.APIVersion(), k.Kind
+	obj.UID = ""
+	obj.ResourceVersion = ""
+	obj.Status = nil
+	obj.ManagedFields = nil
+	if err := k.validateCreate(obj); err != nil {
+		return nil, err
+	}
+	obj.UID = uuidFor()
+	return s.propose(ctx, k, &command{Op: opCreate, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name, Obj: obj})
+}
+
+// Update replaces an object's metadata and spec. A resourceVersion on obj is
+// a precondition (409 Conflict when stale); without one the update is
+// unconditional. Status is kept.
+func (s *Store) Update(ctx context.Context, k *Kind, obj *Object) (*Object, error) {
+	cur, err := s.Get(ctx, k, obj.Namespace, obj.Name, ReadOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return s.update(ctx, k, obj, cur, obj.Revision())
+}
+
+func (s *Store) update(ctx context.Context, k *Kind, obj, cur *Object, expectRV uint64) (*Object, error) {
+	obj = obj.DeepCopy()
+	obj.APIVersion, obj.Kind = k.APIVersion(), k.Kind
+	if obj.UID == "" {
+		obj.UID = cur.UID
+	}
+	if obj.CreationTimestamp.IsZero() {
+		obj.CreationTimestamp = cur.CreationTimestamp
+	}
+	if obj.DeletionTimestamp == nil {
+		obj.DeletionTimestamp = cur.DeletionTimestamp
+	}
+	obj.ManagedFields = nil
+	obj.Generation = cur.Generation
+	if err := k.validateUpdate(obj, cur); err != nil {
+		return nil, err
+	}
+	return s.propose(ctx, k, &command{Op: opUpdate, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name, Obj: obj, ExpectRV: expectRV, ExpectUID: string(obj.UID)})
+}
+
+// UpdateStatus replaces an object's status, keeping metadata and spec. A
+// resourceVersion on obj is a precondition.
+func (s *Store) UpdateStatus(ctx context.Context, k *Kind, obj *Object) (*Object, error) {
+	if err := k.checkParts(&Object{Status: obj.Status}); err != nil {
+		return nil, err
+	}
+	return s.propose(ctx, k, &command{Op: opStatus, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name,
+		Obj: &Object{Status: obj.Status}, ExpectRV: obj.Revision(), ExpectUID: string(obj.UID)})
+}
+
+// Patch applies a JSON merge patch (RFC 7386) to an object, or to its
+// status when status is true. A resourceVersion in the patch's metadata is
+// a precondition; without one, a lost race with another writer is retried
+// on the fresh object.
+func (s *Store) Patch(ctx context.Context, k *Kind, namespace, name string, patch []byte, status bool) (*Object, error) {
+	var pre struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal(patch, &pre); err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("patch is not a JSON object: %v", err))
+	}
+	for attempt := 0; ; attempt++ {
+		cur, err := s.Get(ctx, k, namespace, name, ReadOptions{Stale: attempt > 0})
+		if err != nil {
+			return nil, err
+		}
+		curJSON, err := json.Marshal(cur)
+		if err != nil {
+			return nil, apierrors.NewInternalError(err)
+		}
+		merged, err := jsonpatch.MergePatch(curJSON, patch)
+		if err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("apply merge patch: %v", err))
+		}
+		next, err := k.Decode(merged)
+		if err != nil {
+			return nil, err
+		}
+		if next.Name != cur.Name || next.Namespace != cur.Namespace {
+			return nil, apierrors.NewBadRequest("a patch cannot change metadata.name or metadata.namespace")
+		}
+		expect := cur.Revision()
+		if pre.Metadata.ResourceVersion != "" {
+			expect = next.Revision()
+		}
+		var out *Object
+		if status {
+			next.ResourceVersion = formatRV(expect)
+			out, err = s.UpdateStatus(ctx, k, next)
+		} else {
+			out, err = s.update(ctx, k, next, cur, expect)
+		}
+		if apierrors.IsConflict(err) && pre.Metadata.ResourceVersion == "" && attempt < patchRetries {
+			continue
+		}
+		return out, err
+	}
+}
+
+// Delete deletes an object. While it has finalizers it only gains a
+// deletionTimestamp (and stays, returned with it); the owner removes its
+// finalizer and then the object goes. expectRV and expectUID, when set, are
+// preconditions.
+func (s *Store) Delete(ctx context.Context, k *Kind, namespace, name string, expectRV uint64, expectUID string) (*Object, error) {
+	return s.propose(ctx, k, &command{Op: opDelete, Key: objectKey(k, namespace, name), Name: name, ExpectRV: expectRV, ExpectUID: expectUID})
+}
+
+// propose replicates c through Raft and returns what the FSM made of it.
+func (s *Store) propose(ctx context.Context, k *Kind, c *command) (*Object, error) {
+	r, err := s.leader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c.Group, c.Resource = k.Group, k.Plural
+	c.Now = time.Now().UTC().Truncate(time.Second)
+	data, err := encodeCommand(c)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	if len(data) > maxCommandBytes {
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("object is %d bytes encoded; the limit is %d", len(data), maxCommandBytes))
+	}
+	start := time.Now()
+	f := r.Apply(data, s.g.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		return nil, s.raftError(r, err)
+	}
+	if s.observeApply != nil {
+		s.observeApply(time.Since(start))
+	}
+	res, ok := f.Response().(applyResult)
+	if !ok {
+		return nil, apierrors.NewInternalError(fmt.Errorf("unexpected apply response %T", f.Response()))
+	}
+	return res.obj, res.err
+}
+
+// maxCommandBytes bounds one replicated command; the API's 1 MiB body limit
+// keeps requests well inside it.
+const maxCommandBytes = 3 << 20
+
+// leader returns Raft when this member leads, else a NotLeaderError.
+func (s *Store) leader(ctx context.Context) (*raft.Raft, error) {
+	r, err := s.g.waitRaft(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if r.State() != raft.Leader {
+		addr, id := r.LeaderWithID()
+		return nil, &NotLeaderError{Leader: string(addr), LeaderID: string(id)}
+	}
+	return r, nil
+}
+
+// raftError maps Raft's errors to what a client can act on.
+func (s *Store) raftError(r *raft.Raft, err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		addr, id := r.LeaderWithID()
+		return &NotLeaderError{Leader: string(addr), LeaderID: string(id)}
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return apierrors.NewServiceUnavailable("leadership was lost during the write: it may or may not have been applied; read the object and retry")
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return apierrors.NewServerTimeout(schema.GroupResource{}, "write", 1)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return apierrors.NewServiceUnavailable("this node is shutting down; retry on another")
+	}
+	return apierrors.NewInternalError(err)
+}
+
+// readBarrier makes a default read linearizable: the leader confirms it
+// still leads and waits until its state has applied everything committed
+// before the read began.
+func (s *Store) readBarrier(ctx context.Context, opt ReadOptions) error {
+	if opt.Stale {
+		_, err := s.g.waitRaft(ctx)
+		return err
+	}
+	r, err := s.leader(ctx)
+	if err != nil {
+		return err
+	}
+	if term := r.CurrentTerm(); s.verifiedTerm.Load() != term {
+		// A new leader's commit index may trail writes the previous leader
+		// acknowledged until an entry of its own term commits.
+		if err := r.Barrier(s.g.cfg.ApplyTimeout).Error(); err != nil {
+			return s.raftError(r, err)
+		}
+		s.verifiedTerm.Store(term)
+	}
+	idx := r.CommitIndex()
+	if err := r.VerifyLeader().Error(); err != nil {
+		return s.raftError(r, err)
+	}
+	return s.g.fsm.waitApplied(ctx, idx)
+}
+
+func uuidFor() types.UID { return types.UID(uuid.NewString()) }

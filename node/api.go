@@ -1,0 +1,183 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/outpost-mesh/outpost/consensus"
+)
+
+// maxBodyBytes is the largest request body the admin API reads.
+const maxBodyBytes = 1 << 20
+
+// apiServer serves the Kubernetes-style admin API over the object store.
+type apiServer struct {
+	group *consensus.Group
+	store *consensus.Store
+	reg   *consensus.Registry
+	auth  *authenticator
+	log   *slog.Logger
+	table *tableConvertor
+}
+
+func newAPIServer(g *consensus.Group, auth *authenticator, logger *slog.Logger) *apiServer {
+	return &apiServer{
+		group: g, store: g.Store(), reg: g.Store().Registry(), auth: auth,
+		log: logger, table: newTableConvertor(),
+	}
+}
+
+// register adds the API's routes to mux.
+func (a *apiServer) register(mux *http.ServeMux) {
+	mux.Handle("/apis", a.auth.require(http.HandlerFunc(a.serveDiscovery)))
+	mux.Handle("/apis/", a.auth.require(http.HandlerFunc(a.serveAPIs)))
+	mux.Handle("/api", a.auth.require(http.HandlerFunc(a.serveLegacy)))
+	mux.Handle("/api/", a.auth.require(http.HandlerFunc(a.serveLegacy)))
+	mux.Handle("GET /version", a.auth.require(http.HandlerFunc(serveVersion)))
+}
+
+// request is a parsed resource path.
+type request struct {
+	kind        *consensus.Kind
+	namespace   string
+	name        string
+	subresource string
+}
+
+// serveAPIs routes /apis/{group}/{version}[/namespaces/{ns}]/{plural}[/{name}[/status]].
+func (a *apiServer) serveAPIs(w http.ResponseWriter, r *http.Request) {
+	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+	switch len(parts) {
+	case 2:
+		a.serveGroup(w, r, parts[1])
+		return
+	case 3:
+		a.serveResourceList(w, r, parts[1], parts[2])
+		return
+	}
+	group, version, rest := parts[1], parts[2], parts[3:]
+	var req request
+	if rest[0] == "namespaces" && len(rest) >= 3 {
+		req.namespace, rest = rest[1], rest[2:]
+	}
+	kind, ok := a.reg.ForResource(group, version, rest[0])
+	if !ok || kind.Hidden || len(rest) > 3 || (req.namespace != "" && !kind.Namespaced) {
+		writeError(w, apierrors.NewNotFound(schemaGR(group, rest[0]), ""), a.log)
+		return
+	}
+	req.kind = kind
+	if len(rest) >= 2 {
+		req.name = rest[1]
+	}
+	if len(rest) == 3 {
+		if rest[2] != "status" {
+			writeError(w, apierrors.NewNotFound(kind.GroupResource(), req.name+"/"+rest[2]), a.log)
+			return
+		}
+		req.subresource = "status"
+	}
+	if req.name != "" && kind.Namespaced && req.namespace == "" {
+		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("%s is namespaced: use /apis/%s/%s/namespaces/{namespace}/%s/%s", kind.Plural, group, version, kind.Plural, req.name)), a.log)
+		return
+	}
+	a.serveResource(w, r, req)
+}
+
+func (a *apiServer) serveResource(w http.ResponseWriter, r *http.Request, req request) {
+	collection := req.name == ""
+	switch {
+	case r.Method == http.MethodGet && collection && queryBool(r, "watch"):
+		a.watch(w, r, req)
+	case r.Method == http.MethodGet && collection:
+		a.list(w, r, req)
+	case r.Method == http.MethodGet:
+		a.get(w, r, req)
+	case r.Method == http.MethodPost && collection && req.subresource == "":
+		a.create(w, r, req)
+	case r.Method == http.MethodPut && !collection:
+		a.update(w, r, req)
+	case r.Method == http.MethodPatch && !collection:
+		a.patch(w, r, req)
+	case r.Method == http.MethodDelete && !collection && req.subresource == "":
+		a.delete(w, r, req)
+	default:
+		writeError(w, apierrors.NewMethodNotSupported(req.kind.GroupResource(), r.Method), a.log)
+	}
+}
+
+// serveLegacy answers the core group's discovery with nothing: Outpost
+// serves no /api resources, and Kubernetes clients accept a 404 here.
+func (a *apiServer) serveLegacy(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, apierrors.NewNotFound(schemaGR("", ""), "/api"), a.log)
+}
+
+// readBody reads a JSON or YAML request body of at most maxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("the body is over the %d-byte limit", maxBodyBytes))
+	}
+	if err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("read body: %v", err))
+	}
+	if len(b) == 0 {
+		return nil, apierrors.NewBadRequest("empty body")
+	}
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if strings.HasSuffix(ct, "yaml") {
+		j, err := yaml.YAMLToJSON(b)
+		if err != nil {
+			return nil, apierrors.NewBadRequest(fmt.Sprintf("malformed YAML body: %v", err))
+		}
+		return j, nil
+	}
+	return b, nil
+}
+
+// writeJSON writes v with status code.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+// writeError writes err as a Kubernetes Status. A NotLeaderError is a 503
+// that names the leader.
+func writeError(w http.ResponseWriter, err error, logger *slog.Logger) {
+	var status apierrors.APIStatus
+	var nl *consensus.NotLeaderError
+	switch {
+	case errors.As(err, &status):
+	case errors.As(err, &nl):
+		status = apierrors.NewServiceUnavailable(nl.Error())
+	case errors.Is(err, consensus.ErrWatchDropped):
+		status = apierrors.NewServiceUnavailable(err.Error())
+	default:
+		logger.Error("request failed", "err", err)
+		status = apierrors.NewInternalError(err)
+	}
+	s := status.Status()
+	s.APIVersion, s.Kind = "v1", "Status"
+	writeJSON(w, int(s.Code), s)
+}
+
+func queryBool(r *http.Request, name string) bool {
+	v := r.URL.Query().Get(name)
+	return v == "true" || v == "1"
+}
+
+func listKind(k *consensus.Kind) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: k.APIVersion(), Kind: k.Kind + "List"}
+}
