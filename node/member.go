@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"sort"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/outpost-mesh/outpost/consensus"
 )
@@ -127,7 +129,38 @@ func (n *Node) heartbeat(ctx context.Context, store *consensus.Store) error {
 		return err
 	}
 	obj.ResourceVersion = ""
-	_, err = store.UpdateStatus(ctx, &NodeKind, obj)
+	if _, err = store.UpdateStatus(ctx, &NodeKind, obj); err != nil {
+		return err
+	}
+	return n.refreshSite(ctx, store)
+}
+
+// refreshSite writes the status of this node's site from the nodes that
+// registered in it. The leader of the site's group writes it.
+func (n *Node) refreshSite(ctx context.Context, store *consensus.Store) error {
+	sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": n.cfg.Site})
+	nodes, err := store.List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	versions := map[string]bool{}
+	for _, o := range nodes.Items {
+		var st NodeStatus
+		if o.DecodeStatus(&st) == nil && st.Version != "" {
+			versions[st.Version] = true
+		}
+	}
+	now := metav1.Now()
+	st := SiteStatus{Connected: true, Leader: n.group.Status().LeaderID, NodeCount: len(nodes.Items), LastSeen: &now}
+	for v := range versions {
+		st.Versions = append(st.Versions, v)
+	}
+	sort.Strings(st.Versions)
+	site := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: n.cfg.Site}}
+	if err := site.SetStatus(st); err != nil {
+		return err
+	}
+	_, err = store.UpdateStatus(ctx, &SiteKind, site)
 	return err
 }
 
