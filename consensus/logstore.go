@@ -113,7 +113,10 @@ func OpenLogStore(dir string, logger *slog.Logger) (*LogStore, error) {
 //   - ValueThreshold 32 KiB (default 1 MiB, the maximum): ordinary entries
 //     live in the LSM tree, so compacting the Raft log frees space through
 //     LSM compaction alone; only large entries and oversized ops go to the
-//     value log, which RunGC reclaims.
+//     value log, which RunGC reclaims. Measured with 256-byte entries,
+//     moving them to the value log (threshold 1) made one-entry StoreLogs
+//     ~30% and Raft Apply ~20% slower: each commit then syncs two files
+//     with data instead of one.
 //   - ValueLogFileSize 128 MiB (default 1 GiB): files are reclaimed sooner and
 //     map less address space. One value, hence one oversized op, must fit.
 //   - BlockCacheSize 8 MiB (default 256): reads are mostly of recent entries
@@ -205,7 +208,8 @@ func (s *LogStore) LastIndex() (uint64, error) {
 
 // IsMonotonic reports true, so Raft deletes the whole log after installing or
 // restoring a snapshot instead of leaving a gap: the log stays one dense
-// range from FirstIndex to LastIndex. The store itself tolerates gaps.
+// range from FirstIndex to LastIndex, which lets DeleteRange delete by index
+// instead of scanning keys. Gaps stay correct, only slower to delete.
 func (s *LogStore) IsMonotonic() bool { return true }
 
 // GetLog reads the log entry at index into log, or returns
@@ -220,18 +224,20 @@ func (s *LogStore) GetLog(index uint64, log *raft.Log) error {
 		val, err = item.ValueCopy(nil)
 		return err
 	})
-	if errors.Is(err, badger.ErrKeyNotFound) {
+	switch {
+	case errors.Is(err, badger.ErrKeyNotFound):
 		return raft.ErrLogNotFound
-	}
-	if err == nil {
-		err = decodeLogRecord(val, log)
-	}
-	if err == nil && log.Index != index {
-		err = fmt.Errorf("%w: holds index %d", ErrLogStoreCorrupt, log.Index)
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("get log %d: %w", index, err)
 	}
+	var l raft.Log
+	if err := decodeLogRecord(val, &l); err != nil {
+		return fmt.Errorf("get log %d: %w", index, err)
+	}
+	if l.Index != index {
+		return fmt.Errorf("get log %d: %w: holds index %d", index, ErrLogStoreCorrupt, l.Index)
+	}
+	*log = l
 	return nil
 }
 
@@ -267,7 +273,8 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	return nil
 }
 
-// DeleteRange deletes the entries from min to max inclusive, atomically.
+// DeleteRange deletes the entries with indexes from through to, inclusive,
+// atomically.
 func (s *LogStore) DeleteRange(from, to uint64) error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -373,9 +380,9 @@ func applyLogOp(w logBatchWriter, op []byte) error {
 		}
 		return nil
 	case op[0] == logOpDelete && len(body) == 16:
-		// By index rather than by scanning keys, which costs as much as the
-		// deletes: the log is dense (see IsMonotonic), and a tombstone for an
-		// absent index is harmless.
+		// By index: scanning for the keys first cost more than deleting them,
+		// the log is dense (see IsMonotonic), and a tombstone for an absent
+		// index is harmless.
 		lo, hi := binary.BigEndian.Uint64(body), binary.BigEndian.Uint64(body[8:])
 		for i := lo; i <= hi && i >= lo; i++ { // i >= lo: stop at wrap-around
 			if err := w.Delete(logKey(i)); err != nil {
@@ -531,8 +538,9 @@ func stableKey(key []byte) []byte {
 	return append([]byte{stableKeyPrefix}, key...)
 }
 
-// logStoreBadgerLog bridges Badger's logger into slog. Badger's info messages are
-// routine (tables opened, files replayed), so they go out at debug level.
+// logStoreBadgerLog bridges Badger's logger into slog. Badger's info
+// messages are routine (tables opened, files replayed), so they go out at
+// debug level.
 type logStoreBadgerLog struct{ l *slog.Logger }
 
 func (b logStoreBadgerLog) Errorf(f string, v ...any)   { b.log(slog.LevelError, f, v) }
@@ -583,9 +591,9 @@ func appendLogRecord(b []byte, l *raft.Log) []byte {
 	return binary.AppendUvarint(b, uint64(l.AppendedAt.Nanosecond()))
 }
 
-// decodeLogRecord decodes a record into l, whose Data and Extensions then alias
-// b. A truncated, over-long or otherwise malformed record is an error
-// wrapping ErrLogStoreCorrupt, and leaves l untouched.
+// decodeLogRecord decodes a record into l, whose Data and Extensions then
+// alias b. A truncated, over-long or otherwise malformed record is an error
+// wrapping ErrLogStoreCorrupt.
 func decodeLogRecord(b []byte, l *raft.Log) error {
 	d := logDecoder{b: b}
 	if v := d.u8(); d.err == nil && v != logRecordVersion {

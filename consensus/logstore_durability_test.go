@@ -23,8 +23,8 @@ const (
 
 // durabilityBatchSize returns the number of entries in the child's batch n
 // (from 1). Every 25th batch, ~4 MiB, is too big for one Badger transaction
-// and takes the redo path, so the kill after durabilityKills acks most likely
-// lands in the middle of one.
+// and takes the redo path; the kill after durabilityKills acks lands while
+// the child works on one.
 func durabilityBatchSize(n int) uint64 {
 	if n%25 == 0 {
 		return 4096
