@@ -241,9 +241,13 @@ func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log) (applyResult,
 		next.Status = append(json.RawMessage(nil), c.Obj.Status...)
 	case opDelete:
 		next = cur.DeepCopy()
-		if len(next.Finalizers) > 0 && next.DeletionTimestamp == nil {
+		if next.DeletionTimestamp == nil {
+			// Without finalizers this deletes the object below; with them
+			// it only marks it.
 			next.DeletionTimestamp = &now
-			next.Generation++
+			if len(next.Finalizers) > 0 {
+				next.Generation++
+			}
 		}
 	default:
 		return applyResult{err: apierrors.NewBadRequest(fmt.Sprintf("unknown op %q", c.Op))}, nil, nil

@@ -247,6 +247,10 @@ func (g *Group) handOff(r *raft.Raft) {
 	g.log.Info("transferred leadership before shutdown")
 }
 
+// Close releases the stores of a Group whose Run was never called (Run
+// closes them itself on return). It is safe to call more than once.
+func (g *Group) Close() error { return g.closeStores() }
+
 // closeStores closes the stores once; Run calls it on return, and New on
 // failure.
 func (g *Group) closeStores() error {

@@ -164,6 +164,11 @@ func (s *Store) update(ctx context.Context, k *Kind, obj, cur *Object, expectRV 
 	}
 	obj.ManagedFields = nil
 	obj.Generation = cur.Generation
+	if obj.ResourceVersion == "" {
+		// Unconditional (expectRV is 0): validate as an update of what
+		// is stored, which requires a resourceVersion.
+		obj.ResourceVersion = cur.ResourceVersion
+	}
 	if err := k.validateUpdate(obj, cur); err != nil {
 		return nil, err
 	}
@@ -326,7 +331,21 @@ func (s *Store) readBarrier(ctx context.Context, opt ReadOptions) error {
 	if err := r.VerifyLeader().Error(); err != nil {
 		return s.raftError(r, err)
 	}
-	return s.g.fsm.waitApplied(ctx, idx)
+	return s.g.fsm.waitApplied(ctx, s.g.lastFSMIndex(idx))
+}
+
+// lastFSMIndex returns the last index at or below i whose entry Raft hands
+// the FSM. A BatchingFSM never sees no-op and barrier entries, so waiting
+// for a commit index that ends in them (a new leader's first read, before
+// any write in its term) would wait for the next write.
+func (g *Group) lastFSMIndex(i uint64) uint64 {
+	for applied := g.fsm.appliedIndex(); i > applied; i-- {
+		var l raft.Log
+		if err := g.logs.GetLog(i, &l); err != nil || l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return i
+		}
+	}
+	return i
 }
 
 func uuidFor() types.UID { return types.UID(uuid.NewString()) }

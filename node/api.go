@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,11 @@ type apiServer struct {
 	auth  *authenticator
 	log   *slog.Logger
 	table *tableConvertor
+	// forward, when set, proxies a call that needs the leader to it; a
+	// hub follower sets it.
+	forward func(w http.ResponseWriter, r *http.Request)
+	// onDelete, when set, runs before an object is deleted and may refuse.
+	onDelete func(ctx context.Context, k *consensus.Kind, namespace, name string) error
 }
 
 func newAPIServer(g *consensus.Group, auth *authenticator, logger *slog.Logger) *apiServer {
@@ -58,6 +64,9 @@ type request struct {
 func (a *apiServer) serveAPIs(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 	switch len(parts) {
+	case 1: // "/apis/" trims to "apis"
+		a.serveDiscovery(w, r)
+		return
 	case 2:
 		a.serveGroup(w, r, parts[1])
 		return
@@ -71,8 +80,15 @@ func (a *apiServer) serveAPIs(w http.ResponseWriter, r *http.Request) {
 		req.namespace, rest = rest[1], rest[2:]
 	}
 	kind, ok := a.reg.ForResource(group, version, rest[0])
-	if !ok || kind.Hidden || len(rest) > 3 || (req.namespace != "" && !kind.Namespaced) {
-		writeError(w, apierrors.NewNotFound(schemaGR(group, rest[0]), ""), a.log)
+	switch {
+	case !ok || kind.Hidden:
+		writeError(w, notFound(group, rest[0], fmt.Sprintf("the server has no resource %q in %s/%s", rest[0], group, version)), a.log)
+		return
+	case req.namespace != "" && !kind.Namespaced:
+		writeError(w, notFound(group, rest[0], fmt.Sprintf("%s is cluster-scoped: drop /namespaces/%s from the path", kind.Plural, req.namespace)), a.log)
+		return
+	case len(rest) > 3:
+		writeError(w, apierrors.NewNotFound(kind.GroupResource(), strings.Join(rest[1:], "/")), a.log)
 		return
 	}
 	req.kind = kind
@@ -90,7 +106,20 @@ func (a *apiServer) serveAPIs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("%s is namespaced: use /apis/%s/%s/namespaces/{namespace}/%s/%s", kind.Plural, group, version, kind.Plural, req.name)), a.log)
 		return
 	}
+	if a.forward != nil && needsLeader(r) && !a.group.IsLeader() {
+		a.forward(w, r)
+		return
+	}
 	a.serveResource(w, r, req)
+}
+
+// needsLeader reports whether a call must be served by the group's leader:
+// every write, and every read that is neither stale nor a watch.
+func needsLeader(r *http.Request) bool {
+	if r.Method != http.MethodGet {
+		return true
+	}
+	return !queryBool(r, "stale") && !queryBool(r, "watch")
 }
 
 func (a *apiServer) serveResource(w http.ResponseWriter, r *http.Request, req request) {
@@ -119,6 +148,14 @@ func (a *apiServer) serveResource(w http.ResponseWriter, r *http.Request, req re
 // serves no /api resources, and Kubernetes clients accept a 404 here.
 func (a *apiServer) serveLegacy(w http.ResponseWriter, _ *http.Request) {
 	writeError(w, apierrors.NewNotFound(schemaGR("", ""), "/api"), a.log)
+}
+
+// notFound is a 404 whose message says what is wrong with the path.
+func notFound(group, resource, msg string) error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{
+		Status: metav1.StatusFailure, Code: http.StatusNotFound, Reason: metav1.StatusReasonNotFound,
+		Details: &metav1.StatusDetails{Group: group, Kind: resource}, Message: msg,
+	}}
 }
 
 // readBody reads a JSON or YAML request body of at most maxBodyBytes.

@@ -207,6 +207,12 @@ func (a *apiServer) delete(w http.ResponseWriter, r *http.Request, req request) 
 			uid = string(*p.UID)
 		}
 	}
+	if a.onDelete != nil {
+		if err := a.onDelete(r.Context(), req.kind, req.namespace, req.name); err != nil {
+			writeError(w, err, a.log)
+			return
+		}
+	}
 	out, err := a.store.Delete(r.Context(), req.kind, req.namespace, req.name, rv, uid)
 	if err != nil {
 		writeError(w, err, a.log)

@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/gossip"
 )
 
 // Config is everything a node is started with, gathered by cmd/outpost from
@@ -27,8 +31,39 @@ type Config struct {
 	LogLevel string
 	// LogFormat is text or json (--log-format).
 	LogFormat string
+	// Hub says explicitly that this node bootstraps a new hub (--hub); it is
+	// also what a node without --join does.
+	Hub bool
+	// JoinAddr is a hub member's QUIC address, host:port (--join).
+	JoinAddr string
+	// Token is the join token (--token); needed only for the first start.
+	Token string
+	// BindAddr is the host the QUIC and gossip ports bind (--bind-addr).
+	BindAddr string
+	// AdvertiseAddr is the host other nodes reach this one at
+	// (--advertise-addr; default: BindAddr when specific, else the first
+	// non-loopback address).
+	AdvertiseAddr string
+	// QUICPort is the UDP port of all mesh traffic (--quic-port).
+	QUICPort int
+	// GossipPort is the memberlist port, UDP and TCP (--gossip-port).
+	GossipPort int
+	// Labels are this node's labels (--labels k=v,...).
+	Labels map[string]string
+	// SiteVoters is how many Raft voters a site keeps (--site-voters).
+	SiteVoters int
+	// ReapAfter is how long a dead voter stays before it is replaced
+	// (--reap-after).
+	ReapAfter time.Duration
 	// HeartbeatInterval is how often the node refreshes its Node status.
 	HeartbeatInterval time.Duration
+	// NameSet says --name was given explicitly; a data dir of another node
+	// is then an error instead of taking that node's name.
+	NameSet bool
+	// TuneRaft and TuneGossip adjust the subsystems' settings after the
+	// defaults; tests use them for tight timings.
+	TuneRaft   func(*consensus.Config)
+	TuneGossip func(*gossip.Config)
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
 }
@@ -44,6 +79,11 @@ func DefaultConfig() Config {
 		APIAddr:           "127.0.0.1:7080",
 		LogLevel:          "info",
 		LogFormat:         "text",
+		BindAddr:          "0.0.0.0",
+		QUICPort:          7443,
+		GossipPort:        7946,
+		SiteVoters:        3,
+		ReapAfter:         72 * time.Hour,
 		HeartbeatInterval: 10 * time.Second,
 		ShutdownTimeout:   15 * time.Second,
 	}
@@ -74,8 +114,87 @@ func (c Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--log-format %q must be text or json", c.LogFormat))
 	}
+	if net.ParseIP(c.BindAddr) == nil {
+		errs = append(errs, fmt.Errorf("--bind-addr %q must be an IP address", c.BindAddr))
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		errs = append(errs, fmt.Errorf("--advertise-addr %q must be an IP address", c.AdvertiseAddr))
+	}
+	if c.QUICPort < 0 || c.QUICPort > 65535 {
+		errs = append(errs, fmt.Errorf("--quic-port %d must be 0-65535", c.QUICPort))
+	}
+	if c.GossipPort < 0 || c.GossipPort > 65535 {
+		errs = append(errs, fmt.Errorf("--gossip-port %d must be 0-65535", c.GossipPort))
+	}
+	if c.SiteVoters != 1 && c.SiteVoters != 3 && c.SiteVoters != 5 {
+		errs = append(errs, fmt.Errorf("--site-voters %d must be 1, 3 or 5", c.SiteVoters))
+	}
+	if c.ReapAfter <= 0 {
+		errs = append(errs, fmt.Errorf("--reap-after %s must be positive", c.ReapAfter))
+	}
+	if c.JoinAddr != "" {
+		if _, port, err := net.SplitHostPort(c.JoinAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("--join %q must be host:port", c.JoinAddr))
+		}
+		if c.Hub {
+			errs = append(errs, errors.New("--hub and --join contradict each other: --hub bootstraps a new hub, --join joins an existing mesh"))
+		}
+	}
+	for k, v := range c.Labels {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--labels key %q: %s", k, strings.Join(msgs, "; ")))
+		}
+		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--labels value %q of %s: %s", v, k, strings.Join(msgs, "; ")))
+		}
+	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval))
 	}
 	return errors.Join(errs...)
+}
+
+// advertiseHost is the address other nodes reach this one at.
+func (c Config) advertiseHost() string {
+	if c.AdvertiseAddr != "" {
+		return c.AdvertiseAddr
+	}
+	if ip := net.ParseIP(c.BindAddr); ip != nil && !ip.IsUnspecified() {
+		return c.BindAddr
+	}
+	return firstHostAddress()
+}
+
+func (c Config) quicAdvertise() string {
+	return net.JoinHostPort(c.advertiseHost(), strconv.Itoa(c.QUICPort))
+}
+
+func (c Config) gossipAdvertise() string {
+	return net.JoinHostPort(c.advertiseHost(), strconv.Itoa(c.GossipPort))
+}
+
+// firstHostAddress is the first non-loopback IPv4 address of the host, else
+// the first IPv6 one, else 127.0.0.1.
+func firstHostAddress() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "127.0.0.1"
+	}
+	var v6 string
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		if ipn.IP.To4() != nil {
+			return ipn.IP.String()
+		}
+		if v6 == "" {
+			v6 = ipn.IP.String()
+		}
+	}
+	if v6 != "" {
+		return v6
+	}
+	return "127.0.0.1"
 }

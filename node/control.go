@@ -63,7 +63,7 @@ func (n *Node) controlHandler() http.Handler {
 
 func (n *Node) localStatus() LocalStatus {
 	return LocalStatus{
-		Name: n.cfg.Name, Site: n.cfg.Site, Role: n.role(), Version: BuildVersion(),
+		Name: n.id.Name, Site: n.id.Site, Role: n.id.Role, Version: BuildVersion(),
 		APIAddr: n.apiAddr(), Uptime: time.Since(n.started).Round(time.Second).String(),
 		Raft: n.group.Status(),
 	}

@@ -26,9 +26,12 @@ type NodeStatus struct {
 	OS            string         `json:"os,omitempty"`
 	Arch          string         `json:"arch,omitempty"`
 	Addresses     []NodeAddress  `json:"addresses,omitempty"`
+	QUICAddr      string         `json:"quicAddr,omitempty"`
+	GossipAddr    string         `json:"gossipAddr,omitempty"`
 	APIEndpoint   string         `json:"apiEndpoint,omitempty"`
 	StartTime     *metav1.Time   `json:"startTime,omitempty"`
 	HeartbeatTime *metav1.Time   `json:"heartbeatTime,omitempty"`
+	LastSeen      *metav1.Time   `json:"lastSeen,omitempty"`
 	Raft          *NodeRaftState `json:"raft,omitempty"`
 }
 
@@ -88,7 +91,7 @@ var (
 			{Name: "OS", Type: "string", JSONPath: ".status.os", Priority: 1},
 			{Name: "Arch", Type: "string", JSONPath: ".status.arch", Priority: 1},
 			{Name: "Address", Type: "string", JSONPath: ".status.addresses[0].address", Priority: 1},
-			{Name: "Last-Seen", Type: "date", JSONPath: ".status.heartbeatTime", Priority: 1},
+			{Name: "Last-Seen", Type: "date", JSONPath: ".status.lastSeen", Priority: 1},
 		},
 	}
 	SiteKind = consensus.Kind{
@@ -129,6 +132,6 @@ func validateAccessToken(obj *consensus.Object) field.ErrorList {
 // CoreKinds returns a registry with the core kinds.
 func CoreKinds() *consensus.Registry {
 	r := consensus.NewRegistry()
-	r.MustRegister(NodeKind, SiteKind, AccessTokenKind)
+	r.MustRegister(NodeKind, SiteKind, AccessTokenKind, JoinTokenKind, MemberKind, SecretKind, RevocationKind)
 	return r
 }

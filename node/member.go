@@ -2,40 +2,31 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
-	"net"
-	"runtime"
-	"sort"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/outpost-mesh/outpost/consensus"
 )
 
-// runMember waits for the group to elect a leader, bootstraps the admin
-// credential and the site on a new hub, registers this node and keeps its
-// heartbeat until ctx ends.
+// runMember does the one-time work of a group's leader: on the hub, the
+// admin credential, the hub Site and its gossip key; everywhere, the Site.
+// It retries until it has succeeded once as leader, then returns.
 func (n *Node) runMember(ctx context.Context) error {
-	store := n.group.Store()
-	if err := n.waitLeader(ctx); err != nil {
-		return nil
-	}
-	if n.group.IsLeader() {
-		if err := n.ensureAdmin(ctx, store); err != nil {
-			return err
-		}
-		if err := n.ensureSite(ctx, store); err != nil {
-			return err
-		}
-	}
-	t := time.NewTicker(n.cfg.HeartbeatInterval)
+	t := time.NewTicker(200 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if err := n.heartbeat(ctx, store); err != nil && ctx.Err() == nil {
-			n.log.Debug("heartbeat not written", "err", err)
+		if n.group.IsLeader() {
+			err := n.ensureBootstrapObjects(ctx)
+			if err == nil {
+				return nil
+			}
+			if ctx.Err() == nil {
+				n.log.Debug("bootstrap objects not written yet", "err", err)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -45,19 +36,21 @@ func (n *Node) runMember(ctx context.Context) error {
 	}
 }
 
-func (n *Node) waitLeader(ctx context.Context) error {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if n.group.Status().LeaderID != "" {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
+func (n *Node) ensureBootstrapObjects(ctx context.Context) error {
+	store := n.group.Store()
+	if err := n.ensureSite(ctx, store); err != nil {
+		return err
 	}
+	if n.id.Role != RoleHub {
+		return nil
+	}
+	if _, err := n.siteKey(ctx, HubSite, n.id.GossipKey); err != nil {
+		return err
+	}
+	if n.apiLn != nil && n.id.BootstrapSite {
+		return n.ensureAdmin(ctx, store)
+	}
+	return nil
 }
 
 // ensureAdmin creates the bootstrap admin token and writes
@@ -92,91 +85,51 @@ func (n *Node) ensureAdmin(ctx context.Context, store *consensus.Store) error {
 
 // ensureSite creates this node's Site object when it does not exist.
 func (n *Node) ensureSite(ctx context.Context, store *consensus.Store) error {
-	obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: n.cfg.Site}}
+	obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: n.id.Site}}
 	_, err := store.Create(ctx, &SiteKind, obj)
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("register site %s: %w", n.cfg.Site, err)
+		return fmt.Errorf("register site %s: %w", n.id.Site, err)
 	}
 	return nil
 }
 
-// heartbeat creates this node's Node object if needed and refreshes its
-// status; the hub's leader writes it.
-func (n *Node) heartbeat(ctx context.Context, store *consensus.Store) error {
-	if !n.group.IsLeader() {
-		return nil
-	}
-	obj, err := store.Get(ctx, &NodeKind, "", n.cfg.Name, consensus.ReadOptions{Stale: true})
-	if apierrors.IsNotFound(err) {
-		obj, err = store.Create(ctx, &NodeKind, &consensus.Object{ObjectMeta: metav1.ObjectMeta{
-			Name:   n.cfg.Name,
-			Labels: map[string]string{"outpost.dev/site": n.cfg.Site, "kubernetes.io/arch": runtime.GOARCH, "kubernetes.io/os": runtime.GOOS},
-		}})
-	}
-	if err != nil {
-		return err
-	}
-	now := metav1.Now()
-	start := metav1.NewTime(n.started)
-	rs := n.group.Status()
-	st := NodeStatus{
-		Role: n.role(), Site: n.cfg.Site, State: "Ready", Version: BuildVersion(),
-		OS: runtime.GOOS, Arch: runtime.GOARCH, Addresses: hostAddresses(),
-		APIEndpoint: n.APIURL(), StartTime: &start, HeartbeatTime: &now,
-		Raft: &NodeRaftState{State: rs.State, Term: rs.Term},
-	}
-	if err := obj.SetStatus(st); err != nil {
-		return err
-	}
-	obj.ResourceVersion = ""
-	if _, err = store.UpdateStatus(ctx, &NodeKind, obj); err != nil {
-		return err
-	}
-	return n.refreshSite(ctx, store)
+// siteKey returns the gossip key of a site from the hub's store, creating
+// it (with want, or random when want is nil) when the site has none. created
+// says whether this call made it: the node it is for is the site's first.
+func (n *Node) siteKey(ctx context.Context, site string, want []byte) (key []byte, err error) {
+	key, _, err = n.siteKeyCreated(ctx, site, want)
+	return key, err
 }
 
-// refreshSite writes the status of this node's site from the nodes that
-// registered in it. The leader of the site's group writes it.
-func (n *Node) refreshSite(ctx context.Context, store *consensus.Store) error {
-	sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": n.cfg.Site})
-	nodes, err := store.List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return err
+func (n *Node) siteKeyCreated(ctx context.Context, site string, want []byte) ([]byte, bool, error) {
+	store := n.group.Store()
+	name := "site-" + site
+	obj, err := store.Get(ctx, &SecretKind, "", name, consensus.ReadOptions{})
+	if err == nil {
+		var spec SecretSpec
+		if err := obj.DecodeSpec(&spec); err != nil {
+			return nil, false, err
+		}
+		return spec.Data["gossipKey"], false, nil
 	}
-	versions := map[string]bool{}
-	for _, o := range nodes.Items {
-		var st NodeStatus
-		if o.DecodeStatus(&st) == nil && st.Version != "" {
-			versions[st.Version] = true
+	if !apierrors.IsNotFound(err) {
+		return nil, false, err
+	}
+	if want == nil {
+		want = make([]byte, 32)
+		if _, err := rand.Read(want); err != nil {
+			return nil, false, err
 		}
 	}
-	now := metav1.Now()
-	st := SiteStatus{Connected: true, Leader: n.group.Status().LeaderID, NodeCount: len(nodes.Items), LastSeen: &now}
-	for v := range versions {
-		st.Versions = append(st.Versions, v)
+	obj = &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := obj.SetSpec(SecretSpec{Data: map[string][]byte{"gossipKey": want}}); err != nil {
+		return nil, false, err
 	}
-	sort.Strings(st.Versions)
-	site := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: n.cfg.Site}}
-	if err := site.SetStatus(st); err != nil {
-		return err
-	}
-	_, err = store.UpdateStatus(ctx, &SiteKind, site)
-	return err
-}
-
-// hostAddresses lists the host's non-loopback unicast addresses.
-func hostAddresses() []NodeAddress {
-	var out []NodeAddress
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
-	for _, a := range addrs {
-		ipn, ok := a.(*net.IPNet)
-		if !ok || ipn.IP.IsLoopback() || ipn.IP.IsLinkLocalUnicast() {
-			continue
+	if _, err := store.Create(ctx, &SecretKind, obj); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return n.siteKeyCreated(ctx, site, nil)
 		}
-		out = append(out, NodeAddress{Type: "InternalIP", Address: ipn.IP.String()})
+		return nil, false, err
 	}
-	return out
+	return want, true, nil
 }

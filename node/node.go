@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -19,25 +20,40 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/gossip"
+	"github.com/outpost-mesh/outpost/internal/logbridge"
 	"github.com/outpost-mesh/outpost/internal/pki"
+	"github.com/outpost-mesh/outpost/transport"
 )
+
+// certValidity is how long a node certificate is valid; it is renewed when
+// a third of that is left.
+const certValidity = 90 * 24 * time.Hour
 
 // Node is the daemon of one host.
 type Node struct {
 	cfg     Config
 	log     *slog.Logger
+	rootLog *slog.Logger // without the node's attributes, for subsystems that add their own
 	lock    *os.File
-	ca      *pki.CA
+	id      *identity
+	ca      *pki.CA // hub members only
+	ep      *transport.Endpoint
+	layer   *transport.StreamLayer
+	raftNet *raft.NetworkTransport
 	group   *consensus.Group
-	api     *apiServer
+	gossip  *gossip.Gossip
+	api     *apiServer // hub members only
 	apiLn   net.Listener
 	ctlLn   net.Listener
+	fwd     *connListener // hub members: forwarded API calls
 	reg     *prometheus.Registry
 	started time.Time
 }
 
-// New validates cfg, takes the data dir, opens the stores and binds the API
-// and control sockets. It starts no goroutines; Run does.
+// New validates cfg, takes the data dir, loads (or, for a new hub, creates)
+// the node's identity, opens the stores and binds every socket. It starts
+// no goroutines; Run does. A node that must join runs Join first.
 func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -45,7 +61,7 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n = &Node{cfg: cfg, log: logger.With("component", "node", "node", cfg.Name, "site", cfg.Site), started: time.Now()}
+	n = &Node{cfg: cfg, started: time.Now()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, n.close())
@@ -60,30 +76,173 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if n.lock, err = lockDir(cfg.DataDir); err != nil {
 		return n, err
 	}
-	if n.ca, err = pki.LoadOrCreate(filepath.Join(cfg.DataDir, "pki"), "Outpost mesh CA"); err != nil {
+	if n.id, err = n.loadOrBootstrap(); err != nil {
 		return n, err
 	}
-	gcfg := consensus.DefaultConfig()
-	gcfg.ID = cfg.Name
-	gcfg.Dir = filepath.Join(cfg.DataDir, "consensus")
-	gcfg.Bootstrap = true
-	gcfg.Logger = logger
-	// One member until mesh networking joins others: an in-memory
-	// transport with no peers.
-	_, gcfg.Transport = raft.NewInmemTransport(raft.ServerAddress(cfg.Name))
-	if n.group, err = consensus.New(gcfg, CoreKinds()); err != nil {
+	n.rootLog = logger
+	n.log = logger.With("node", n.id.Name, "site", n.id.Site)
+	if n.id.Role == RoleHub {
+		if n.ca, err = pki.LoadOrCreate(caDir(cfg.DataDir), "Outpost mesh CA"); err != nil {
+			return n, err
+		}
+	}
+	if err = n.newTransport(); err != nil {
+		return n, err
+	}
+	if err = n.newGroup(logger); err != nil {
+		return n, err
+	}
+	if err = n.newGossip(); err != nil {
 		return n, err
 	}
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(n.group.Collector())
-	n.api = newAPIServer(n.group, &authenticator{store: n.group.Store(), now: time.Now}, n.log.With("component", "api"))
-	if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
-		return n, fmt.Errorf("--api-addr %s: %w", cfg.APIAddr, err)
+	if n.id.Role == RoleHub {
+		n.api = newAPIServer(n.group, &authenticator{store: n.group.Store(), now: time.Now}, n.log.With("component", "api"))
+		n.api.forward = n.forwardToLeader
+		n.api.onDelete = n.onDelete
+		n.fwd = newConnListener(n.ep.Addr())
+		if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+			return n, fmt.Errorf("--api-addr %s: %w", cfg.APIAddr, err)
+		}
 	}
 	if n.ctlLn, err = listenControl(filepath.Join(cfg.DataDir, SocketName)); err != nil {
 		return n, err
 	}
 	return n, nil
+}
+
+func caDir(dataDir string) string { return filepath.Join(dataDir, "pki") }
+
+// loadOrBootstrap returns the stored identity or, for a node that starts a
+// new hub, creates the mesh CA and the hub's first identity.
+func (n *Node) loadOrBootstrap() (*identity, error) {
+	id, err := loadIdentity(n.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	if id != nil {
+		if id.Name != n.cfg.Name && n.cfg.NameSet {
+			return nil, fmt.Errorf("--name %s: this data dir belongs to node %s; use another --data-dir for another node", n.cfg.Name, id.Name)
+		}
+		return id, nil
+	}
+	if n.cfg.JoinAddr != "" {
+		return nil, errors.New("this node has not joined yet: call Join before New")
+	}
+	if n.cfg.Site != HubSite {
+		return nil, fmt.Errorf("--site %s: only a hub starts without joining; add --join HUB:7443 --token TOKEN (from `outpost token create --site %s`)", n.cfg.Site, n.cfg.Site)
+	}
+	ca, err := pki.LoadOrCreate(caDir(n.cfg.DataDir), "Outpost mesh CA")
+	if err != nil {
+		return nil, err
+	}
+	cert, err := transport.IssueNodeCert(ca, n.cfg.Name, HubSite, RoleHub, advertiseIPs(n.cfg), certValidity)
+	if err != nil {
+		return nil, err
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	id = &identity{Name: n.cfg.Name, Site: HubSite, Role: RoleHub, BootstrapSite: true, GossipKey: key, dir: identityDir(n.cfg.DataDir)}
+	if err := id.setCerts(&cert, ca.CertPEM); err != nil {
+		return nil, err
+	}
+	return id, id.save()
+}
+
+// advertiseIPs are the IPs a node certificate names.
+func advertiseIPs(cfg Config) []net.IP {
+	ips := []net.IP{net.IPv4(127, 0, 0, 1)}
+	if ip := net.ParseIP(cfg.advertiseHost()); ip != nil {
+		ips = append(ips, ip)
+	}
+	return ips
+}
+
+func (n *Node) newTransport() error {
+	tc := transport.DefaultConfig()
+	tc.BindAddr = net.JoinHostPort(n.cfg.BindAddr, fmt.Sprint(n.cfg.QUICPort))
+	tc.AdvertiseAddr = n.cfg.quicAdvertise()
+	tc.GetCertificate = n.id.certificate
+	tc.CAs = n.id.caPool()
+	tc.Authorize = n.authorizeStream
+	tc.Revoked = n.isRevoked
+	tc.Logger = n.log
+	ep, err := transport.New(tc)
+	if err != nil {
+		return err
+	}
+	n.ep = ep
+	n.layer = transport.NewStreamLayer(ep, ep.AdvertiseAddr())
+	n.raftNet = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream: n.layer, MaxPool: 4, Timeout: 10 * time.Second,
+		Logger: logbridge.HCLog(n.log.With("component", "raft-net")),
+	})
+	ep.Handle(transport.KindRPC, n.serveRPC)
+	if n.id.Role == RoleHub {
+		ep.Handle(transport.KindJoin, n.serveJoin)
+	}
+	return nil
+}
+
+func (n *Node) newGroup(logger *slog.Logger) error {
+	gcfg := consensus.DefaultConfig()
+	if n.cfg.TuneRaft != nil {
+		n.cfg.TuneRaft(&gcfg)
+	}
+	gcfg.ID = n.id.Name
+	gcfg.Dir = filepath.Join(n.cfg.DataDir, "consensus")
+	gcfg.Bootstrap = n.id.BootstrapSite
+	gcfg.Transport = n.raftNet
+	gcfg.Logger = logger.With("node", n.id.Name, "site", n.id.Site)
+	g, err := consensus.New(gcfg, CoreKinds())
+	if err != nil {
+		return err
+	}
+	n.group = g
+	return nil
+}
+
+func (n *Node) newGossip() error {
+	gc := gossip.DefaultConfig()
+	if n.cfg.TuneGossip != nil {
+		n.cfg.TuneGossip(&gc)
+	}
+	gc.Meta = n.meta()
+	gc.BindAddr = n.cfg.BindAddr
+	gc.BindPort = n.cfg.GossipPort
+	gc.AdvertiseAddr = n.cfg.advertiseHost()
+	gc.Key = n.id.GossipKey
+	gc.Join = n.id.GossipSeeds
+	gc.Logger = n.rootLog
+	g, err := gossip.New(gc)
+	if err != nil {
+		return err
+	}
+	n.gossip = g
+	return nil
+}
+
+// meta is what this node gossips about itself.
+func (n *Node) meta() gossip.Meta {
+	labels := map[string]string{}
+	for k, v := range n.cfg.Labels {
+		labels[k] = v
+	}
+	return gossip.Meta{
+		Name: n.id.Name, Site: n.id.Site, Role: n.id.Role, Version: BuildVersion(),
+		OS: goos, Arch: goarch, Labels: labels,
+		QUICAddr: n.ep.AdvertiseAddr(), APIAddr: n.apiURLIfAny(),
+	}
+}
+
+func (n *Node) apiURLIfAny() string {
+	if n.id.Role != RoleHub {
+		return ""
+	}
+	return "https://" + n.cfg.APIAddr
 }
 
 // lockDir takes an exclusive lock on the data dir, so two daemons never
@@ -100,7 +259,6 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
-// APIAddr returns the admin API's bound address.
 func (n *Node) apiAddr() string {
 	if n.apiLn == nil {
 		return ""
@@ -108,66 +266,121 @@ func (n *Node) apiAddr() string {
 	return n.apiLn.Addr().String()
 }
 
-// APIURL returns the admin API's base URL.
-func (n *Node) APIURL() string { return "https://" + n.apiAddr() }
+// APIURL returns the admin API's base URL, or "" on a node that serves none.
+func (n *Node) APIURL() string {
+	if n.apiLn == nil {
+		return ""
+	}
+	return "https://" + n.apiAddr()
+}
+
+// QUICAddr returns the address other nodes dial this one at.
+func (n *Node) QUICAddr() string { return n.ep.AdvertiseAddr() }
+
+// GossipAddr returns this node's gossip address.
+func (n *Node) GossipAddr() string { return n.gossip.Addr() }
 
 // Group returns the node's Raft group member.
 func (n *Node) Group() *consensus.Group { return n.group }
 
-func (n *Node) role() string {
-	if n.cfg.Site == "hub" {
-		return "hub"
-	}
-	return "edge"
-}
+// Name returns the node's name.
+func (n *Node) Name() string { return n.id.Name }
 
 // Run serves until ctx is done, then stops the servers, hands off Raft
-// leadership when it can, and closes everything.
+// leadership when it can, leaves the gossip pool and closes everything.
 func (n *Node) Run(ctx context.Context) (err error) {
 	defer func() { err = errors.Join(err, n.close()) }()
-	cert, err := n.servingCert()
-	if err != nil {
-		return err
-	}
+	// Servers and loops stop first, then gossip and Raft, then the
+	// transport they ride on.
+	loopCtx, stopLoops := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLoops()
+	coreCtx, stopCore := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCore()
+	netCtx, stopNet := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopNet()
+
+	var servers []*http.Server
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.Handle("GET /metrics", n.metricsHandler())
-	n.api.register(mux)
 
-	// Servers stop before the group so no request outlives the store.
-	srvCtx, stopServers := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopServers()
-	apiSrv := &http.Server{
-		Handler:           mux,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		ReadHeaderTimeout: 10 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		BaseContext:       func(net.Listener) context.Context { return srvCtx },
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
-	ctlSrv := &http.Server{Handler: n.controlHandler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return srvCtx }}
+	netEG, _ := errgroup.WithContext(netCtx)
+	netEG.Go(func() error { return n.ep.Run(netCtx) })
+	coreEG, _ := errgroup.WithContext(coreCtx)
+	coreEG.Go(func() error { return n.group.Run(coreCtx) })
+	coreEG.Go(func() error { return n.gossip.Run(coreCtx) })
 
-	groupCtx, stopGroup := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopGroup()
 	eg, egCtx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return n.group.Run(groupCtx) })
-	eg.Go(func() error { return serve(apiSrv.ServeTLS(n.apiLn, "", "")) })
+	if n.api != nil {
+		cert, err := n.servingCert()
+		if err != nil {
+			return err
+		}
+		n.api.register(mux)
+		apiSrv := &http.Server{
+			Handler:           mux,
+			TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			BaseContext:       func(net.Listener) context.Context { return loopCtx },
+			ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+		}
+		servers = append(servers, apiSrv)
+		eg.Go(func() error { return serve(apiSrv.ServeTLS(n.apiLn, "", "")) })
+		// Calls forwarded by hub followers arrive over QUIC, already
+		// authenticated as mesh peers; the token is checked again here.
+		fwdSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return loopCtx }}
+		servers = append(servers, fwdSrv)
+		eg.Go(func() error { return serveForwardedAPI(fwdSrv, n.fwd) })
+	}
+	ctlSrv := &http.Server{Handler: n.controlHandler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return loopCtx }}
+	servers = append(servers, ctlSrv)
 	eg.Go(func() error { return serve(ctlSrv.Serve(n.ctlLn)) })
-	eg.Go(func() error { return n.runMember(egCtx) })
-	n.log.Info("node started", "api", n.APIURL(), "data_dir", n.cfg.DataDir, "version", BuildVersion())
+	eg.Go(func() error { return n.runMember(loopCtx) })
+	eg.Go(func() error { return n.runRoster(loopCtx) })
+	eg.Go(func() error { return n.runRenewal(loopCtx) })
+	if n.id.Role != RoleHub {
+		eg.Go(func() error { return n.runHubLink(loopCtx) })
+	} else {
+		eg.Go(func() error { return n.runSiteMonitor(loopCtx) })
+	}
+	n.log.Info("node started", "role", n.id.Role, "quic", n.ep.AdvertiseAddr(), "gossip", n.gossip.Addr(), "api", n.APIURL(), "data_dir", n.cfg.DataDir, "version", BuildVersion())
 
 	<-egCtx.Done()
 	n.log.Info("shutting down")
-	stopServers()
+	stopLoops()
 	shutCtx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
-	err = errors.Join(apiSrv.Shutdown(shutCtx), ctlSrv.Shutdown(shutCtx))
-	stopGroup()
+	for _, s := range servers {
+		err = errors.Join(err, s.Shutdown(shutCtx))
+	}
 	if werr := eg.Wait(); werr != nil && !errors.Is(werr, context.Canceled) {
 		err = errors.Join(err, werr)
 	}
-	return err
+	n.rememberSeeds()
+	stopCore()
+	err = errors.Join(err, coreEG.Wait(), n.raftNet.Close())
+	stopNet()
+	return errors.Join(err, netEG.Wait())
+}
+
+// rememberSeeds stores the site's live gossip members, so the next start
+// finds its site without asking the hub.
+func (n *Node) rememberSeeds() {
+	var seeds []string
+	for _, m := range n.gossip.Members() {
+		if m.Name != n.id.Name && m.State == gossip.Alive {
+			seeds = append(seeds, m.Addr)
+		}
+	}
+	if len(seeds) == 0 {
+		return
+	}
+	n.id.GossipSeeds = seeds
+	if err := n.id.save(); err != nil {
+		n.log.Warn("could not remember gossip peers", "err", err)
+	}
 }
 
 // serve treats a server's normal close as success.
@@ -178,21 +391,21 @@ func serve(err error) error {
 	return err
 }
 
-// servingCert issues the admin API's certificate from the node CA, for
+// servingCert issues the admin API's certificate from the mesh CA, for
 // localhost, the host name and the bound address.
 func (n *Node) servingCert() (tls.Certificate, error) {
 	host, _, _ := net.SplitHostPort(n.cfg.APIAddr)
-	names := []string{"localhost", n.cfg.Name}
+	names := []string{"localhost", n.id.Name}
 	if h, err := os.Hostname(); err == nil {
 		names = append(names, strings.ToLower(h))
 	}
 	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-	if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
-		ips = append(ips, ip)
-	} else if host != "" && ip == nil {
+	switch ip := net.ParseIP(host); {
+	case ip == nil && host != "":
 		names = append(names, host)
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+	case ip != nil && !ip.IsUnspecified():
+		ips = append(ips, ip)
+	case ip != nil:
 		if addrs, err := net.InterfaceAddrs(); err == nil {
 			for _, a := range addrs {
 				if ipn, ok := a.(*net.IPNet); ok {
@@ -201,7 +414,7 @@ func (n *Node) servingCert() (tls.Certificate, error) {
 			}
 		}
 	}
-	return n.ca.Issue(pki.Request{CommonName: n.cfg.Name, DNSNames: names, IPs: ips, Server: true, Validity: 365 * 24 * time.Hour})
+	return n.ca.Issue(pki.Request{CommonName: n.id.Name, DNSNames: names, IPs: ips, Server: true, Validity: 365 * 24 * time.Hour})
 }
 
 // serveReady is 200 once this member has a leader and a healthy store.
@@ -219,6 +432,15 @@ func (n *Node) serveReady(w http.ResponseWriter, _ *http.Request) {
 
 func (n *Node) close() error {
 	var errs []error
+	if n.fwd != nil {
+		n.fwd.Close()
+	}
+	if n.group != nil {
+		errs = append(errs, n.group.Close())
+	}
+	if n.ep != nil {
+		errs = append(errs, n.ep.Close())
+	}
 	for _, ln := range []net.Listener{n.apiLn, n.ctlLn} {
 		if ln != nil {
 			if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {

@@ -70,8 +70,59 @@ bench_consensus() {
 	compare_table badger bolt badger boltdb <"$tmp/consensus.txt"
 }
 
+# bench_transport compares Outpost's QUIC streams with bare quic-go and with
+# TCP + TLS 1.3 on loopback (throughput, CPU per GiB for both ends, 64-byte
+# round trips; bulk again with GSO off), and Raft over the QUIC stream layer
+# with Raft's own TCP transport. About a minute and a half on two cores.
+bench_transport() {
+	echo "## transport: QUIC streams vs bare quic-go vs TCP+TLS 1.3; Raft over QUIC vs TCP"
+	echo
+	go test -run '^$' -bench 'Bulk$|RTT64|RaftApply' -benchtime=1s -count=1 ./transport/ | tee "$tmp/transport.txt"
+	echo
+	echo "GSO off (QUIC_GO_DISABLE_GSO=true):"
+	QUIC_GO_DISABLE_GSO=true go test -run '^$' -bench 'Bulk$/(quic-bare|outpost)' -benchtime=1s -count=1 ./transport/ | tee "$tmp/transport-nogso.txt"
+	echo
+	awk '
+	FNR == 1 { pre = (FILENAME ~ /nogso/) ? "nogso:" : "" }
+	/^Benchmark/ {
+		name = $1
+		sub(/-[0-9]+$/, "", name)
+		sub(/^Benchmark/, "", name)
+		for (i = 3; i < NF; i += 2) v[pre name, $(i + 1)] = $i
+	}
+	function get(k, u) { return ((k, u) in v) ? v[k, u] : "" }
+	function fmt(x) { return x == "" ? "–" : sprintf(x >= 100 ? "%.0f" : "%.2f", x) }
+	function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "–" : sprintf("%.2f", a / b) }
+	function row(label, o, q, t, u,    a, b, c) {
+		a = get(o, u); b = get(q, u); c = get(t, u)
+		printf "| %s | %s | %s | %s | %s | %s |\n", label, fmt(a), fmt(b), fmt(c), ratio(a, b), ratio(b, c)
+	}
+	END {
+		print "| measure | outpost stream | bare quic-go | TCP+TLS 1.3 | outpost / quic-go | quic-go / TCP+TLS |"
+		print "|---|--:|--:|--:|--:|--:|"
+		row("bulk, 1 stream (MB/s)", "Bulk/outpost-stream-1", "Bulk/quic-bare-1stream", "Bulk/tcp-tls13-1conn", "MB/s")
+		row("bulk, 1 stream (cpu-s/GiB)", "Bulk/outpost-stream-1", "Bulk/quic-bare-1stream", "Bulk/tcp-tls13-1conn", "cpu-s/GiB")
+		row("bulk, 8 streams (MB/s)", "Bulk/outpost-stream-8", "Bulk/quic-bare-8streams", "Bulk/tcp-tls13-8conns", "MB/s")
+		row("bulk, 8 streams (cpu-s/GiB)", "Bulk/outpost-stream-8", "Bulk/quic-bare-8streams", "Bulk/tcp-tls13-8conns", "cpu-s/GiB")
+		row("bulk, 1 stream, GSO off (MB/s)", "nogso:Bulk/outpost-stream-1", "nogso:Bulk/quic-bare-1stream", "", "MB/s")
+		row("bulk, 1 stream, GSO off (cpu-s/GiB)", "nogso:Bulk/outpost-stream-1", "nogso:Bulk/quic-bare-1stream", "", "cpu-s/GiB")
+		row("64-byte round trip (µs)", "RTT64/outpost-stream", "RTT64/quic-bare", "RTT64/tcp-tls13", "µs/rtt")
+		print ""
+		print "ratio = left column / right column: above 1 is better for MB/s, worse for cpu-s/GiB and µs."
+		print ""
+		print "| Raft apply, 3 servers | over QUIC stream layer | raft TCP transport | QUIC / TCP |"
+		print "|---|--:|--:|--:|"
+		split("applies/s p50-µs p99-µs", units, " ")
+		for (i = 1; i <= 3; i++) {
+			a = get("RaftApply/quic-streamlayer", units[i]); b = get("RaftApply/tcp-transport", units[i])
+			printf "| %s | %s | %s | %s |\n", units[i], fmt(a), fmt(b), ratio(a, b)
+		}
+	}' "$tmp/transport.txt" "$tmp/transport-nogso.txt"
+}
+
 main() {
 	bench_consensus
+	bench_transport
 }
 
 main "$@"

@@ -54,7 +54,7 @@ func readManifests(path string, stdin io.Reader) ([]*document, error) {
 		}
 		j, err := yaml.YAMLToJSON(chunk.text)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s", locate(name, chunk.line, err), cleanYAMLError(err))
+			return nil, fmt.Errorf("%s: %s", locate(name, chunk, err), cleanYAMLError(err))
 		}
 		d := &document{source: fmt.Sprintf("%s:%d", name, chunk.line), json: j}
 		if err := json.Unmarshal(j, &d.head); err != nil {
@@ -115,14 +115,31 @@ func stripComments(b []byte) []byte {
 	return out.Bytes()
 }
 
-// locate turns a YAML error's document-relative line into file:line.
-func locate(file string, start int, err error) string {
-	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
-		if n, e := strconv.Atoi(m[1]); e == nil {
-			return fmt.Sprintf("%s:%d", file, start+n-1)
-		}
+// yamlParserProblem matches the errors of yaml.v2's parser, which report
+// the 0-based line of the token they stopped at (its scanner's errors are
+// 1-based): a bad indent on line 4 reads "line 3: did not find expected key".
+var yamlParserProblem = regexp.MustCompile(`did not find expected (key|node content|'-' indicator|',' or '[]}]'|<document start>|<stream-start>)|found (undefined tag handle|duplicate %YAML directive|duplicate %TAG directive|incompatible YAML document)`)
+
+// locate turns a YAML error's document-relative line into file:line. An
+// error at the end of the document (an unclosed quote or bracket) names the
+// document's last non-blank line rather than the "---" after it.
+func locate(file string, c chunk, err error) string {
+	m := yamlLine.FindStringSubmatch(err.Error())
+	if m == nil {
+		return fmt.Sprintf("%s:%d", file, c.line)
 	}
-	return fmt.Sprintf("%s:%d", file, start)
+	n, e := strconv.Atoi(m[1])
+	if e != nil {
+		return fmt.Sprintf("%s:%d", file, c.line)
+	}
+	if yamlParserProblem.MatchString(err.Error()) {
+		n++
+	}
+	last := len(bytes.Split(bytes.TrimRight(c.text, " \t\r\n"), []byte("\n")))
+	if n > last {
+		n = last
+	}
+	return fmt.Sprintf("%s:%d", file, c.line+n-1)
 }
 
 func cleanYAMLError(err error) string {

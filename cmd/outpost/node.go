@@ -35,6 +35,10 @@ Flags win over the environment, which wins over the file.`,
 			if err != nil {
 				return err
 			}
+			cfg.NameSet = cmd.Flags().Changed("name") || os.Getenv("OUTPOST_NAME") != ""
+			if err := node.Join(cmd.Context(), cfg, logger); err != nil {
+				return err
+			}
 			n, err := node.New(cfg, logger)
 			if err != nil {
 				return err
@@ -50,6 +54,16 @@ Flags win over the environment, which wins over the file.`,
 	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "address of the admin API (HTTPS)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	f.BoolVar(&cfg.Hub, "hub", false, "bootstrap a new hub (what a node without --join does)")
+	f.StringVar(&cfg.JoinAddr, "join", "", "QUIC address of a hub member to join, host:port (first start only)")
+	f.StringVar(&cfg.Token, "token", "", "join token from `outpost token create` (first start only)")
+	f.StringVar(&cfg.BindAddr, "bind-addr", cfg.BindAddr, "IP the QUIC and gossip ports bind")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP other nodes reach this one at (default: --bind-addr when specific, else the first non-loopback address)")
+	f.IntVar(&cfg.QUICPort, "quic-port", cfg.QUICPort, "UDP port of all mesh traffic")
+	f.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (UDP and TCP)")
+	f.StringToStringVar(&cfg.Labels, "labels", nil, "node labels, k=v,...")
+	f.IntVar(&cfg.SiteVoters, "site-voters", cfg.SiteVoters, "Raft voters per site (3 or 5; more nodes join as non-voters)")
+	f.DurationVar(&cfg.ReapAfter, "reap-after", cfg.ReapAfter, "how long a dead voter stays before it is replaced")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node refreshes its status")
 	return cmd
 }

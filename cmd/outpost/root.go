@@ -32,6 +32,7 @@ func newRootCommand() *cobra.Command {
 		newDescribeCommand(g),
 		newStatusCommand(),
 		newVersionCommand(g),
+		newTokenCommand(g),
 	)
 	return root
 }

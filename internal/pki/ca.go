@@ -126,13 +126,14 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // Request says what a certificate is for.
 type Request struct {
-	CommonName   string
-	Organization []string // e.g. site and role
-	DNSNames     []string
-	IPs          []net.IP
-	Server       bool
-	Client       bool
-	Validity     time.Duration
+	CommonName         string
+	Organization       []string // the node's site
+	OrganizationalUnit []string // the node's role
+	DNSNames           []string
+	IPs                []net.IP
+	Server             bool
+	Client             bool
+	Validity           time.Duration
 }
 
 // Issue creates a key and a certificate signed by the CA.
@@ -141,10 +142,20 @@ func (ca *CA) Issue(req Request) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
+	leaf, err := ca.Sign(&key.PublicKey, req)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// Sign certifies pub for req, as for a certificate request whose key stays
+// with its owner.
+func (ca *CA) Sign(pub crypto.PublicKey, req Request) (*x509.Certificate, error) {
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: req.CommonName, Organization: req.Organization},
+		Subject:      pkix.Name{CommonName: req.CommonName, Organization: req.Organization, OrganizationalUnit: req.OrganizationalUnit},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(req.Validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
@@ -157,15 +168,40 @@ func (ca *CA) Issue(req Request) (tls.Certificate, error) {
 	if req.Client {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("issue certificate for %s: %w", req.CommonName, err)
+		return nil, fmt.Errorf("issue certificate for %s: %w", req.CommonName, err)
 	}
-	leaf, err := x509.ParseCertificate(der)
+	return x509.ParseCertificate(der)
+}
+
+// KeyPEM returns the CA's private key, PEM encoded, for handing to another
+// hub member over an authenticated channel.
+func (ca *CA) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
 	if err != nil {
-		return tls.Certificate{}, err
+		return nil, err
 	}
-	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// Install writes a CA received from the hub into dir, as LoadOrCreate
+// expects it.
+func Install(dir string, certPEM, keyPEM []byte) (*CA, error) {
+	ca, err := parse(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, "ca.key"), keyPEM, 0o600); err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, "ca.crt"), certPEM, 0o644); err != nil {
+		return nil, err
+	}
+	return ca, nil
 }
 
 func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {

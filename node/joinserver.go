@@ -1,0 +1,196 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/raft"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/gossip"
+	"github.com/outpost-mesh/outpost/transport"
+)
+
+// serveJoin answers one join request on a KindJoin stream.
+func (n *Node) serveJoin(ctx context.Context, s *transport.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
+	var req joinRequest
+	if err := readMessage(s, &req, 64<<10); err != nil {
+		_ = writeMessage(s, joinResponse{Error: "malformed join request: " + err.Error()})
+		return
+	}
+	resp := n.admit(ctx, &req)
+	if resp.Error != "" {
+		n.log.Warn("join refused", "peer", req.Name, "peer_site", req.Site, "remote", s.RemoteAddr().String(), "reason", resp.Error)
+	} else if resp.Redirect == "" {
+		n.log.Info("node joined", "peer", req.Name, "peer_site", resp.Site, "remote", s.RemoteAddr().String())
+	}
+	_ = writeMessage(s, resp)
+}
+
+// admit checks a join request against its token and, when it passes,
+// consumes one use of the token and certifies the node.
+func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
+	refuse := func(format string, a ...any) joinResponse { return joinResponse{Error: fmt.Sprintf(format, a...)} }
+	if !n.group.IsLeader() {
+		if r := n.group.Raft(); r != nil {
+			if addr, _ := r.LeaderWithID(); addr != "" {
+				return joinResponse{Redirect: string(addr)}
+			}
+		}
+		return refuse("the hub has no leader right now; retry in a moment")
+	}
+	if msgs := validation.IsDNS1123Subdomain(req.Name); len(msgs) > 0 {
+		return refuse("--name %q is not a valid node name: %s", req.Name, msgs[0])
+	}
+	store := n.group.Store()
+	tok, err := store.Get(ctx, &JoinTokenKind, "", req.TokenID, consensus.ReadOptions{})
+	if apierrors.IsNotFound(err) {
+		return refuse("the join token is not known to the hub (wrong, or deleted); create one with `outpost token create`")
+	}
+	if err != nil {
+		return refuse("read join token: %v", err)
+	}
+	var spec JoinTokenSpec
+	var status JoinTokenStatus
+	_ = tok.DecodeSpec(&spec)
+	_ = tok.DecodeStatus(&status)
+	switch {
+	case !secretMatches(req.Secret, spec.SecretHash):
+		return refuse("the join token is wrong (its secret does not match)")
+	case spec.Expires != nil && time.Now().After(spec.Expires.Time):
+		return refuse("the join token expired at %s; create a new one with `outpost token create --site %s`", spec.Expires.UTC().Format(time.RFC3339), spec.Site)
+	case spec.MaxUses > 0 && status.Uses >= spec.MaxUses:
+		return refuse("the join token is used up (%d of %d joins); create a new one with `outpost token create --site %s`", status.Uses, spec.MaxUses, spec.Site)
+	case req.Site != "" && req.Site != spec.Site:
+		return refuse("the join token is for site %s, not --site %s", spec.Site, req.Site)
+	}
+	site := spec.Site
+	role := roleOf(site)
+	if m, err := store.Get(ctx, &MemberKind, "", req.Name, consensus.ReadOptions{}); err == nil {
+		var ms MemberSpec
+		_ = m.DecodeSpec(&ms)
+		return refuse("the name %s is taken by a node of site %s; choose another --name, or delete the old node with `outpost delete node %s`", req.Name, ms.Site, req.Name)
+	} else if !apierrors.IsNotFound(err) {
+		return refuse("check name: %v", err)
+	}
+	block, _ := pem.Decode(req.CSR)
+	if block == nil {
+		return refuse("the certificate request is not PEM")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		return refuse("the certificate request is invalid")
+	}
+	// Consume one use; a lost race re-reads the count.
+	status.Uses++
+	now := metav1.Now()
+	status.LastUsed, status.LastNode = &now, req.Name
+	if err := tok.SetStatus(status); err != nil {
+		return refuse("%v", err)
+	}
+	if _, err := store.UpdateStatus(ctx, &JoinTokenKind, tok); err != nil {
+		if apierrors.IsConflict(err) {
+			return refuse("the join token was used concurrently; retry")
+		}
+		return refuse("record token use: %v", err)
+	}
+	var ips []net.IP
+	if ip := net.ParseIP(hostOf(req.QUICAddr)); ip != nil {
+		ips = append(ips, ip)
+	}
+	leaf, err := n.ca.Sign(csr.PublicKey, nodeCertRequest(req.Name, site, role, ips))
+	if err != nil {
+		return refuse("sign certificate: %v", err)
+	}
+	member := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: req.Name}}
+	_ = member.SetSpec(MemberSpec{Site: site, Role: role, GossipAddr: req.GossipAddr, Serials: []string{leaf.SerialNumber.Text(16)}, Joined: &now})
+	if _, err := store.Create(ctx, &MemberKind, member); err != nil {
+		return refuse("record member: %v", err)
+	}
+	if _, err := store.Delete(ctx, &RevocationKind, "", req.Name, 0, ""); err != nil && !apierrors.IsNotFound(err) {
+		return refuse("clear old revocation: %v", err)
+	}
+	key, first, err := n.siteKeyCreated(ctx, site, nil)
+	if err != nil {
+		return refuse("site key: %v", err)
+	}
+	resp := joinResponse{
+		Site: site, Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
+		CA: n.ca.CertPEM, GossipKey: key, BootstrapSite: first && site != HubSite,
+		HubAddrs: n.hubAddrs(), GossipSeeds: n.gossipSeeds(ctx, site),
+	}
+	if role == RoleHub {
+		if resp.CAKey, err = n.ca.KeyPEM(); err != nil {
+			return refuse("%v", err)
+		}
+	}
+	return resp
+}
+
+// hubAddrs lists the QUIC addresses of the hub group's servers.
+func (n *Node) hubAddrs() []string {
+	r := n.group.Raft()
+	if r == nil {
+		return nil
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range f.Configuration().Servers {
+		out = append(out, string(s.Address))
+	}
+	return out
+}
+
+// gossipSeeds lists the gossip addresses of a site's members: the live
+// members this hub sees when the site is its own, else those recorded at
+// join and in the roster the site reports.
+func (n *Node) gossipSeeds(ctx context.Context, site string) []string {
+	var out []string
+	add := func(a string) {
+		if a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if site == n.id.Site {
+		for _, m := range n.gossip.Members() {
+			if m.State == gossip.Alive {
+				add(m.Addr)
+			}
+		}
+		return out
+	}
+	sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": site})
+	if list, err := n.group.Store().List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true}); err == nil {
+		for _, o := range list.Items {
+			var st NodeStatus
+			if o.DecodeStatus(&st) == nil && st.State == string(gossip.Alive) {
+				add(st.GossipAddr)
+			}
+		}
+	}
+	if members, err := n.group.Store().List(ctx, &MemberKind, "", nil, consensus.ReadOptions{Stale: true}); err == nil {
+		for _, o := range members.Items {
+			var ms MemberSpec
+			if o.DecodeSpec(&ms) == nil && ms.Site == site {
+				add(ms.GossipAddr)
+			}
+		}
+	}
+	return out
+}
+
+func raftID(name string) raft.ServerID { return raft.ServerID(name) }

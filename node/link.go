@@ -1,0 +1,365 @@
+package node
+
+import (
+	"context"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/transport"
+)
+
+const (
+	// linkInterval is how often a site leader reports to the hub.
+	linkInterval = 2 * time.Second
+	// linkTimeout is how long the hub waits for a report before it marks
+	// the site disconnected.
+	linkTimeout = 3 * linkInterval
+	// linkBackoffMax caps the wait between reconnects to the hub.
+	linkBackoffMax = 30 * time.Second
+)
+
+// linkReport is what a site leader sends the hub every linkInterval.
+type linkReport struct {
+	Site   string     `json:"site"`
+	Leader string     `json:"leader"`
+	Nodes  []linkNode `json:"nodes"`
+}
+
+// linkNode is one node of a site's roster.
+type linkNode struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Status NodeStatus        `json:"status"`
+}
+
+// linkReply is the hub's answer to a report.
+type linkReply struct {
+	Error    string   `json:"error,omitempty"`
+	Redirect string   `json:"redirect,omitempty"`
+	HubAddrs []string `json:"hubAddrs,omitempty"`
+	Revoked  []string `json:"revoked,omitempty"`
+}
+
+// runHubLink holds, while this node leads its site, an outbound link to the
+// hub's leader; it reconnects with jittered backoff and lets go when
+// leadership moves.
+func (n *Node) runHubLink(ctx context.Context) error {
+	backoff := time.Second
+	next := 0
+	for {
+		if n.group.IsLeader() && len(n.id.HubAddrs) > 0 {
+			addrs := n.hubAddrList()
+			addr := addrs[next%len(addrs)]
+			err := n.holdLink(ctx, addr)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err != nil {
+				n.log.Debug("hub link down", "hub", addr, "err", err)
+				next++
+			} else {
+				backoff = time.Second
+			}
+		}
+		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff)))
+		if n.group.IsLeader() {
+			backoff = min(2*backoff, linkBackoffMax)
+		} else {
+			wait = 500 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (n *Node) hubAddrList() []string {
+	n.id.mu.RLock()
+	defer n.id.mu.RUnlock()
+	return slices.Clone(n.id.HubAddrs)
+}
+
+// holdLink reports to the hub at addr until the link breaks, this node
+// stops leading, or the hub redirects (then it returns nil after switching
+// to the leader's address).
+func (n *Node) holdLink(ctx context.Context, addr string) error {
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	s, err := n.dialRPC(dctx, addr, methodLink)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	n.log.Info("hub link up", "hub", addr)
+	defer n.log.Info("hub link down", "hub", addr)
+	t := time.NewTicker(linkInterval)
+	defer t.Stop()
+	for {
+		if !n.group.IsLeader() {
+			return nil
+		}
+		rep, err := n.report(ctx)
+		if err != nil {
+			return err
+		}
+		_ = s.SetDeadline(time.Now().Add(linkTimeout))
+		if err := writeMessage(s, rep); err != nil {
+			return err
+		}
+		var reply linkReply
+		if err := readMessage(s, &reply, maxMessageBytes); err != nil {
+			return err
+		}
+		if reply.Error != "" {
+			n.log.Warn("hub refused the site's report", "err", reply.Error)
+			return nil
+		}
+		if reply.Redirect != "" {
+			n.setHubAddrs(append([]string{reply.Redirect}, n.hubAddrList()...))
+			return nil
+		}
+		n.setHubAddrs(reply.HubAddrs)
+		n.applyRevocations(ctx, reply.Revoked)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// setHubAddrs remembers the hub's members, leader first, deduplicated.
+func (n *Node) setHubAddrs(addrs []string) {
+	var out []string
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return
+	}
+	n.id.mu.Lock()
+	changed := !slices.Equal(out, n.id.HubAddrs)
+	n.id.HubAddrs = out
+	n.id.mu.Unlock()
+	if changed {
+		if err := n.id.save(); err != nil {
+			n.log.Warn("could not remember the hub's addresses", "err", err)
+		}
+	}
+}
+
+// report reads the site's roster from the site store.
+func (n *Node) report(ctx context.Context) (*linkReport, error) {
+	list, err := n.group.Store().List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return nil, err
+	}
+	rep := &linkReport{Site: n.id.Site, Leader: n.id.Name}
+	for _, o := range list.Items {
+		var st NodeStatus
+		_ = o.DecodeStatus(&st)
+		rep.Nodes = append(rep.Nodes, linkNode{Name: o.Name, Labels: o.Labels, Status: st})
+	}
+	return rep, nil
+}
+
+// applyRevocations makes the site's revocations the hub's list: revoked
+// nodes leave the site's Raft group and roster.
+func (n *Node) applyRevocations(ctx context.Context, names []string) {
+	store := n.group.Store()
+	list, err := store.List(ctx, &RevocationKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return
+	}
+	have := map[string]bool{}
+	for _, o := range list.Items {
+		have[o.Name] = true
+		if !slices.Contains(names, o.Name) {
+			_, _ = store.Delete(ctx, &RevocationKind, "", o.Name, 0, "")
+		}
+	}
+	for _, name := range names {
+		if have[name] {
+			continue
+		}
+		n.log.Info("node revoked by the hub", "peer", name)
+		_ = revoke(ctx, store, name)
+		if r := n.group.Raft(); r != nil {
+			_ = r.RemoveServer(raftID(name), 0, 10*time.Second).Error()
+		}
+		_, _ = store.Delete(ctx, &NodeKind, "", name, 0, "")
+	}
+}
+
+// serveLink is the hub's end of a site link: it mirrors the site's roster
+// into the hub's store and records the Site's status.
+func (n *Node) serveLink(ctx context.Context, s *transport.Stream) {
+	defer s.Close()
+	peer := s.Peer()
+	for {
+		_ = s.SetReadDeadline(time.Now().Add(linkTimeout))
+		var rep linkReport
+		if err := readMessage(s, &rep, maxMessageBytes); err != nil {
+			return
+		}
+		reply := n.acceptReport(ctx, peer, &rep)
+		_ = s.SetWriteDeadline(time.Now().Add(linkTimeout))
+		if err := writeMessage(s, reply); err != nil || reply.Error != "" || reply.Redirect != "" {
+			return
+		}
+	}
+}
+
+func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkReport) linkReply {
+	if peer.Site != rep.Site {
+		return linkReply{Error: "a node of site " + peer.Site + " cannot report for site " + rep.Site}
+	}
+	if !n.group.IsLeader() {
+		if r := n.group.Raft(); r != nil {
+			if addr, _ := r.LeaderWithID(); addr != "" {
+				return linkReply{Redirect: string(addr)}
+			}
+		}
+		return linkReply{Error: "the hub has no leader right now"}
+	}
+	store := n.group.Store()
+	revoked := n.revokedNames(ctx)
+	now := time.Now()
+	versions := map[string]bool{}
+	for _, nd := range rep.Nodes {
+		if slices.Contains(revoked, nd.Name) {
+			continue
+		}
+		nd.Status.Site = rep.Site
+		labels := nd.Labels
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels["outpost.dev/site"] = rep.Site
+		if err := upsertNode(ctx, store, nd.Name, labels, nd.Status, now); err != nil {
+			return linkReply{Error: "record roster: " + err.Error()}
+		}
+		if nd.Status.Version != "" {
+			versions[nd.Status.Version] = true
+		}
+	}
+	if err := n.writeSiteStatus(ctx, rep.Site, SiteStatus{Connected: true, Leader: rep.Leader, NodeCount: len(rep.Nodes), Versions: sortedKeys(versions)}); err != nil {
+		return linkReply{Error: "record site: " + err.Error()}
+	}
+	return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked}
+}
+
+func (n *Node) revokedNames(ctx context.Context) []string {
+	list, err := n.group.Store().List(ctx, &RevocationKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, o := range list.Items {
+		out = append(out, o.Name)
+	}
+	return out
+}
+
+// writeSiteStatus creates the Site if needed and writes its status, with
+// lastSeen now.
+func (n *Node) writeSiteStatus(ctx context.Context, site string, st SiteStatus) error {
+	store := n.group.Store()
+	cur, err := store.Get(ctx, &SiteKind, "", site, consensus.ReadOptions{Stale: true})
+	if apierrors.IsNotFound(err) {
+		cur, err = store.Create(ctx, &SiteKind, &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: site}})
+	}
+	if err != nil {
+		return err
+	}
+	var old SiteStatus
+	_ = cur.DecodeStatus(&old)
+	now := metav1.Now()
+	st.LastSeen = &now
+	if old.LastSeen != nil && st.Connected && jsonEq(withoutSeen(old), withoutSeen(st)) && now.Sub(old.LastSeen.Time) < linkTimeout/2 {
+		return nil
+	}
+	next := cur.DeepCopy()
+	if err := next.SetStatus(st); err != nil {
+		return err
+	}
+	next.ResourceVersion = ""
+	_, err = store.UpdateStatus(ctx, &SiteKind, next)
+	return err
+}
+
+func withoutSeen(s SiteStatus) SiteStatus { s.LastSeen = nil; return s }
+
+func sortedKeys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// runSiteMonitor runs on the hub: while it leads, the hub's own Site is
+// kept current and any site whose link has been silent past linkTimeout is
+// marked disconnected.
+func (n *Node) runSiteMonitor(ctx context.Context) error {
+	t := time.NewTicker(linkInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if !n.group.IsLeader() {
+			continue
+		}
+		if err := n.refreshHubSite(ctx); err != nil && ctx.Err() == nil {
+			n.log.Debug("hub site status not written", "err", err)
+		}
+		sites, err := n.group.Store().List(ctx, &SiteKind, "", nil, consensus.ReadOptions{Stale: true})
+		if err != nil {
+			continue
+		}
+		for _, o := range sites.Items {
+			var st SiteStatus
+			if o.Name == HubSite || o.DecodeStatus(&st) != nil || !st.Connected || st.LastSeen == nil || time.Since(st.LastSeen.Time) < linkTimeout {
+				continue
+			}
+			n.log.Warn("site link silent; marking the site disconnected", "peer_site", o.Name, "last_seen", st.LastSeen.Time)
+			st.Connected = false
+			next := o.DeepCopy()
+			_ = next.SetStatus(st)
+			next.ResourceVersion = o.ResourceVersion
+			_, _ = n.group.Store().UpdateStatus(ctx, &SiteKind, next)
+		}
+	}
+}
+
+// refreshHubSite writes the hub Site's status from the hub's roster.
+func (n *Node) refreshHubSite(ctx context.Context) error {
+	sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": HubSite})
+	nodes, err := n.group.Store().List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	versions := map[string]bool{}
+	for _, o := range nodes.Items {
+		var st NodeStatus
+		if o.DecodeStatus(&st) == nil && st.Version != "" {
+			versions[st.Version] = true
+		}
+	}
+	return n.writeSiteStatus(ctx, HubSite, SiteStatus{Connected: true, Leader: n.id.Name, NodeCount: len(nodes.Items), Versions: sortedKeys(versions)})
+}

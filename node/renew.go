@@ -1,0 +1,189 @@
+package node
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/internal/pki"
+	"github.com/outpost-mesh/outpost/transport"
+)
+
+// renewRequest asks the hub for a new certificate for the caller's own
+// identity (taken from its current certificate, not from the request).
+type renewRequest struct {
+	CSR []byte `json:"csr"`
+}
+
+type renewResponse struct {
+	Error string `json:"error,omitempty"`
+	Cert  []byte `json:"cert,omitempty"`
+}
+
+// nodeCertRequest is what a node certificate certifies: the name, the
+// site (Organization) and the role (OrganizationalUnit).
+func nodeCertRequest(name, site, role string, ips []net.IP) pki.Request {
+	return pki.Request{
+		CommonName: name, Organization: []string{site}, OrganizationalUnit: []string{role},
+		IPs: ips, Server: true, Client: true, Validity: certValidity,
+	}
+}
+
+// runRenewal renews the node certificate when a third of its validity is
+// left: from the hub over QUIC, or, on a hub member, from its own CA.
+func (n *Node) runRenewal(ctx context.Context) error {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		cert, _ := n.id.certificate()
+		left := time.Until(cert.Leaf.NotAfter)
+		if left < cert.Leaf.NotAfter.Sub(cert.Leaf.NotBefore)/3 {
+			if err := n.renew(ctx); err != nil {
+				n.log.Warn("certificate renewal failed; will retry", "err", err, "expires", cert.Leaf.NotAfter)
+			} else {
+				n.log.Info("certificate renewed")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (n *Node) renew(ctx context.Context) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	var leaf *x509.Certificate
+	if n.ca != nil {
+		leaf, err = n.ca.Sign(&key.PublicKey, nodeCertRequest(n.id.Name, n.id.Site, n.id.Role, advertiseIPs(n.cfg)))
+		if err != nil {
+			return err
+		}
+	} else {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: n.id.Name}}, key)
+		if err != nil {
+			return err
+		}
+		var resp renewResponse
+		err = n.callHub(ctx, methodRenew, renewRequest{CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}, &resp)
+		if err != nil {
+			return err
+		}
+		if resp.Error != "" {
+			return fmt.Errorf("hub refused: %s", resp.Error)
+		}
+		block, _ := pem.Decode(resp.Cert)
+		if block == nil {
+			return fmt.Errorf("hub sent no certificate")
+		}
+		if leaf, err = x509.ParseCertificate(block.Bytes); err != nil {
+			return err
+		}
+	}
+	cert := &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
+	n.id.mu.RLock()
+	caPEM := n.id.caPEM
+	n.id.mu.RUnlock()
+	if err := n.id.setCerts(cert, caPEM); err != nil {
+		return err
+	}
+	return n.id.save()
+}
+
+// callHub makes one request/response call to any reachable hub member.
+func (n *Node) callHub(ctx context.Context, method string, req, resp any) error {
+	var last error
+	for _, addr := range n.hubAddrList() {
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		s, err := n.dialRPC(dctx, addr, method)
+		if err == nil {
+			_ = s.SetDeadline(time.Now().Add(15 * time.Second))
+			if err = writeMessage(s, req); err == nil {
+				err = readMessage(s, resp, maxMessageBytes)
+			}
+			s.Close()
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		last = err
+	}
+	if last == nil {
+		last = fmt.Errorf("no hub address known")
+	}
+	return last
+}
+
+// serveRenew certifies a new key for the calling node's own identity.
+func (n *Node) serveRenew(ctx context.Context, s *transport.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(15 * time.Second))
+	var req renewRequest
+	if err := readMessage(s, &req, 64<<10); err != nil {
+		return
+	}
+	peer := s.Peer()
+	resp := func() renewResponse {
+		block, _ := pem.Decode(req.CSR)
+		if block == nil {
+			return renewResponse{Error: "certificate request is not PEM"}
+		}
+		csr, err := x509.ParseCertificateRequest(block.Bytes)
+		if err != nil || csr.CheckSignature() != nil {
+			return renewResponse{Error: "certificate request is invalid"}
+		}
+		var ips []net.IP
+		if ip := net.ParseIP(hostOf(peer.Addr.String())); ip != nil {
+			ips = append(ips, ip)
+		}
+		leaf, err := n.ca.Sign(csr.PublicKey, nodeCertRequest(peer.Name, peer.Site, peer.Role, ips))
+		if err != nil {
+			return renewResponse{Error: err.Error()}
+		}
+		if err := n.recordSerial(ctx, peer.Name, leaf.SerialNumber.Text(16)); err != nil {
+			return renewResponse{Error: err.Error()}
+		}
+		return renewResponse{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})}
+	}()
+	_ = writeMessage(s, resp)
+}
+
+// recordSerial adds a renewed certificate's serial to the member record,
+// keeping the previous one valid until it expires.
+func (n *Node) recordSerial(ctx context.Context, name, serial string) error {
+	store := n.group.Store()
+	obj, err := store.Get(ctx, &MemberKind, "", name, consensus.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	var spec MemberSpec
+	_ = obj.DecodeSpec(&spec)
+	if !slices.Contains(spec.Serials, serial) {
+		spec.Serials = append(spec.Serials, serial)
+	}
+	if len(spec.Serials) > 2 {
+		spec.Serials = spec.Serials[len(spec.Serials)-2:]
+	}
+	if err := obj.SetSpec(spec); err != nil {
+		return err
+	}
+	_, err = store.Update(ctx, &MemberKind, obj)
+	return err
+}
+

@@ -1,0 +1,224 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+	"runtime"
+	"time"
+
+	"github.com/hashicorp/raft"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/gossip"
+)
+
+const (
+	goos   = runtime.GOOS
+	goarch = runtime.GOARCH
+	// rosterInterval is how often the site leader reconciles its roster.
+	rosterInterval = time.Second
+	// lastSeenRefresh is how stale a live node's lastSeen may get before
+	// the roster rewrites it; state changes are written at once.
+	lastSeenRefresh = time.Minute
+)
+
+// runRoster keeps, while this node leads its site's group, the group's
+// membership and the site's Node objects in step with gossip: live members
+// join Raft as voters up to --site-voters and as non-voters beyond; a voter
+// dead past --reap-after is removed and a non-voter promoted; every member's
+// state is written to its Node object.
+func (n *Node) runRoster(ctx context.Context) error {
+	t := time.NewTicker(rosterInterval)
+	defer t.Stop()
+	events := n.gossip.Events()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case _, ok := <-events:
+			if !ok {
+				events = nil
+			}
+		}
+		if !n.group.IsLeader() {
+			continue
+		}
+		members := n.gossip.Members()
+		if err := n.reconcileRaft(members); err != nil && ctx.Err() == nil {
+			n.log.Debug("raft membership not reconciled", "err", err)
+		}
+		if err := n.writeRoster(ctx, members); err != nil && ctx.Err() == nil {
+			n.log.Debug("roster not written", "err", err)
+		}
+	}
+}
+
+// reconcileRaft adds and removes servers; it runs on the leader.
+func (n *Node) reconcileRaft(members []gossip.Member) error {
+	r := n.group.Raft()
+	if r == nil {
+		return nil
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	cfg := f.Configuration()
+	servers := map[string]raft.Server{}
+	voters := 0
+	for _, s := range cfg.Servers {
+		servers[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	for _, m := range members {
+		s, known := servers[m.Name]
+		dead := m.State == gossip.Dead || m.State == gossip.Left
+		switch {
+		case known && (n.revoked(m.Name) || (dead && time.Since(m.Since) > n.cfg.ReapAfter)):
+			n.log.Info("removing server from the raft group", "peer", m.Name, "state", m.State)
+			if err := r.RemoveServer(s.ID, 0, 10*time.Second).Error(); err != nil {
+				return err
+			}
+			if s.Suffrage == raft.Voter {
+				voters--
+			}
+		case !known && m.State == gossip.Alive && m.Site == n.id.Site && !n.revoked(m.Name):
+			if voters < n.cfg.SiteVoters {
+				n.log.Info("adding voter", "peer", m.Name, "addr", m.QUICAddr)
+				if err := r.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
+					return err
+				}
+				voters++
+			} else {
+				n.log.Info("adding non-voter", "peer", m.Name, "addr", m.QUICAddr)
+				if err := r.AddNonvoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if voters >= n.cfg.SiteVoters {
+		return nil
+	}
+	// Promote live non-voters to replace reaped voters.
+	for _, m := range members {
+		s, ok := servers[m.Name]
+		if ok && s.Suffrage == raft.Nonvoter && m.State == gossip.Alive && voters < n.cfg.SiteVoters {
+			n.log.Info("promoting non-voter", "peer", m.Name)
+			if err := r.AddVoter(s.ID, s.Address, 0, 10*time.Second).Error(); err != nil {
+				return err
+			}
+			voters++
+		}
+	}
+	return nil
+}
+
+// raftRoles maps server names to their Raft role as the leader sees it.
+func (n *Node) raftRoles() map[string]string {
+	roles := map[string]string{}
+	r := n.group.Raft()
+	if r == nil {
+		return roles
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return roles
+	}
+	_, leader := r.LeaderWithID()
+	for _, s := range f.Configuration().Servers {
+		role := "Voter"
+		if s.Suffrage != raft.Voter {
+			role = "Nonvoter"
+		}
+		if s.ID == leader {
+			role = "Leader"
+		}
+		roles[string(s.ID)] = role
+	}
+	return roles
+}
+
+// writeRoster writes each member's Node object where it changed.
+func (n *Node) writeRoster(ctx context.Context, members []gossip.Member) error {
+	roles := n.raftRoles()
+	now := time.Now()
+	for _, m := range members {
+		if m.Site != n.id.Site || n.revoked(m.Name) {
+			continue
+		}
+		st := NodeStatus{
+			Role: m.Role, Site: m.Site, State: string(m.State), Version: m.Version, OS: m.OS, Arch: m.Arch,
+			Addresses: []NodeAddress{{Type: "InternalIP", Address: hostOf(m.QUICAddr)}},
+			QUICAddr:  m.QUICAddr, GossipAddr: m.Addr, APIEndpoint: m.APIAddr,
+			Raft: &NodeRaftState{State: roles[m.Name]},
+		}
+		labels := nodeLabels(m)
+		if err := upsertNode(ctx, n.group.Store(), m.Name, labels, st, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// nodeLabels are a member's own labels plus the built-in ones.
+func nodeLabels(m gossip.Member) map[string]string {
+	l := maps.Clone(m.Labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	l["outpost.dev/site"] = m.Site
+	l["outpost.dev/role"] = m.Role
+	l["kubernetes.io/os"] = m.OS
+	l["kubernetes.io/arch"] = m.Arch
+	return l
+}
+
+// upsertNode creates or updates a Node object when its labels or status
+// changed, or when a live node's lastSeen is older than lastSeenRefresh.
+func upsertNode(ctx context.Context, store *consensus.Store, name string, labels map[string]string, st NodeStatus, now time.Time) error {
+	cur, err := store.Get(ctx, &NodeKind, "", name, consensus.ReadOptions{Stale: true})
+	if apierrors.IsNotFound(err) {
+		cur, err = store.Create(ctx, &NodeKind, &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}})
+	}
+	if err != nil {
+		return err
+	}
+	if !maps.Equal(cur.Labels, labels) {
+		next := cur.DeepCopy()
+		next.Labels = labels
+		if cur, err = store.Update(ctx, &NodeKind, next); err != nil {
+			return err
+		}
+	}
+	var old NodeStatus
+	_ = cur.DecodeStatus(&old)
+	st.LastSeen = old.LastSeen
+	if st.State == string(gossip.Alive) && (st.LastSeen == nil || now.Sub(st.LastSeen.Time) > lastSeenRefresh) {
+		t := metav1.NewTime(now)
+		st.LastSeen = &t
+	}
+	st.HeartbeatTime = st.LastSeen
+	if jsonEq(old, st) {
+		return nil
+	}
+	next := cur.DeepCopy()
+	if err := next.SetStatus(st); err != nil {
+		return err
+	}
+	next.ResourceVersion = ""
+	_, err = store.UpdateStatus(ctx, &NodeKind, next)
+	return err
+}
+
+func jsonEq(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/transport"
+)
+
+// rpcHeader opens every KindRPC stream and names the method.
+type rpcHeader struct {
+	Method string `json:"method"`
+}
+
+// RPC methods.
+const (
+	methodLink  = "link"  // site leader → hub: roster reports, revocations back
+	methodAPI   = "api"   // hub follower → hub leader: forwarded admin API call
+	methodRenew = "renew" // any node → hub: certificate renewal
+)
+
+// serveRPC dispatches a KindRPC stream by its method.
+func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
+	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var h rpcHeader
+	if err := readMessage(s, &h, 4<<10); err != nil {
+		s.Close()
+		return
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	peer := s.Peer()
+	switch {
+	case h.Method == methodLink && n.id.Role == RoleHub && peer.Role == RoleEdge:
+		n.serveLink(ctx, s)
+	case h.Method == methodAPI && n.id.Role == RoleHub && peer.Role == RoleHub:
+		n.serveForwarded(ctx, s)
+	case h.Method == methodRenew && n.id.Role == RoleHub:
+		n.serveRenew(ctx, s)
+	default:
+		_ = writeMessage(s, map[string]string{"error": fmt.Sprintf("method %q is not served to %s/%s here", h.Method, peer.Site, peer.Name)})
+		s.Close()
+	}
+}
+
+// dialRPC opens a KindRPC stream for method.
+func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Stream, error) {
+	s, err := n.ep.Dial(ctx, addr, transport.KindRPC)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeMessage(s, rpcHeader{Method: method}); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// authorizeStream is the transport's check on every incoming stream: Raft
+// only within the site; the rest is checked per method.
+func (n *Node) authorizeStream(p transport.Peer, k transport.Kind) error {
+	if k == transport.KindRaft && p.Site != n.id.Site {
+		return fmt.Errorf("%s of site %s may not open raft streams of site %s", p.Name, p.Site, n.id.Site)
+	}
+	return nil
+}
+
+// isRevoked is the transport's revocation check: a revoked name is refused
+// everywhere; the hub also refuses a certificate that is not the one its
+// member record holds (an old certificate of a name that joined again).
+func (n *Node) isRevoked(p transport.Peer) bool {
+	if p.Name == "" {
+		return false
+	}
+	if n.revoked(p.Name) {
+		return true
+	}
+	if n.id.Role != RoleHub || p.Site == HubSite && p.Name == n.id.Name {
+		return false
+	}
+	obj, err := n.group.Store().Get(context.Background(), &MemberKind, "", p.Name, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		// Hub members bootstrapped before any record, and members whose
+		// record has not replicated yet, are accepted on the CA alone.
+		return false
+	}
+	var spec MemberSpec
+	if obj.DecodeSpec(&spec) != nil {
+		return false
+	}
+	return !slices.Contains(spec.Serials, p.Serial)
+}

@@ -1,0 +1,164 @@
+package transport
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+)
+
+// Config configures an Endpoint. Start from DefaultConfig.
+type Config struct {
+	// BindAddr is the UDP host:port to listen on, e.g. 0.0.0.0:7443, or
+	// 127.0.0.1:0 in tests.
+	BindAddr string
+	// AdvertiseAddr is the host:port other nodes dial. Empty means the bind
+	// address when its host is specific, else the first non-loopback
+	// interface address, with the bound port.
+	AdvertiseAddr string
+	// GetCertificate returns this node's certificate for every handshake,
+	// so a renewed certificate needs no restart. Nil is allowed for a
+	// join-only client: it accepts nothing and dials without a client
+	// certificate (only KindJoin streams are then accepted by peers).
+	GetCertificate func() (*tls.Certificate, error)
+	// CAs holds the mesh CA: peers' certificates must verify against it.
+	CAs *x509.CertPool
+	// Authorize is called for every incoming stream after the peer's
+	// certificate has been verified; an error refuses the stream. A
+	// connection without a certificate reaches it only with KindJoin and
+	// an empty Peer.Name. Nil allows every stream.
+	Authorize func(p Peer, k Kind) error
+	// Revoked reports whether a peer's certificate is revoked. It is
+	// checked at every handshake (both directions) and on every incoming
+	// stream. Nil means nothing is revoked.
+	Revoked func(p Peer) bool
+	// MaxIncomingStreams is how many streams one peer connection may have
+	// open towards this node at once.
+	MaxIncomingStreams int64
+	// IdleTimeout closes a connection that has received nothing for this
+	// long.
+	IdleTimeout time.Duration
+	// KeepAlive is how often an idle connection sends a ping; it must be
+	// shorter than IdleTimeout.
+	KeepAlive time.Duration
+	// HandshakesPerSecondPerSource and HandshakeBurstPerSource bound how
+	// fast one source IP may start connections; excess attempts are
+	// refused before any cryptography is done.
+	HandshakesPerSecondPerSource float64
+	HandshakeBurstPerSource      int
+	// MaxStreamReceiveWindow and MaxConnectionReceiveWindow cap QUIC flow
+	// control windows (bytes). Zero keeps quic-go's defaults (6 MiB and
+	// 15 MiB); DESIGN.md has the measurements.
+	MaxStreamReceiveWindow     uint64
+	MaxConnectionReceiveWindow uint64
+	// StatelessResetKey, when set, lets this node tell peers that it lost
+	// a connection's state (after a restart) so they redial at once
+	// instead of waiting for the idle timeout. It must be secret and the
+	// same across restarts of this node; nil disables stateless resets.
+	StatelessResetKey *[32]byte
+	// Logger receives the endpoint's logs. Nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns the production settings, with BindAddr
+// 0.0.0.0:7443.
+func DefaultConfig() Config {
+	return Config{
+		BindAddr:                     "0.0.0.0:7443",
+		MaxIncomingStreams:           256,
+		IdleTimeout:                  30 * time.Second,
+		KeepAlive:                    10 * time.Second,
+		HandshakesPerSecondPerSource: 20,
+		HandshakeBurstPerSource:      40,
+	}
+}
+
+// Validate reports the first invalid field, named as its flag is.
+func (c Config) Validate() error {
+	if _, _, err := splitHostPort(c.BindAddr); err != nil {
+		return fmt.Errorf("--bind-addr %q must be host:port (%v)", c.BindAddr, err)
+	}
+	if c.AdvertiseAddr != "" {
+		host, port, err := splitHostPort(c.AdvertiseAddr)
+		switch {
+		case err != nil:
+			return fmt.Errorf("--advertise-addr %q must be host:port (%v)", c.AdvertiseAddr, err)
+		case host == "" || isUnspecified(host):
+			return fmt.Errorf("--advertise-addr %q must name a host other nodes can dial", c.AdvertiseAddr)
+		case port == 0:
+			return fmt.Errorf("--advertise-addr %q must have a non-zero port", c.AdvertiseAddr)
+		}
+	}
+	switch {
+	case c.CAs == nil:
+		return fmt.Errorf("transport: CAs is required (the mesh CA pool that verifies peers)")
+	case c.MaxIncomingStreams <= 0:
+		return fmt.Errorf("--max-incoming-streams %d must be positive", c.MaxIncomingStreams)
+	case c.IdleTimeout <= 0:
+		return fmt.Errorf("--idle-timeout %s must be positive", c.IdleTimeout)
+	case c.KeepAlive <= 0 || c.KeepAlive >= c.IdleTimeout:
+		return fmt.Errorf("--keep-alive %s must be positive and shorter than --idle-timeout %s", c.KeepAlive, c.IdleTimeout)
+	case c.HandshakesPerSecondPerSource <= 0:
+		return fmt.Errorf("--handshakes-per-second-per-source %g must be positive", c.HandshakesPerSecondPerSource)
+	case c.HandshakeBurstPerSource < 1:
+		return fmt.Errorf("--handshake-burst-per-source %d must be at least 1", c.HandshakeBurstPerSource)
+	}
+	return nil
+}
+
+// splitHostPort splits a host:port whose port is a number from 0 to 65535.
+func splitHostPort(addr string) (host string, port int, err error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q is not a number from 0 to 65535", p)
+	}
+	return host, int(n), nil
+}
+
+// isUnspecified reports whether host is empty or a wildcard address.
+func isUnspecified(host string) bool {
+	if host == "" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsUnspecified()
+}
+
+// advertiseAddr picks the address other nodes dial: cfg.AdvertiseAddr, else
+// the bound address when specific, else the first non-loopback interface
+// address (IPv4 first) with the bound port, else loopback.
+func advertiseAddr(configured string, bound *net.UDPAddr, ifaceAddrs func() ([]net.Addr, error)) string {
+	if configured != "" {
+		return configured
+	}
+	port := strconv.Itoa(bound.Port)
+	if !bound.IP.IsUnspecified() {
+		return net.JoinHostPort(bound.IP.String(), port)
+	}
+	var v6 net.IP
+	if addrs, err := ifaceAddrs(); err == nil {
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.IsLoopback() || !ipn.IP.IsGlobalUnicast() {
+				continue
+			}
+			if ipn.IP.To4() != nil {
+				return net.JoinHostPort(ipn.IP.String(), port)
+			}
+			if v6 == nil {
+				v6 = ipn.IP
+			}
+		}
+	}
+	if v6 != nil && bound.IP.To4() == nil { // an IPv4 socket cannot be reached on v6
+		return net.JoinHostPort(v6.String(), port)
+	}
+	return net.JoinHostPort("127.0.0.1", port)
+}

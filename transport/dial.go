@@ -1,0 +1,212 @@
+package transport
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/quic-go/quic-go"
+)
+
+// kindHeaders holds each kind's one-byte stream header; quic-go only reads
+// the slices it is given, so they are shared.
+var kindHeaders = [maxKind + 1]byte{0, byte(KindRaft), byte(KindRPC), byte(KindTunnel), byte(KindBlob), byte(KindJoin)}
+
+// outConn is the one connection this endpoint keeps to a peer address. Its
+// fields are set before ready is closed and never after.
+type outConn struct {
+	ready chan struct{}
+	conn  *quic.Conn
+	peer  Peer
+	err   error
+}
+
+// Dial opens a stream of kind k to the endpoint at addr (host:port). It
+// keeps one connection per address and reuses it: concurrent dials share
+// one handshake, and a connection found dead is replaced. The server must
+// present a mesh node certificate from the CA (see Stream.Peer). Dial waits
+// for Run to start, and fails with ErrClosed once it has returned.
+func (e *Endpoint) Dial(ctx context.Context, addr string, k Kind) (*Stream, error) {
+	if !k.valid() {
+		return nil, fmt.Errorf("dial %s: %w", addr, ErrUnknownKind)
+	}
+	select {
+	case <-e.ready:
+	case <-e.stopped:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	for attempt := 0; ; attempt++ {
+		oc, err := e.connTo(ctx, addr)
+		if err != nil {
+			return nil, err
+		}
+		s, err := openStream(ctx, oc.conn, oc.peer, k)
+		if err == nil {
+			return s, nil
+		}
+		if oc.conn.Context().Err() != nil && attempt == 0 && ctx.Err() == nil {
+			e.forget(addr, oc) // died between the check and the open: replace it once
+			continue
+		}
+		return nil, fmt.Errorf("open %s stream to %s: %w", k, addr, err)
+	}
+}
+
+// openStream opens a stream on conn and writes its kind byte, which is what
+// lets the peer accept it.
+func openStream(ctx context.Context, conn *quic.Conn, peer Peer, k Kind) (*Stream, error) {
+	qs, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := qs.Write(kindHeaders[k : k+1]); err != nil {
+		qs.CancelWrite(codeStreamClosed)
+		qs.CancelRead(codeStreamClosed)
+		return nil, err
+	}
+	return newStream(qs, conn, k, peer), nil
+}
+
+// connTo returns the live connection to addr, dialing it if there is none.
+func (e *Endpoint) connTo(ctx context.Context, addr string) (*outConn, error) {
+	for {
+		e.mu.Lock()
+		if e.closing {
+			e.mu.Unlock()
+			return nil, ErrClosed
+		}
+		oc := e.outbound[addr]
+		if oc != nil {
+			select {
+			case <-oc.ready:
+				if oc.err == nil && oc.conn.Context().Err() == nil {
+					e.mu.Unlock()
+					return oc, nil
+				}
+				delete(e.outbound, addr) // failed or dead: dial anew below
+			default:
+				e.mu.Unlock()
+				select { // another Dial is shaking hands: share its result
+				case <-oc.ready:
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
+				if oc.err != nil && !(isContextErr(oc.err) && ctx.Err() == nil) {
+					return nil, oc.err
+				}
+				continue // it worked (check it is alive), or its dialer gave up but we have not
+			}
+		}
+		oc = &outConn{ready: make(chan struct{})}
+		e.outbound[addr] = oc
+		e.mu.Unlock()
+
+		e.handshake(ctx, addr, oc)
+		close(oc.ready)
+		if oc.err != nil {
+			e.forget(addr, oc)
+			return nil, oc.err
+		}
+		return oc, nil
+	}
+}
+
+// handshake dials addr and fills in oc.
+func (e *Endpoint) handshake(ctx context.Context, addr string, oc *outConn) {
+	raddr, err := resolveUDP(ctx, addr, e.udp.LocalAddr().(*net.UDPAddr).IP.To4() != nil)
+	if err != nil {
+		oc.err = fmt.Errorf("dial %s: %w", addr, err)
+		return
+	}
+	conn, err := e.tr.Dial(ctx, raddr, e.clientTLS, e.quicConfig(-1))
+	if err != nil {
+		oc.err = fmt.Errorf("dial %s: %w", addr, err)
+		return
+	}
+	e.mu.Lock()
+	closing := e.closing
+	e.mu.Unlock()
+	if closing {
+		_ = conn.CloseWithError(codeConnClosed, "shutting down")
+		oc.err = ErrClosed
+		return
+	}
+	oc.conn, oc.peer = conn, peerOfConn(conn)
+	e.handshakes.Add(1)
+	e.log.Debug("connected to peer", "peer", oc.peer.String(), "addr", addr)
+}
+
+// forget removes oc from the pool if it is still the entry for addr.
+func (e *Endpoint) forget(addr string, oc *outConn) {
+	e.mu.Lock()
+	if e.outbound[addr] == oc {
+		delete(e.outbound, addr)
+	}
+	e.mu.Unlock()
+}
+
+func isContextErr(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// resolveUDP resolves host:port, preferring IPv4 for an IPv4 socket.
+func resolveUDP(ctx context.Context, addr string, v4 bool) (*net.UDPAddr, error) {
+	if ap, err := netip.ParseAddrPort(addr); err == nil {
+		return net.UDPAddrFromAddrPort(ap), nil
+	}
+	host, port, err := splitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("address %q must be host:port: %w", addr, err)
+	}
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		if ip.Unmap().Is4() == v4 {
+			return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip.Unmap(), uint16(port))), nil
+		}
+	}
+	if len(ips) == 0 || v4 {
+		return nil, fmt.Errorf("no usable address for %s", host)
+	}
+	return net.UDPAddrFromAddrPort(netip.AddrPortFrom(ips[0], uint16(port))), nil
+}
+
+// DialPinned opens a stream of kind k (KindJoin, normally) to addr for a
+// node that has no certificate yet: it presents none, and trusts the server
+// only if the server's chain carries a CA certificate whose SHA-256 (hex, as
+// pki.CA.Fingerprint writes it) is caFingerprint and the server's leaf
+// verifies against that CA. It returns the stream and that CA certificate.
+// The connection is its own and is closed when the stream is closed, at
+// once: read the peer's reply before closing. A mismatch fails with
+// ErrFingerprintMismatch.
+func DialPinned(ctx context.Context, addr string, caFingerprint string, k Kind) (*Stream, *x509.Certificate, error) {
+	if !k.valid() {
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, ErrUnknownKind)
+	}
+	var ca *x509.Certificate
+	tlsConf, err := pinnedTLS(caFingerprint, &ca)
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{MaxIncomingStreams: -1, MaxIncomingUniStreams: -1})
+	if err != nil {
+		if errors.Is(err, ErrFingerprintMismatch) {
+			return nil, nil, fmt.Errorf("dial %s: %w", addr, ErrFingerprintMismatch)
+		}
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	s, err := openStream(ctx, conn, peerOfConn(conn), k)
+	if err != nil {
+		_ = conn.CloseWithError(codeConnClosed, "")
+		return nil, nil, fmt.Errorf("open %s stream to %s: %w", k, addr, err)
+	}
+	s.onClose = func() { _ = conn.CloseWithError(codeConnClosed, "") }
+	return s, ca, nil
+}
