@@ -295,7 +295,8 @@ func TestStoreUpdate(t *testing.T) {
 		{name: "spec change bumps the generation", change: func(o *Object) { o.Spec = json.RawMessage(`{"size":2}`) }, wantGen: 2},
 		{name: "without resourceVersion", noRV: true, change: func(o *Object) { o.Spec = json.RawMessage(`{"size":3}`) }, wantGen: 2},
 		{name: "stale resourceVersion", staleRV: true, change: func(o *Object) { o.Spec = json.RawMessage(`{"size":4}`) }, wantErr: apierrors.IsConflict},
-		{name: "rename", change: func(o *Object) { o.UID = "other" }, wantErr: apierrors.IsConflict},
+		{name: "uid change", change: func(o *Object) { o.UID = "other" }, wantErr: apierrors.IsInvalid},
+		{name: "namespace change", change: func(o *Object) { o.Namespace = "elsewhere" }, wantErr: apierrors.IsNotFound},
 	}
 	for i, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -707,7 +708,10 @@ func TestStoreWatch(t *testing.T) {
 			t.Parallel()
 			var sel labels.Selector
 			if tc.selector != "" {
-				sel = labels.SelectorFromSet(labels.Set{"app": strings.TrimPrefix(tc.selector, "app=")})
+				var err error
+				if sel, err = labels.Parse(tc.selector); err != nil {
+					t.Fatal(err)
+				}
 			}
 			w, err := s.Watch(t.Context(), k, tc.namespace, sel, tc.from)
 			if err != nil {
@@ -720,16 +724,16 @@ func TestStoreWatch(t *testing.T) {
 
 	t.Run("history then live", func(t *testing.T) {
 		t.Parallel()
-		w, err := s.Watch(t.Context(), k, "live", nil, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer w.Stop()
 		var want []string
 		for i := range 3 {
 			o := mustCreate(t, s, k, newWidget("live", fmt.Sprintf("h%d", i), nil, widgetSpec{}))
 			want = append(want, objEv(watch.Added, o))
 		}
+		w, err := s.Watch(t.Context(), k, "live", nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
 		equalStrings(t, "history", nextEvents(t, w, 3), want)
 		// Live: written while the watcher waits.
 		var live []string
@@ -842,14 +846,18 @@ func TestStoreRestart(t *testing.T) {
 	if _, err := s.Patch(t.Context(), k, "ns", "m-0001", []byte(`{"status":{"phase":"Up"}}`), true); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Delete(t.Context(), k, "ns", "m-0002", 0, ""); err != nil {
+	last, err := s.Delete(t.Context(), k, "ns", "m-0002", 0, "")
+	if err != nil {
 		t.Fatal(err)
 	}
 	before, err := s.List(t.Context(), k, "", nil, ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	historyBefore := watchAll(t, s, k, before.ResourceVersion)
+	historyBefore := watchAll(t, s, k, last.Revision())
+	if len(historyBefore) != 42 {
+		t.Fatalf("history holds %d events, want 42", len(historyBefore))
+	}
 
 	c.Kill(0)
 	c.Restart(0)
@@ -869,7 +877,7 @@ func TestStoreRestart(t *testing.T) {
 			t.Fatalf("%s after restart: resourceVersion %s uid %s, was %s %s", o.Name, got.ResourceVersion, got.UID, o.ResourceVersion, o.UID)
 		}
 	}
-	equalStrings(t, "watch history after restart", watchAll(t, s, k, before.ResourceVersion), historyBefore)
+	equalStrings(t, "watch history after restart", watchAll(t, s, k, last.Revision()), historyBefore)
 
 	next := mustCreate(t, s, k, newWidget("ns", "after", nil, widgetSpec{}))
 	if next.Revision() <= before.ResourceVersion {

@@ -28,13 +28,13 @@ type JoinTokenStatus struct {
 // MemberSpec records a node's mesh identity: kept by the hub from join to
 // deletion, so a name is never taken twice and revocation is remembered.
 type MemberSpec struct {
-	Site    string       `json:"site"`
-	Role    string       `json:"role"`
-	Serials []string     `json:"serials"`
+	Site    string   `json:"site"`
+	Role    string   `json:"role"`
+	Serials []string `json:"serials"`
 	// GossipAddr is where the node gossips; the hub hands it to later
 	// joiners of the site as a seed.
-	GossipAddr string `json:"gossipAddr,omitempty"`
-	Joined  *metav1.Time `json:"joined,omitempty"`
+	GossipAddr string       `json:"gossipAddr,omitempty"`
+	Joined     *metav1.Time `json:"joined,omitempty"`
 }
 
 // SecretSpec holds key material replicated in the hub group: the mesh CA

@@ -14,7 +14,6 @@ import (
 	"slices"
 	"time"
 
-
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/internal/pki"
 	"github.com/outpost-mesh/outpost/transport"
@@ -186,4 +185,3 @@ func (n *Node) recordSerial(ctx context.Context, name, serial string) error {
 	_, err = store.Update(ctx, &MemberKind, obj)
 	return err
 }
-
