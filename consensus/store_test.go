@@ -674,21 +674,23 @@ func TestStoreWatch(t *testing.T) {
 
 	// History: every write's event, in order.
 	var history []string
-	rec := func(typ watch.EventType, obj *Object, err error) *Object {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
+	rec := func(typ watch.EventType) func(*Object, error) *Object {
+		return func(obj *Object, err error) *Object {
+			t.Helper()
+			if err != nil {
+				t.Fatal(err)
+			}
+			history = append(history, objEv(typ, obj))
+			return obj
 		}
-		history = append(history, objEv(typ, obj))
-		return obj
 	}
-	a1 := rec(watch.Added, s.Create(ctx, k, newWidget("w", "a1", map[string]string{"app": "x"}, widgetSpec{Size: 1})))
+	a1 := rec(watch.Added)(s.Create(ctx, k, newWidget("w", "a1", map[string]string{"app": "x"}, widgetSpec{Size: 1})))
 	start := a1.Revision()
-	rec(watch.Added, s.Create(ctx, k, newWidget("w", "a2", map[string]string{"app": "y"}, widgetSpec{Size: 1})))
-	rec(watch.Added, s.Create(ctx, k, newWidget("other", "b1", map[string]string{"app": "x"}, widgetSpec{Size: 1})))
-	rec(watch.Modified, s.Patch(ctx, k, "w", "a1", []byte(`{"spec":{"size":2}}`), false))
-	rec(watch.Modified, s.Patch(ctx, k, "w", "a2", []byte(`{"status":{"phase":"Up"}}`), true))
-	rec(watch.Deleted, s.Delete(ctx, k, "w", "a2", 0, ""))
+	rec(watch.Added)(s.Create(ctx, k, newWidget("w", "a2", map[string]string{"app": "y"}, widgetSpec{Size: 1})))
+	rec(watch.Added)(s.Create(ctx, k, newWidget("other", "b1", map[string]string{"app": "x"}, widgetSpec{Size: 1})))
+	rec(watch.Modified)(s.Patch(ctx, k, "w", "a1", []byte(`{"spec":{"size":2}}`), false))
+	rec(watch.Modified)(s.Patch(ctx, k, "w", "a2", []byte(`{"status":{"phase":"Up"}}`), true))
+	rec(watch.Deleted)(s.Delete(ctx, k, "w", "a2", 0, ""))
 
 	tests := []struct {
 		name      string

@@ -60,6 +60,9 @@ type Config struct {
 	// NameSet says --name was given explicitly; a data dir of another node
 	// is then an error instead of taking that node's name.
 	NameSet bool
+	// SiteSet says --site was given explicitly; a joining node without it
+	// takes the site its token is for.
+	SiteSet bool
 	// TuneRaft and TuneGossip adjust the subsystems' settings after the
 	// defaults; tests use them for tight timings.
 	TuneRaft   func(*consensus.Config)

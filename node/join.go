@@ -55,6 +55,15 @@ func ParseJoinToken(token string) (id, secret, fingerprint string, err error) {
 	return parts[0], parts[1], parts[2], nil
 }
 
+// joinSite is the site a joining node asks for: --site when given, else
+// whatever its token says.
+func joinSite(cfg Config) string {
+	if cfg.SiteSet {
+		return cfg.Site
+	}
+	return ""
+}
+
 // maxJoinRedirects bounds how often a join follows "ask the leader".
 const maxJoinRedirects = 3
 
@@ -96,7 +105,7 @@ func Join(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	req := joinRequest{
-		TokenID: tokenID, Secret: secret, Name: cfg.Name, Site: cfg.Site,
+		TokenID: tokenID, Secret: secret, Name: cfg.Name, Site: joinSite(cfg),
 		CSR:        pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}),
 		QUICAddr:   cfg.quicAdvertise(),
 		GossipAddr: cfg.gossipAdvertise(),

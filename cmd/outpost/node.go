@@ -36,6 +36,7 @@ Flags win over the environment, which wins over the file.`,
 				return err
 			}
 			cfg.NameSet = cmd.Flags().Changed("name") || os.Getenv("OUTPOST_NAME") != ""
+			cfg.SiteSet = cmd.Flags().Changed("site") || os.Getenv("OUTPOST_SITE") != ""
 			if err := node.Join(cmd.Context(), cfg, logger); err != nil {
 				return err
 			}
