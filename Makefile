@@ -8,21 +8,22 @@ STATICCHECK := $(GOBIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
+SHELL := /bin/bash
 .PHONY: help build test unit e2e bench demo demo-stop lint tools clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build bin/outpost
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/outpost
 
-test: lint unit ## Lint, then run every test (unit, in-process clusters, real-binary tests)
+test: lint unit e2e ## Lint, then every test: unit, in-process clusters, real binary, multi-host (e2e needs root)
 
 unit: ## Run the Go tests with the race detector
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 25m ./...
 
-e2e: build ## Run the end-to-end tests against the real binary
-	$(GO) test -count=1 -timeout 20m -run 'TestCLI|TestDurab|TestSIGTERM' ./cmd/outpost/
+e2e: ## Multi-host tests: real outpost processes in network namespaces (root)
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 bench: ## Run the benchmarks and print the tables (README has the latest)
 	./scripts/bench.sh
