@@ -84,6 +84,9 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 	} else if !apierrors.IsNotFound(err) {
 		return refuse("check name: %v", err)
 	}
+	if _, err := store.Get(ctx, &NodeKind, "", req.Name, consensus.ReadOptions{}); err == nil {
+		return refuse("the name %s is taken by a registered node; choose another --name, or delete it with `outpost delete node %s`", req.Name, req.Name)
+	}
 	block, _ := pem.Decode(req.CSR)
 	if block == nil {
 		return refuse("the certificate request is not PEM")
@@ -138,7 +141,8 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 	return resp
 }
 
-// hubAddrs lists the QUIC addresses of the hub group's servers.
+// hubAddrs lists the QUIC addresses of the hub group's servers, the
+// leader's first.
 func (n *Node) hubAddrs() []string {
 	r := n.group.Raft()
 	if r == nil {
@@ -148,9 +152,15 @@ func (n *Node) hubAddrs() []string {
 	if f.Error() != nil {
 		return nil
 	}
-	var out []string
+	leader, _ := r.LeaderWithID()
+	out := []string{}
+	if leader != "" {
+		out = append(out, string(leader))
+	}
 	for _, s := range f.Configuration().Servers {
-		out = append(out, string(s.Address))
+		if s.Address != leader {
+			out = append(out, string(s.Address))
+		}
 	}
 	return out
 }

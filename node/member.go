@@ -47,6 +47,9 @@ func (n *Node) ensureBootstrapObjects(ctx context.Context) error {
 	if _, err := n.siteKey(ctx, HubSite, n.id.GossipKey); err != nil {
 		return err
 	}
+	if err := n.ensureSelfMember(ctx, store); err != nil {
+		return err
+	}
 	if n.apiLn != nil && n.id.BootstrapSite {
 		return n.ensureAdmin(ctx, store)
 	}
@@ -132,4 +135,20 @@ func (n *Node) siteKeyCreated(ctx context.Context, site string, want []byte) ([]
 		return nil, false, err
 	}
 	return want, true, nil
+}
+
+// ensureSelfMember records the bootstrap hub member's identity, so its name
+// is taken like any joined node's.
+func (n *Node) ensureSelfMember(ctx context.Context, store *consensus.Store) error {
+	cert, _ := n.id.certificate()
+	now := metav1.Now()
+	obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: n.id.Name}}
+	if err := obj.SetSpec(MemberSpec{Site: n.id.Site, Role: n.id.Role, Serials: []string{cert.Leaf.SerialNumber.Text(16)}, Joined: &now}); err != nil {
+		return err
+	}
+	_, err := store.Create(ctx, &MemberKind, obj)
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return nil
 }

@@ -67,32 +67,27 @@ func (n *Node) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var leaf *x509.Certificate
-	if n.ca != nil {
-		leaf, err = n.ca.Sign(&key.PublicKey, nodeCertRequest(n.id.Name, n.id.Site, n.id.Role, advertiseIPs(n.cfg)))
-		if err != nil {
-			return err
-		}
-	} else {
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: n.id.Name}}, key)
-		if err != nil {
-			return err
-		}
-		var resp renewResponse
-		err = n.callHub(ctx, methodRenew, renewRequest{CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}, &resp)
-		if err != nil {
-			return err
-		}
-		if resp.Error != "" {
-			return fmt.Errorf("hub refused: %s", resp.Error)
-		}
-		block, _ := pem.Decode(resp.Cert)
-		if block == nil {
-			return fmt.Errorf("hub sent no certificate")
-		}
-		if leaf, err = x509.ParseCertificate(block.Bytes); err != nil {
-			return err
-		}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: n.id.Name}}, key)
+	if err != nil {
+		return err
+	}
+	// Hub members renew through the hub's leader too, so that the new
+	// serial is recorded where every hub member checks it.
+	var resp renewResponse
+	err = n.callHub(ctx, methodRenew, renewRequest{CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}, &resp)
+	if err != nil {
+		return err
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("hub refused: %s", resp.Error)
+	}
+	block, _ := pem.Decode(resp.Cert)
+	if block == nil {
+		return fmt.Errorf("hub sent no certificate")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return err
 	}
 	cert := &tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: key, Leaf: leaf}
 	n.id.mu.RLock()
@@ -107,7 +102,11 @@ func (n *Node) renew(ctx context.Context) error {
 // callHub makes one request/response call to any reachable hub member.
 func (n *Node) callHub(ctx context.Context, method string, req, resp any) error {
 	var last error
-	for _, addr := range n.hubAddrList() {
+	addrs := n.hubAddrList()
+	if n.id.Role == RoleHub {
+		addrs = n.hubAddrs()
+	}
+	for _, addr := range addrs {
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		s, err := n.dialRPC(dctx, addr, method)
 		if err == nil {
@@ -139,6 +138,9 @@ func (n *Node) serveRenew(ctx context.Context, s *transport.Stream) {
 	}
 	peer := s.Peer()
 	resp := func() renewResponse {
+		if !n.group.IsLeader() {
+			return renewResponse{Error: "not the hub leader; ask another hub member"}
+		}
 		block, _ := pem.Decode(req.CSR)
 		if block == nil {
 			return renewResponse{Error: "certificate request is not PEM"}
