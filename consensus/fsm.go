@@ -3,7 +3,6 @@ package consensus
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -370,4 +369,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	return nil
 }
 
-var errRestored = errors.New("state replaced by a snapshot; watch again from your last resourceVersion")
+// errRestored ends the watchers of a replica that restored a snapshot. It is
+// an ErrWatchDropped, as that error's documentation promises, so callers
+// (the API's 503 mapping) resume instead of failing.
+var errRestored = fmt.Errorf("state replaced by a snapshot: %w", ErrWatchDropped)

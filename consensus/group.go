@@ -170,7 +170,12 @@ func (g *Group) Store() *Store { return g.store }
 // until ctx is done. On return it has handed leadership to another voter
 // when there is one, shut Raft down and closed the stores.
 func (g *Group) Run(ctx context.Context) (err error) {
-	defer func() { err = errors.Join(err, g.closeStores()) }()
+	defer func() {
+		// Live watchers wait on the hub, which nothing feeds once Raft is
+		// down: end them so their clients resume on another member.
+		g.hub.closeAll(errStopped)
+		err = errors.Join(err, g.closeStores())
+	}()
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(g.cfg.ID)
 	rc.Logger = logbridge.HCLog(g.log)
@@ -220,6 +225,9 @@ func (g *Group) Run(ctx context.Context) (err error) {
 	err = r.Shutdown().Error()
 	return errors.Join(err, eg.Wait())
 }
+
+// errStopped ends the watchers of a member whose Run returned.
+var errStopped = fmt.Errorf("member stopped: %w", ErrWatchDropped)
 
 // handOff transfers leadership when this server leads and another voter
 // exists, so a graceful stop costs the group no election timeout.

@@ -385,6 +385,8 @@ type siteInfo struct {
 	Connected bool
 	Leader    string
 	NodeCount int
+	// LastSeen is when the hub last heard from the site's leader.
+	LastSeen time.Time
 }
 
 // getNodes lists the nodes of every site through via's API.
@@ -429,9 +431,10 @@ func (m *mesh) getSites(via *meshNode) (map[string]siteInfo, error) {
 				Name string `json:"name"`
 			} `json:"metadata"`
 			Status struct {
-				Connected bool   `json:"connected"`
-				Leader    string `json:"leader"`
-				NodeCount int    `json:"nodeCount"`
+				Connected bool      `json:"connected"`
+				Leader    string    `json:"leader"`
+				NodeCount int       `json:"nodeCount"`
+				LastSeen  time.Time `json:"lastSeen"`
 			} `json:"status"`
 		} `json:"items"`
 	}
@@ -441,7 +444,7 @@ func (m *mesh) getSites(via *meshNode) (map[string]siteInfo, error) {
 	sites := map[string]siteInfo{}
 	for _, it := range list.Items {
 		sites[it.Metadata.Name] = siteInfo{Name: it.Metadata.Name, Connected: it.Status.Connected,
-			Leader: it.Status.Leader, NodeCount: it.Status.NodeCount}
+			Leader: it.Status.Leader, NodeCount: it.Status.NodeCount, LastSeen: it.Status.LastSeen}
 	}
 	return sites, nil
 }

@@ -188,6 +188,7 @@ func TestHubLeaderKilled(t *testing.T) {
 
 	old := m.siteLeader("hub")
 	m.kill(old)
+	killed := time.Now()
 
 	survivors := up(m.siteNodes("hub"))
 	m.eventually(waitLong, "a new hub leader", func() error {
@@ -209,6 +210,22 @@ func TestHubLeaderKilled(t *testing.T) {
 			return nil
 		})
 		m.eventually(waitLong, "sites connected, seen through "+hub.name, func() error { return m.formed(hub) })
+		// connected may be a value written before the kill: a report the
+		// hub received after it shows that the site leaders reconnected.
+		for _, site := range []string{"a", "b"} {
+			m.eventually(waitLong, "a report of site "+site+" after the kill, seen through "+hub.name, func() error {
+				s, err := m.site(hub, site)
+				if err != nil {
+					return err
+				}
+				if !s.Connected || !s.LastSeen.After(killed.Add(2*time.Second)) {
+					return fmt.Errorf("site %s: connected=%v lastSeen=%s; want connected, seen 2 s after the kill at %s",
+						site, s.Connected, s.LastSeen.Format(time.RFC3339), killed.Format(time.RFC3339))
+				}
+				return nil
+			})
+		}
+		m.logf("sites a and b reported through %s after the kill", hub.name)
 	}
 	m.waitNotAlive(survivors[0], old)
 }

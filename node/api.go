@@ -201,8 +201,13 @@ func writeError(w http.ResponseWriter, err error, logger *slog.Logger) {
 		status = apierrors.NewServiceUnavailable(nl.Error())
 	case errors.Is(err, consensus.ErrWatchDropped):
 		status = apierrors.NewServiceUnavailable(err.Error())
+	case errors.Is(err, context.Canceled):
+		// The client went away; there is no one to answer.
+		return
 	default:
-		logger.Error("request failed", "err", err)
+		if logger != nil {
+			logger.Error("request failed", "err", err)
+		}
 		status = apierrors.NewInternalError(err)
 	}
 	s := status.Status()
