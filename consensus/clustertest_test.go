@@ -285,12 +285,14 @@ func (c *testCluster) Follower(leader int, except ...int) int {
 // others. Run hands leadership off first when i leads, as on a real stop.
 func (c *testCluster) Kill(i int) {
 	c.t.Helper()
-	c.mu.Lock()
-	m := c.members[i]
-	if !m.alive {
-		c.mu.Unlock()
-		c.t.Fatalf("kill %s: not running", m.id)
+	if !c.Alive(i) {
+		c.t.Fatalf("kill %s: not running", c.members[i].id)
 	}
+	c.stop(c.members[i])
+}
+
+func (c *testCluster) stop(m *member) {
+	c.mu.Lock()
 	m.alive = false
 	c.mu.Unlock()
 	m.cancel()
@@ -331,23 +333,16 @@ func (c *testCluster) Restart(i int) {
 	c.connectAll()
 }
 
-// stopAll stops every live member; it is the cluster's cleanup.
+// stopAll stops every live member; it is the cluster's cleanup. Members
+// stop one at a time, each cut off before the next stops: a leader's
+// hand-off on stop then reaches a member that answers or fails at once,
+// instead of one that is shutting down, which would leave Raft's
+// leadership-transfer goroutine waiting on an unanswered TimeoutNow RPC
+// (10 × the transport timeout) after Shutdown returned.
 func (c *testCluster) stopAll() {
-	c.mu.Lock()
-	var live []*member
-	for _, m := range c.members {
-		if m.alive {
-			m.alive = false
-			live = append(live, m)
-		}
-	}
-	c.mu.Unlock()
-	for _, m := range live {
-		m.cancel()
-	}
-	for _, m := range live {
-		if err := c.wait(m); err != nil {
-			c.t.Errorf("stop %s: %v", m.id, err)
+	for i, m := range c.members {
+		if c.Alive(i) {
+			c.stop(m)
 		}
 	}
 	if c.t.Failed() {

@@ -1,0 +1,153 @@
+package node_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/gossip"
+	"github.com/outpost-mesh/outpost/node"
+)
+
+// edgeNode is a running site node.
+type edgeNode struct {
+	*node.Node
+	stop func()
+}
+
+// startEdge joins a node to the hub at hubAddr with token and runs it with
+// tight Raft and gossip timings; opts adjust the config.
+func startEdge(t *testing.T, hubAddr, token, name string, opts ...func(*node.Config)) *edgeNode {
+	t.Helper()
+	cfg := joinConfig(t, hubAddr, token, name, "")
+	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.TuneRaft = func(c *consensus.Config) {
+		c.HeartbeatTimeout = 100 * time.Millisecond
+		c.ElectionTimeout = 100 * time.Millisecond
+		c.LeaderLeaseTimeout = 100 * time.Millisecond
+	}
+	cfg.TuneGossip = func(c *gossip.Config) {
+		c.ProbeInterval = 100 * time.Millisecond
+		c.ProbeTimeout = 50 * time.Millisecond
+		c.GossipInterval = 20 * time.Millisecond
+		c.PushPullInterval = 500 * time.Millisecond
+		c.SuspicionMult = 2
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	logger := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var n *node.Node
+	for attempt := 0; ; attempt++ {
+		cfg.QUICPort, cfg.GossipPort = freePort(t, false), freePort(t, true)
+		if err := node.Join(t.Context(), cfg, logger); err != nil {
+			t.Fatalf("join %s: %v", name, err)
+		}
+		var err error
+		if n, err = node.New(cfg, logger); err == nil {
+			break
+		} else if attempt > 0 {
+			t.Fatalf("node.New %s: %v", name, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("%s: Run returned %v", name, err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return &edgeNode{Node: n, stop: stop}
+}
+
+// siteLeader returns the node of nodes that leads their site's group.
+func siteLeader(nodes []*edgeNode) *edgeNode {
+	for _, n := range nodes {
+		if n.Group().IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
+// suffrage maps server names to their suffrage in the leader's view.
+func suffrage(n *edgeNode) map[string]string {
+	out := map[string]string{}
+	for _, p := range n.Group().Status().Peers {
+		out[p.ID] = p.Suffrage
+	}
+	return out
+}
+
+// TestSiteMembership checks that a site's Raft group follows its gossip
+// membership: voters up to --site-voters, a non-voter beyond, and a voter
+// gone past --reap-after replaced by the promoted non-voter.
+func TestSiteMembership(t *testing.T) {
+	t.Parallel()
+	hub := startNode(t)
+	addr := hub.hubQUIC(t)
+	token := hub.createToken(t, "a", 0, time.Time{})
+	var nodes []*edgeNode
+	for i := range 4 {
+		nodes = append(nodes, startEdge(t, addr, token, fmt.Sprintf("a-%d", i), func(c *node.Config) {
+			c.SiteVoters = 3
+			c.ReapAfter = time.Second
+		}))
+	}
+	var leader *edgeNode
+	eventually(t, 60*time.Second, func() error {
+		if leader = siteLeader(nodes); leader == nil {
+			return fmt.Errorf("site a has no leader")
+		}
+		s := suffrage(leader)
+		voters, nonvoters := 0, 0
+		for _, v := range s {
+			switch v {
+			case "Voter":
+				voters++
+			case "Nonvoter":
+				nonvoters++
+			}
+		}
+		if voters != 3 || nonvoters != 1 {
+			return fmt.Errorf("site a's group is %v, want 3 voters and 1 non-voter", s)
+		}
+		return nil
+	})
+	var victim, spare string
+	for name, v := range suffrage(leader) {
+		switch {
+		case v == "Nonvoter":
+			spare = name
+		case name != leader.Name() && victim == "":
+			victim = name
+		}
+	}
+	i := slices.IndexFunc(nodes, func(n *edgeNode) bool { return n.Name() == victim })
+	nodes[i].stop()
+	eventually(t, 60*time.Second, func() error {
+		l := siteLeader(nodes)
+		if l == nil {
+			return fmt.Errorf("site a has no leader")
+		}
+		s := suffrage(l)
+		if _, ok := s[victim]; ok {
+			return fmt.Errorf("%s still in the group: %v", victim, s)
+		}
+		if s[spare] != "Voter" {
+			return fmt.Errorf("%s not promoted: %v", spare, s)
+		}
+		return nil
+	})
+}
