@@ -23,7 +23,7 @@ unit: ## Run the Go tests with the race detector
 	$(GO) test -race -count=1 -timeout 25m ./...
 
 e2e: ## Multi-host tests: real outpost processes in network namespaces (root)
-	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee .e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+	$(GO) test -tags e2e -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee .e2e.log | grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 bench: ## Run the benchmarks and print the tables (README has the latest)
 	./scripts/bench.sh

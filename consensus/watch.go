@@ -117,6 +117,13 @@ func (w *Watcher) Next(ctx context.Context) (Event, error) {
 				return Event{}, apierrors.NewResourceExpired(ce.Error())
 			}
 			if err != nil {
+				select {
+				case <-w.sub.done:
+					// The member stopped and closed its store under
+					// the read: report that, which says to resume.
+					return Event{}, w.sub.err
+				default:
+				}
 				return Event{}, err
 			}
 			w.last = last

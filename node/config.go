@@ -57,6 +57,9 @@ type Config struct {
 	ReapAfter time.Duration
 	// HeartbeatInterval is how often the node refreshes its Node status.
 	HeartbeatInterval time.Duration
+	// CertValidity is how long node certificates are valid; a node renews
+	// its own when a third of it is left.
+	CertValidity time.Duration
 	// NameSet says --name was given explicitly; a data dir of another node
 	// is then an error instead of taking that node's name.
 	NameSet bool
@@ -88,6 +91,7 @@ func DefaultConfig() Config {
 		SiteVoters:        3,
 		ReapAfter:         72 * time.Hour,
 		HeartbeatInterval: 10 * time.Second,
+		CertValidity:      90 * 24 * time.Hour,
 		ShutdownTimeout:   15 * time.Second,
 	}
 }
@@ -150,6 +154,9 @@ func (c Config) Validate() error {
 		if msgs := validation.IsValidLabelValue(v); len(msgs) > 0 {
 			errs = append(errs, fmt.Errorf("--labels value %q of %s: %s", v, k, strings.Join(msgs, "; ")))
 		}
+	}
+	if c.CertValidity < 3*time.Second {
+		errs = append(errs, fmt.Errorf("--cert-validity %s must be at least 3s", c.CertValidity))
 	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval))

@@ -86,6 +86,11 @@ func (id *identity) setCerts(cert *tls.Certificate, caPEM []byte) error {
 	if err != nil {
 		return fmt.Errorf("parse mesh CA: %w", err)
 	}
+	if len(cert.Certificate) == 1 {
+		// Serve the chain: a joining node pins the hub by its CA, which it
+		// can only check when the CA comes with the leaf.
+		cert.Certificate = append(cert.Certificate, ca.Raw)
+	}
 	id.mu.Lock()
 	id.cert, id.ca, id.caPEM = cert, ca, caPEM
 	id.mu.Unlock()

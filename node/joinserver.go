@@ -112,7 +112,7 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 	if ip := net.ParseIP(hostOf(req.QUICAddr)); ip != nil {
 		ips = append(ips, ip)
 	}
-	leaf, err := n.ca.Sign(csr.PublicKey, nodeCertRequest(req.Name, site, role, ips))
+	leaf, err := n.ca.Sign(csr.PublicKey, n.nodeCertRequest(req.Name, site, role, ips))
 	if err != nil {
 		return refuse("sign certificate: %v", err)
 	}

@@ -2,8 +2,14 @@ package node_test
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
@@ -147,6 +153,61 @@ func TestSiteMembership(t *testing.T) {
 		}
 		if s[spare] != "Voter" {
 			return fmt.Errorf("%s not promoted: %v", spare, s)
+		}
+		return nil
+	})
+}
+
+// certSerial reads the serial of the node certificate in dataDir.
+func certSerial(t *testing.T, dataDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dataDir, "identity", "node.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(b)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert.SerialNumber.Text(16)
+}
+
+// TestCertificateRenewal checks that certificates are renewed before they
+// expire and that the hub accepts the renewed ones: the site keeps
+// reporting across two renewals.
+func TestCertificateRenewal(t *testing.T) {
+	t.Parallel()
+	const validity = 6 * time.Second
+	hub := startNode(t, func(c *node.Config) { c.CertValidity = validity })
+	token := hub.createToken(t, "r", 0, time.Time{})
+	var dir string
+	startEdge(t, hub.hubQUIC(t), token, "r-1", func(c *node.Config) {
+		c.CertValidity = validity
+		dir = c.DataDir
+	})
+	first := certSerial(t, dir)
+	seen := map[string]bool{first: true}
+	eventually(t, 60*time.Second, func() error {
+		seen[certSerial(t, dir)] = true
+		if len(seen) < 3 {
+			return fmt.Errorf("%d certificates so far", len(seen))
+		}
+		return nil
+	})
+	renewed := time.Now()
+	eventually(t, 30*time.Second, func() error {
+		var site object
+		code, b := hub.do(t, call{method: http.MethodGet, path: sitesPath + "/r"})
+		if code != http.StatusOK {
+			return fmt.Errorf("%d %s", code, b)
+		}
+		if err := json.Unmarshal(b, &site); err != nil {
+			return err
+		}
+		seenAt, _ := time.Parse(time.RFC3339, fmt.Sprint(site.Status["lastSeen"]))
+		if site.Status["connected"] != true || !seenAt.After(renewed) {
+			return fmt.Errorf("site r after renewal: %v", site.Status)
 		}
 		return nil
 	})

@@ -26,10 +26,6 @@ import (
 	"github.com/outpost-mesh/outpost/transport"
 )
 
-// certValidity is how long a node certificate is valid; it is renewed when
-// a third of that is left.
-const certValidity = 90 * 24 * time.Hour
-
 // Node is the daemon of one host.
 type Node struct {
 	cfg     Config
@@ -137,7 +133,7 @@ func (n *Node) loadOrBootstrap() (*identity, error) {
 	if err != nil {
 		return nil, err
 	}
-	cert, err := transport.IssueNodeCert(ca, n.cfg.Name, HubSite, RoleHub, advertiseIPs(n.cfg), certValidity)
+	cert, err := transport.IssueNodeCert(ca, n.cfg.Name, HubSite, RoleHub, advertiseIPs(n.cfg), n.cfg.CertValidity)
 	if err != nil {
 		return nil, err
 	}

@@ -32,17 +32,17 @@ type renewResponse struct {
 
 // nodeCertRequest is what a node certificate certifies: the name, the
 // site (Organization) and the role (OrganizationalUnit).
-func nodeCertRequest(name, site, role string, ips []net.IP) pki.Request {
+func (n *Node) nodeCertRequest(name, site, role string, ips []net.IP) pki.Request {
 	return pki.Request{
 		CommonName: name, Organization: []string{site}, OrganizationalUnit: []string{role},
-		IPs: ips, Server: true, Client: true, Validity: certValidity,
+		IPs: ips, Server: true, Client: true, Validity: n.cfg.CertValidity,
 	}
 }
 
 // runRenewal renews the node certificate when a third of its validity is
 // left: from the hub over QUIC, or, on a hub member, from its own CA.
 func (n *Node) runRenewal(ctx context.Context) error {
-	t := time.NewTicker(time.Hour)
+	t := time.NewTicker(min(time.Hour, max(time.Second, n.cfg.CertValidity/20)))
 	defer t.Stop()
 	for {
 		cert, _ := n.id.certificate()
@@ -71,11 +71,13 @@ func (n *Node) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// Hub members renew through the hub's leader too, so that the new
-	// serial is recorded where every hub member checks it.
+	// Every renewal is certified by the hub's leader, which records the new
+	// serial where every hub member checks it; the leader serves itself.
+	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 	var resp renewResponse
-	err = n.callHub(ctx, methodRenew, renewRequest{CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}, &resp)
-	if err != nil {
+	if n.ca != nil && n.group.IsLeader() {
+		resp = n.certify(ctx, n.self(), csrPEM)
+	} else if err := n.callHub(ctx, methodRenew, renewRequest{CSR: csrPEM}, &resp); err != nil {
 		return err
 	}
 	if resp.Error != "" {
@@ -136,33 +138,44 @@ func (n *Node) serveRenew(ctx context.Context, s *transport.Stream) {
 	if err := readMessage(s, &req, 64<<10); err != nil {
 		return
 	}
-	peer := s.Peer()
-	resp := func() renewResponse {
-		if !n.group.IsLeader() {
-			return renewResponse{Error: "not the hub leader; ask another hub member"}
-		}
-		block, _ := pem.Decode(req.CSR)
-		if block == nil {
-			return renewResponse{Error: "certificate request is not PEM"}
-		}
-		csr, err := x509.ParseCertificateRequest(block.Bytes)
-		if err != nil || csr.CheckSignature() != nil {
-			return renewResponse{Error: "certificate request is invalid"}
-		}
-		var ips []net.IP
+	_ = writeMessage(s, n.certify(ctx, s.Peer(), req.CSR))
+}
+
+// self is this node as a peer.
+func (n *Node) self() transport.Peer {
+	return transport.Peer{Name: n.id.Name, Site: n.id.Site, Role: n.id.Role}
+}
+
+// certify signs a renewal for peer's own identity and records its serial;
+// only the hub's leader may.
+func (n *Node) certify(ctx context.Context, peer transport.Peer, csrPEM []byte) renewResponse {
+	if !n.group.IsLeader() {
+		return renewResponse{Error: "not the hub leader; ask another hub member"}
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil {
+		return renewResponse{Error: "certificate request is not PEM"}
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		return renewResponse{Error: "certificate request is invalid"}
+	}
+	var ips []net.IP
+	if peer.Addr != nil {
 		if ip := net.ParseIP(hostOf(peer.Addr.String())); ip != nil {
 			ips = append(ips, ip)
 		}
-		leaf, err := n.ca.Sign(csr.PublicKey, nodeCertRequest(peer.Name, peer.Site, peer.Role, ips))
-		if err != nil {
-			return renewResponse{Error: err.Error()}
-		}
-		if err := n.recordSerial(ctx, peer.Name, leaf.SerialNumber.Text(16)); err != nil {
-			return renewResponse{Error: err.Error()}
-		}
-		return renewResponse{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})}
-	}()
-	_ = writeMessage(s, resp)
+	} else {
+		ips = advertiseIPs(n.cfg)
+	}
+	leaf, err := n.ca.Sign(csr.PublicKey, n.nodeCertRequest(peer.Name, peer.Site, peer.Role, ips))
+	if err != nil {
+		return renewResponse{Error: err.Error()}
+	}
+	if err := n.recordSerial(ctx, peer.Name, leaf.SerialNumber.Text(16)); err != nil {
+		return renewResponse{Error: err.Error()}
+	}
+	return renewResponse{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})}
 }
 
 // recordSerial adds a renewed certificate's serial to the member record,

@@ -120,9 +120,22 @@ bench_transport() {
 	}' "$tmp/transport.txt" "$tmp/transport-nogso.txt"
 }
 
+# bench_link runs e2e's TestLinkBench: bare quic-go, Outpost streams and
+# TCP + TLS 1.3 between two network-namespace hosts behind a 100 Mbit/s tbf
+# each way (throughput, % of the link, CPU per GiB of sender and receiver,
+# 64-byte round trips). Needs root (it skips otherwise). About a minute.
+bench_link() {
+	echo "## link: QUIC streams vs bare quic-go vs TCP+TLS 1.3 across 100 Mbit/s (e2e TestLinkBench)"
+	echo
+	go test -tags e2e -count=1 -timeout 10m -run '^TestLinkBench$' -v ./e2e/ | tee "$tmp/link.txt"
+	echo
+	sed -nE 's/^ +((\||link: ).*)$/\1/p' "$tmp/link.txt"
+}
+
 main() {
 	bench_consensus
 	bench_transport
+	bench_link
 }
 
 main "$@"

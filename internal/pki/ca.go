@@ -156,11 +156,12 @@ func (ca *CA) Sign(pub crypto.PublicKey, req Request) (*x509.Certificate, error)
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
 		Subject:      pkix.Name{CommonName: req.CommonName, Organization: req.Organization, OrganizationalUnit: req.OrganizationalUnit},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(req.Validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		DNSNames:     req.DNSNames,
-		IPAddresses:  req.IPs,
+		// Back-dated for clock skew, by at most an hour.
+		NotBefore:   now.Add(-min(time.Hour, req.Validity/4)),
+		NotAfter:    now.Add(req.Validity),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		DNSNames:    req.DNSNames,
+		IPAddresses: req.IPs,
 	}
 	if req.Server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
