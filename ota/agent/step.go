@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,14 +71,7 @@ func allowList(pol Policy) string {
 	if len(pol.Allow) == 0 {
 		return "exec,read,write,playbook"
 	}
-	s := ""
-	for i, a := range pol.Allow {
-		if i > 0 {
-			s += ","
-		}
-		s += a
-	}
-	return s
+	return strings.Join(pol.Allow, ",")
 }
 
 // stepTimeout derives the step's context: bounded by step.timeout when set.
