@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,6 +120,9 @@ type testCluster struct {
 
 	mu      sync.Mutex
 	members []*member
+	// retries counts write attempts that failed in a way worth retrying
+	// (no leader, leadership lost, member stopping).
+	retries atomic.Int64
 }
 
 // newCluster starts n members; the first bootstraps the group with all n as
@@ -289,6 +293,28 @@ func (c *testCluster) Kill(i int) {
 		c.t.Fatalf("kill %s: not running", c.members[i].id)
 	}
 	c.stop(c.members[i])
+}
+
+// Crash cuts member i off from the others, waits until it no longer leads,
+// and then stops it, as a crash or a partition would: writes in flight on it
+// fail with leadership lost, applied or not, instead of completing through
+// a hand-off.
+func (c *testCluster) Crash(i int) {
+	c.t.Helper()
+	m := c.members[i]
+	if !c.Alive(i) {
+		c.t.Fatalf("crash %s: not running", m.id)
+	}
+	c.mu.Lock()
+	for _, o := range c.members {
+		if o != m && o.alive {
+			o.trans.Disconnect(m.addr)
+		}
+	}
+	m.trans.DisconnectAll()
+	c.mu.Unlock()
+	eventually(c.t, waitLong, func() bool { return !m.group.IsLeader() }, "%s still leads, cut off", m.id)
+	c.stop(m)
 }
 
 func (c *testCluster) stop(m *member) {

@@ -14,11 +14,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-mesh/outpost/e2e/netlab"
 	"github.com/outpost-mesh/outpost/internal/pki"
@@ -59,9 +60,33 @@ type linkLine struct {
 	Error      string  `json:"error"`
 }
 
-// tbfStats are a tbf qdisc's counters since it was set.
+// tbfStats are a tbf qdisc's counters since it was set, and its backlog.
 type tbfStats struct {
-	bytes, packets, dropped, overlimits int64
+	Bytes   int64 `json:"bytes"`
+	Packets int64 `json:"packets"`
+	Drops   int64 `json:"drops"`
+	Backlog int64 `json:"backlog"`
+}
+
+// queueSamples sum the sender's tbf backlog, sampled during the bulk call.
+type queueSamples struct {
+	n, sum, max int64
+}
+
+func (q *queueSamples) add(backlog int64) {
+	q.n++
+	q.sum += backlog
+	q.max = max(q.max, backlog)
+}
+
+// ms converts a backlog in bytes to the time it waits in the queue.
+func (q queueSamples) ms(backlog int64) float64 { return float64(backlog) / linkBytesPerSec * 1e3 }
+
+func (q queueSamples) meanMS() float64 {
+	if q.n == 0 {
+		return 0
+	}
+	return q.ms(q.sum / q.n)
 }
 
 // linkRun is one protocol's run and what it measured.
@@ -74,6 +99,8 @@ type linkRun struct {
 	// fwd and rev are the bulk phase's tbf counters on the sender's and
 	// the receiver's eth0 (data, and acknowledgements).
 	fwd, rev tbfStats
+	// queue is the sender's tbf backlog during the bulk call.
+	queue queueSamples
 }
 
 // TestLinkBench measures bulk throughput, CPU seconds per GiB of sender and
@@ -102,9 +129,10 @@ func TestLinkBench(t *testing.T) {
 	}
 	for i, r := range runs {
 		runLink(t, bin, certs, srv, cli, linkPort+i, r)
-		t.Logf("%s: %.2f MB/s, client %.3f cpu-s, server %.3f cpu-s, sender tbf %d bytes %d pkts %d dropped, receiver tbf %d bytes %d pkts",
+		t.Logf("%s: %.2f MB/s, client %.3f cpu-s, server %.3f cpu-s, sender tbf %d bytes %d pkts (%.0f bytes each) %d dropped, receiver tbf %d bytes %d pkts, sender queue mean %.1f ms max %.1f ms (%d samples)",
 			r.name, r.client.MBPerSec, r.client.CPUSeconds, r.server.CPUSeconds,
-			r.fwd.bytes, r.fwd.packets, r.fwd.dropped, r.rev.bytes, r.rev.packets)
+			r.fwd.Bytes, r.fwd.Packets, float64(r.fwd.Bytes)/float64(max(r.fwd.Packets, 1)), r.fwd.Drops,
+			r.rev.Bytes, r.rev.Packets, r.queue.meanMS(), r.queue.ms(r.queue.max), r.queue.n)
 	}
 	t.Logf("\n%s", linkTable(qdiscLine(t, srv), runs))
 }
@@ -127,9 +155,10 @@ func runLink(t *testing.T, bin, certs string, srv, cli *netlab.Host, port int, r
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	r.rtt = linkClient(t, cli, bin, append(common, "-bytes", "0", "-rtt-count", strconv.Itoa(linkRTTs)))
+	r.rtt = linkClient(t, cli, bin, append(common, "-bytes", "0", "-rtt-count", strconv.Itoa(linkRTTs)), nil)
 	fwd0, rev0 := tbfCounters(t, srv), tbfCounters(t, cli)
-	r.client = linkClient(t, cli, bin, append(common, "-bytes", strconv.Itoa(linkBulk), "-rtt-count", "0"))
+	r.client = linkClient(t, cli, bin, append(common, "-bytes", strconv.Itoa(linkBulk), "-rtt-count", "0"),
+		func() { r.queue.add(tbfCounters(t, cli).Backlog) })
 	fwd1, rev1 := tbfCounters(t, srv), tbfCounters(t, cli)
 	// The client sends: its eth0 carries the data, the server's the acks.
 	r.fwd, r.rev = rev1.minus(rev0), fwd1.minus(fwd0)
@@ -157,15 +186,39 @@ func runLink(t *testing.T, bin, certs string, srv, cli *netlab.Host, port int, r
 	}
 }
 
-// linkClient runs the linkbench client on h and returns its result line.
-func linkClient(t *testing.T, h *netlab.Host, bin string, args []string) linkLine {
+// linkClient runs the linkbench client on h and returns its result line;
+// while it runs, sample (if not nil) is called every 100 ms.
+func linkClient(t *testing.T, h *netlab.Host, bin string, args []string, sample func()) linkLine {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), linkTimeout)
 	defer cancel()
 	cmd := h.Command(ctx, bin, append([]string{"client"}, args...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("linkbench client: %v", err)
+	}
+	done := make(chan error, 1) // buffered: the waiter never blocks
+	var g errgroup.Group
+	g.Go(func() error {
+		done <- cmd.Wait()
+		return nil
+	})
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for waiting := true; waiting; {
+		select {
+		case err = <-done:
+			waiting = false
+		case <-tick.C:
+			if sample != nil {
+				sample()
+			}
+		}
+	}
+	_ = g.Wait()
+	if err != nil {
 		t.Fatalf("linkbench client %s: %v\n%s%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	var res linkLine
@@ -224,29 +277,32 @@ func writeLinkCerts(t *testing.T, dir, serverIP string) {
 	}
 }
 
-// tbfSent matches the counters line of `tc -s qdisc show`.
-var tbfSent = regexp.MustCompile(`Sent (\d+) bytes (\d+) pkt \(dropped (\d+), overlimits (\d+)`)
-
 // tbfCounters reads the counters of the tbf on h's eth0.
 func tbfCounters(t *testing.T, h *netlab.Host) tbfStats {
 	t.Helper()
-	out, err := h.Command(t.Context(), "tc", "-s", "qdisc", "show", "dev", "eth0").Output()
+	out, err := h.Command(t.Context(), "tc", "-s", "-j", "qdisc", "show", "dev", "eth0").Output()
 	if err != nil {
-		t.Fatalf("tc -s qdisc show on %s: %v", h.Name(), err)
+		t.Fatalf("tc -s -j qdisc show on %s: %v", h.Name(), err)
 	}
-	m := tbfSent.FindStringSubmatch(string(out))
-	if m == nil {
-		t.Fatalf("no tbf counters on %s's eth0:\n%s", h.Name(), out)
+	var qdiscs []struct {
+		Kind string `json:"kind"`
+		tbfStats
 	}
-	var v [4]int64
-	for i := range v {
-		v[i], _ = strconv.ParseInt(m[i+1], 10, 64)
+	if err := json.Unmarshal(out, &qdiscs); err != nil {
+		t.Fatalf("tc -s -j qdisc show on %s: %v\n%s", h.Name(), err, out)
 	}
-	return tbfStats{bytes: v[0], packets: v[1], dropped: v[2], overlimits: v[3]}
+	for _, q := range qdiscs {
+		if q.Kind == "tbf" {
+			return q.tbfStats
+		}
+	}
+	t.Fatalf("no tbf on %s's eth0:\n%s", h.Name(), out)
+	return tbfStats{}
 }
 
+// minus is the traffic between two readings; Backlog is the later one.
 func (a tbfStats) minus(b tbfStats) tbfStats {
-	return tbfStats{a.bytes - b.bytes, a.packets - b.packets, a.dropped - b.dropped, a.overlimits - b.overlimits}
+	return tbfStats{Bytes: a.Bytes - b.Bytes, Packets: a.Packets - b.Packets, Drops: a.Drops - b.Drops, Backlog: a.Backlog}
 }
 
 // qdiscLine is the first line of `tc qdisc show dev eth0` on h: the tbf's
@@ -267,18 +323,19 @@ func linkTable(qdisc string, runs []*linkRun) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "link: %d Mbit/s each way, on both hosts' eth0: %s\n", linkMbit, qdisc)
 	fmt.Fprintf(&b, "link: %d MiB per run in 32 KiB writes, %d round trips of 64 bytes\n\n", linkBulk>>20, linkRTTs)
-	b.WriteString("| protocol | MB/s | % of link | sender cpu-s/GiB | receiver cpu-s/GiB | 64-byte RTT p50 µs | RTT p99 µs | link busy % | wire bytes / payload | acks, % of payload | tbf drops |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| protocol | MB/s | % of link | sender cpu-s/GiB | receiver cpu-s/GiB | 64-byte RTT p50 µs | RTT p99 µs | link busy % | wire bytes / payload | acks, % of payload | queue under load, mean ms | tbf drops |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, r := range runs {
-		busy := float64(r.fwd.bytes) / (r.client.Seconds * linkBytesPerSec) * 100
-		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %.0f | %.0f | %.1f | %.4f | %.2f | %d |\n",
+		busy := float64(r.fwd.Bytes) / (r.client.Seconds * linkBytesPerSec) * 100
+		fmt.Fprintf(&b, "| %s | %.2f | %.1f | %.2f | %.2f | %.0f | %.0f | %.1f | %.4f | %.2f | %.1f | %d |\n",
 			r.name, r.client.MBPerSec, r.client.MBPerSec*1e6/linkBytesPerSec*100,
 			r.client.CPUPerGiB, r.server.CPUPerGiB, r.rtt.RTTP50us, r.rtt.RTTP99us,
-			busy, float64(r.fwd.bytes)/linkBulk, float64(r.rev.bytes)/linkBulk*100, r.fwd.dropped)
+			busy, float64(r.fwd.Bytes)/linkBulk, float64(r.rev.Bytes)/linkBulk*100, r.queue.meanMS(), r.fwd.Drops)
 	}
 	fmt.Fprintf(&b, "\nlink: MB/s is 10^6 bytes/s of payload, timed by the sender from its first write to the receiver's count; %% of link = MB/s / %.1f.\n", linkBytesPerSec/1e6)
 	b.WriteString("link: link busy % = bytes tbf let out of the sender's eth0 (frames: Ethernet, IP and transport headers included) / transfer time / rate.\n")
 	b.WriteString("link: wire bytes / payload and acks are tbf byte counts on the sender's and the receiver's eth0 over the bulk call (its handshake included).\n")
+	b.WriteString("link: queue under load = the sender's tbf backlog, sampled every 100 ms during the bulk call, / rate: what a packet behind the transfer waits.\n")
 	b.WriteString("link: cpu-s/GiB is each process's own getrusage (user + system); kernel work in softirq context lands on whichever process runs, or on none.\n")
 	return b.String()
 }

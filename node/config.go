@@ -13,6 +13,7 @@ import (
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/gossip"
+	"github.com/outpost-mesh/outpost/ota/agent"
 )
 
 // Config is everything a node is started with, gathered by cmd/outpost from
@@ -57,6 +58,9 @@ type Config struct {
 	ReapAfter time.Duration
 	// HeartbeatInterval is how often the node refreshes its Node status.
 	HeartbeatInterval time.Duration
+	// OTAPolicy is what tasks may do on this node (--ota-allow,
+	// --ota-paths).
+	OTAPolicy agent.Policy
 	// CertValidity is how long node certificates are valid; a node renews
 	// its own when a third of it is left.
 	CertValidity time.Duration
@@ -92,6 +96,7 @@ func DefaultConfig() Config {
 		ReapAfter:         72 * time.Hour,
 		HeartbeatInterval: 10 * time.Second,
 		CertValidity:      90 * 24 * time.Hour,
+		OTAPolicy:         agent.DefaultPolicy(),
 		ShutdownTimeout:   15 * time.Second,
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/ota"
+	"github.com/outpost-mesh/outpost/ota/control"
 )
 
 // CoreGroup is the API group of Outpost's own resources.
@@ -132,6 +134,7 @@ func validateAccessToken(obj *consensus.Object) field.ErrorList {
 // CoreKinds returns a registry with the core kinds.
 func CoreKinds() *consensus.Registry {
 	r := consensus.NewRegistry()
-	r.MustRegister(NodeKind, SiteKind, AccessTokenKind, JoinTokenKind, MemberKind, SecretKind, RevocationKind)
+	r.MustRegister(NodeKind, SiteKind, AccessTokenKind, JoinTokenKind, MemberKind, SecretKind, RevocationKind,
+		ota.TaskKind, ota.DeviceResultKind, control.SiteTaskKind, control.DeviceRunKind)
 	return r
 }

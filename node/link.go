@@ -27,9 +27,10 @@ const (
 
 // linkReport is what a site leader sends the hub every linkInterval.
 type linkReport struct {
-	Site   string     `json:"site"`
-	Leader string     `json:"leader"`
-	Nodes  []linkNode `json:"nodes"`
+	Site   string         `json:"site"`
+	Leader string         `json:"leader"`
+	Nodes  []linkNode     `json:"nodes"`
+	OTA    *otaLinkReport `json:"ota,omitempty"`
 }
 
 // linkNode is one node of a site's roster.
@@ -41,10 +42,11 @@ type linkNode struct {
 
 // linkReply is the hub's answer to a report.
 type linkReply struct {
-	Error    string   `json:"error,omitempty"`
-	Redirect string   `json:"redirect,omitempty"`
-	HubAddrs []string `json:"hubAddrs,omitempty"`
-	Revoked  []string `json:"revoked,omitempty"`
+	Error    string        `json:"error,omitempty"`
+	Redirect string        `json:"redirect,omitempty"`
+	HubAddrs []string      `json:"hubAddrs,omitempty"`
+	Revoked  []string      `json:"revoked,omitempty"`
+	OTA      *otaLinkReply `json:"ota,omitempty"`
 }
 
 // runHubLink holds, while this node leads its site, an outbound link to the
@@ -129,10 +131,18 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 		}
 		n.setHubAddrs(reply.HubAddrs)
 		n.applyRevocations(ctx, reply.Revoked)
+		if err := n.otaInbox(ctx, reply.OTA); err != nil {
+			n.log.Warn("could not record the hub's task assignments", "err", err)
+		}
+		// With task traffic in flight, report again soon.
+		wait := t.C
+		if reply.OTA != nil && (len(reply.OTA.Assignments) > 0 || len(reply.OTA.Acked) > 0) || n.otaBusy(ctx) {
+			wait = time.After(200 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-wait:
 		}
 	}
 }
@@ -166,6 +176,9 @@ func (n *Node) report(ctx context.Context) (*linkReport, error) {
 		return nil, err
 	}
 	rep := &linkReport{Site: n.id.Site, Leader: n.id.Name}
+	if rep.OTA, err = n.otaOutbox(ctx); err != nil {
+		return nil, err
+	}
 	for _, o := range list.Items {
 		var st NodeStatus
 		_ = o.DecodeStatus(&st)
@@ -257,7 +270,11 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	if err := n.writeSiteStatus(ctx, rep.Site, SiteStatus{Connected: true, Leader: rep.Leader, NodeCount: len(rep.Nodes), Versions: sortedKeys(versions)}); err != nil {
 		return linkReply{Error: "record site: " + err.Error()}
 	}
-	return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked}
+	otaReply, err := n.otaExchange(ctx, rep.Site, rep.OTA)
+	if err != nil {
+		return linkReply{Error: "record task results: " + err.Error()}
+	}
+	return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked, OTA: otaReply}
 }
 
 func (n *Node) revokedNames(ctx context.Context) []string {

@@ -23,6 +23,7 @@ import (
 	"github.com/outpost-mesh/outpost/gossip"
 	"github.com/outpost-mesh/outpost/internal/logbridge"
 	"github.com/outpost-mesh/outpost/internal/pki"
+	"github.com/outpost-mesh/outpost/ota/control"
 	"github.com/outpost-mesh/outpost/transport"
 )
 
@@ -43,6 +44,9 @@ type Node struct {
 	apiLn   net.Listener
 	ctlLn   net.Listener
 	fwd     *connListener // hub members: forwarded API calls
+	agent   *agentService
+	otaSite *control.Site
+	otaHub  *control.Hub // hub members only
 	reg     *prometheus.Registry
 	started time.Time
 }
@@ -89,6 +93,9 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 		return n, err
 	}
 	if err = n.newGossip(); err != nil {
+		return n, err
+	}
+	if err = n.newOTA(); err != nil {
 		return n, err
 	}
 	n.reg = prometheus.NewRegistry()
@@ -339,6 +346,12 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	eg.Go(func() error { return n.runMember(loopCtx) })
 	eg.Go(func() error { return n.runRoster(loopCtx) })
 	eg.Go(func() error { return n.runRenewal(loopCtx) })
+	eg.Go(func() error { return n.agent.Run(loopCtx) })
+	eg.Go(func() error { return n.otaSite.Run(loopCtx) })
+	if n.otaHub != nil {
+		eg.Go(func() error { return n.otaHub.Run(loopCtx) })
+		eg.Go(func() error { return n.runHubSiteOTA(loopCtx) })
+	}
 	if n.id.Role != RoleHub {
 		eg.Go(func() error { return n.runHubLink(loopCtx) })
 	} else {

@@ -17,9 +17,10 @@ type rpcHeader struct {
 
 // RPC methods.
 const (
-	methodLink  = "link"  // site leader → hub: roster reports, revocations back
-	methodAPI   = "api"   // hub follower → hub leader: forwarded admin API call
-	methodRenew = "renew" // any node → hub: certificate renewal
+	methodLink   = "link"    // site leader → hub: roster reports, revocations back
+	methodAPI    = "api"     // hub follower → hub leader: forwarded admin API call
+	methodRenew  = "renew"   // any node → hub: certificate renewal
+	methodOTARun = "ota.run" // site leader → node: run a task's device
 )
 
 // serveRPC dispatches a KindRPC stream by its method.
@@ -39,6 +40,8 @@ func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
 		n.serveForwarded(ctx, s)
 	case h.Method == methodRenew && n.id.Role == RoleHub:
 		n.serveRenew(ctx, s)
+	case h.Method == methodOTARun:
+		n.serveOTARun(ctx, s)
 	default:
 		_ = writeMessage(s, map[string]string{"error": fmt.Sprintf("method %q is not served to %s/%s here", h.Method, peer.Site, peer.Name)})
 		s.Close()

@@ -7,8 +7,8 @@ const (
 	ReasonExitCode = "ExitCode"
 	// ReasonTimeout: the step's timeout killed it.
 	ReasonTimeout = "Timeout"
-	// ReasonKilled: the step was killed by a signal, by the device
-	// timeout or by cancellation.
+	// ReasonKilled: the process was killed by a signal the agent did not
+	// send (the OOM killer, an operator).
 	ReasonKilled = "Killed"
 	// ReasonStartFailed: the process could not be started (no such
 	// command, unknown user, bad working directory).
@@ -43,9 +43,11 @@ const (
 
 	// ReasonStepFailed: a device failed because one of its steps did.
 	ReasonStepFailed = "StepFailed"
-	// ReasonDeviceTimeout: the device timeout ended the run.
+	// ReasonDeviceTimeout: the device timeout ended the run (of a device,
+	// and of the step it killed).
 	ReasonDeviceTimeout = "DeviceTimeout"
-	// ReasonCanceled: the task was canceled.
+	// ReasonCanceled: the task was canceled or the agent stopped (of a
+	// device, and of the step it killed).
 	ReasonCanceled = "Canceled"
 	// ReasonPreviousStepFailed: a skipped step's earlier step failed.
 	ReasonPreviousStepFailed = "PreviousStepFailed"

@@ -65,6 +65,8 @@ Flags win over the environment, which wins over the file.`,
 	f.StringToStringVar(&cfg.Labels, "labels", nil, "node labels, k=v,...")
 	f.IntVar(&cfg.SiteVoters, "site-voters", cfg.SiteVoters, "Raft voters per site (3 or 5; more nodes join as non-voters)")
 	f.DurationVar(&cfg.ReapAfter, "reap-after", cfg.ReapAfter, "how long a dead voter stays before it is replaced")
+	f.StringSliceVar(&cfg.OTAPolicy.Allow, "ota-allow", cfg.OTAPolicy.Allow, "task step types this node runs")
+	f.StringSliceVar(&cfg.OTAPolicy.Paths, "ota-paths", cfg.OTAPolicy.Paths, "directories read and write steps may touch (symlinks resolved)")
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "validity of the node certificates this hub signs (renewed at a third left)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node refreshes its status")
 	return cmd

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -86,16 +87,18 @@ func (p *process) run(ctx context.Context, stdout, stderr io.Writer) outcome {
 	case <-ctx.Done():
 		killGroup(pid)
 		<-exited
-		o.reason, o.msg = ota.ReasonKilled, fmt.Sprintf("killed: %v", context.Cause(ctx))
-		if errors.Is(context.Cause(ctx), errStepTimeout) {
-			o.reason, o.msg = ota.ReasonTimeout, "killed at the step timeout"
-		}
+		o.reason, o.msg = killReason(ctx)
 	}
 	// The leader has exited but is not reaped yet, so its pid (the group
 	// id) cannot be reused: killing the group is safe.
-	killGroup(pid)
 	waitErr := waiter.Wait()
+	if waitErr == nil {
+		killGroup(pid)
+	}
 	werr := cmd.Wait()
+	if waitErr != nil {
+		killGroup(pid) // best effort: waitid failed, which it should not
+	}
 
 	drain := time.AfterFunc(drainGrace, func() { outR.Close(); errR.Close() })
 	_ = copiers.Wait()
@@ -117,6 +120,28 @@ func (p *process) run(ctx context.Context, stdout, stderr io.Writer) outcome {
 	}
 	code := 0
 	return outcome{exitCode: &code}
+}
+
+// killReason says why ctx ended, for a step killed or not started because
+// of it: its own timeout, the device timeout, or cancellation.
+func killReason(ctx context.Context) (reason, msg string) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errStepTimeout):
+		return ota.ReasonTimeout, "killed at the step timeout"
+	case errors.Is(cause, errDeviceTimeout):
+		return ota.ReasonDeviceTimeout, "killed at the device timeout"
+	default:
+		return ota.ReasonCanceled, fmt.Sprintf("killed: %v", cause)
+	}
+}
+
+// killed reports whether reason is one of killReason's.
+func killed(reason string) bool {
+	switch reason {
+	case ota.ReasonTimeout, ota.ReasonDeviceTimeout, ota.ReasonCanceled, ota.ReasonKilled:
+		return true
+	}
+	return false
 }
 
 // waitExit blocks until process pid has exited, without reaping it.
@@ -152,12 +177,9 @@ func startError(p *process, err error) string {
 }
 
 // lookPath finds file in the directories of pathEnv, as the shell would;
-// a file with a slash is used as it is.
+// a file with a slash is used as it is (relative to the working directory).
 func lookPath(file, pathEnv string) (string, error) {
-	if filepath.Base(file) != file || file == "." || file == ".." {
-		if err := executable(file); err != nil {
-			return "", err
-		}
+	if strings.Contains(file, "/") {
 		return file, nil
 	}
 	for _, dir := range filepath.SplitList(pathEnv) {

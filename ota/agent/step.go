@@ -29,19 +29,23 @@ type BlobOpener func(ctx context.Context, digest string) (io.ReadCloser, int64, 
 // RunStep runs one step on this node and returns its result; it never
 // panics on bad input and reports every failure in the result. The step
 // is bounded by its timeout and by ctx: when either ends, an exec or
-// playbook step's whole process group is killed. Exec and playbook output
+// playbook step's whole process group is killed, with reason Timeout (the
+// step's timeout), DeviceTimeout (a ctx from RunDevice) or Canceled. Exec and playbook output
 // is also written in full (up to LogLimit a stream) to
 // logDir/<step>.stdout and .stderr; logDir "" keeps no log files.
 //
 // RunStep does not record anything: RunDevice does, around it.
 func RunStep(ctx context.Context, step ota.Step, env Env, pol Policy, blobs BlobOpener, logDir string) ota.StepResult {
 	start := time.Now()
+	ctx, cancel := stepTimeout(ctx, &step)
+	defer cancel()
 	var r ota.StepResult
 	switch {
 	case !pol.Allows(step.Type):
 		r = failed(ota.ReasonPolicyDenied, "%s steps are not allowed on this node (--ota-allow %s)", step.Type, allowList(pol))
 	case ctx.Err() != nil:
-		r = failed(ota.ReasonKilled, "not started: %v", context.Cause(ctx))
+		reason, _ := killReason(ctx)
+		r = failed(reason, "not started: %v", context.Cause(ctx))
 	default:
 		switch step.Type {
 		case ota.StepExec:

@@ -1,0 +1,223 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/gossip"
+	"github.com/outpost-mesh/outpost/ota"
+	"github.com/outpost-mesh/outpost/ota/control"
+	"github.com/outpost-mesh/outpost/transport"
+)
+
+// otaReportBatch bounds the device results one link report carries.
+const otaReportBatch = 512
+
+// newOTA builds this node's share of OTA: every node runs the site
+// dispatcher (it acts while the node leads its site) and the agent; hub
+// members also run the hub's controller.
+func (n *Node) newOTA() error {
+	var err error
+	n.agent, err = newAgentService(n.cfg.DataDir, n.cfg.OTAPolicy, n.id, n.log)
+	if err != nil {
+		return err
+	}
+	n.otaSite, err = control.NewSite(control.SiteConfig{
+		Site: n.id.Site, Store: n.group.Store(), Runner: otaRunner{n}, Alive: n.memberAlive,
+		IsLeader: n.group.IsLeader, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	if n.id.Role == RoleHub {
+		n.otaHub, err = control.NewHub(control.HubConfig{
+			Store: n.group.Store(), Inventory: inventory{n}, IsLeader: n.group.IsLeader, Logger: n.log,
+		})
+	}
+	return err
+}
+
+// inventory lists the nodes of every site from the hub's roster.
+type inventory struct{ n *Node }
+
+func (i inventory) Devices(ctx context.Context) ([]control.Device, error) {
+	list, err := i.n.group.Store().List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]control.Device, 0, len(list.Items))
+	for _, o := range list.Items {
+		var st NodeStatus
+		_ = o.DecodeStatus(&st)
+		site := st.Site
+		if site == "" {
+			site = o.Labels["outpost.dev/site"]
+		}
+		out = append(out, control.Device{Name: o.Name, Site: site, Labels: o.Labels})
+	}
+	return out, nil
+}
+
+// memberAlive reports whether a node of this site is alive in gossip.
+func (n *Node) memberAlive(name string) bool {
+	if name == n.id.Name {
+		return true
+	}
+	for _, m := range n.gossip.Members() {
+		if m.Name == name {
+			return m.State == gossip.Alive
+		}
+	}
+	return false
+}
+
+// otaRunner runs a device on its node: locally, or over a QUIC stream.
+type otaRunner struct{ n *Node }
+
+func (r otaRunner) Run(ctx context.Context, node string, req control.RunRequest) (ota.DeviceResultStatus, error) {
+	n := r.n
+	if node == n.id.Name {
+		return n.agent.run(ctx, req)
+	}
+	addr := ""
+	for _, m := range n.gossip.Members() {
+		if m.Name == node {
+			addr = m.QUICAddr
+		}
+	}
+	if addr == "" {
+		return ota.DeviceResultStatus{}, fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
+	}
+	s, err := n.dialRPC(ctx, addr, methodOTARun)
+	if err != nil {
+		return ota.DeviceResultStatus{}, err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	if err := writeMessage(s, req); err != nil {
+		return ota.DeviceResultStatus{}, err
+	}
+	var resp otaRunResponse
+	if err := readMessage(s, &resp, maxMessageBytes); err != nil {
+		return ota.DeviceResultStatus{}, err
+	}
+	if resp.Error != "" {
+		return ota.DeviceResultStatus{}, errors.New(resp.Error)
+	}
+	return resp.Status, nil
+}
+
+// otaRunResponse answers a RunRequest.
+type otaRunResponse struct {
+	Error  string                 `json:"error,omitempty"`
+	Status ota.DeviceResultStatus `json:"status"`
+}
+
+// serveOTARun runs a device for the leader of this node's site.
+func (n *Node) serveOTARun(ctx context.Context, s *transport.Stream) {
+	defer s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
+	var req control.RunRequest
+	if err := readMessage(s, &req, maxMessageBytes); err != nil {
+		return
+	}
+	_ = s.SetReadDeadline(time.Time{})
+	var resp otaRunResponse
+	if peer := s.Peer(); peer.Site != n.id.Site {
+		resp.Error = fmt.Sprintf("%s of site %s may not run tasks on site %s", peer.Name, peer.Site, n.id.Site)
+	} else if req.Node != n.id.Name {
+		resp.Error = fmt.Sprintf("run for node %s reached node %s", req.Node, n.id.Name)
+	} else {
+		st, err := n.agent.run(ctx, req)
+		if err != nil {
+			resp.Error = err.Error()
+		}
+		resp.Status = st
+	}
+	_ = writeMessage(s, resp)
+}
+
+// otaLinkReport is the OTA part of a site's report to the hub.
+type otaLinkReport struct {
+	Have    control.SiteState      `json:"have,omitempty"`
+	Results []control.DeviceReport `json:"results,omitempty"`
+}
+
+// otaLinkReply is the OTA part of the hub's answer.
+type otaLinkReply struct {
+	Assignments []control.Assignment   `json:"assignments,omitempty"`
+	Acked       []control.DeviceReport `json:"acked,omitempty"`
+}
+
+// otaOutbox gathers what the site leader sends the hub.
+func (n *Node) otaOutbox(ctx context.Context) (*otaLinkReport, error) {
+	have, err := n.otaSite.Have(ctx)
+	if err != nil {
+		return nil, err
+	}
+	results, err := n.otaSite.Pending(ctx, otaReportBatch)
+	if err != nil {
+		return nil, err
+	}
+	return &otaLinkReport{Have: have, Results: results}, nil
+}
+
+// otaInbox applies the hub's answer at the site.
+func (n *Node) otaInbox(ctx context.Context, reply *otaLinkReply) error {
+	if reply == nil {
+		return nil
+	}
+	if err := n.otaSite.Accept(ctx, reply.Assignments); err != nil {
+		return err
+	}
+	return n.otaSite.Acked(ctx, reply.Acked)
+}
+
+// otaExchange is the hub's side: ingest a site's results and answer with
+// its assignments.
+func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport) (*otaLinkReply, error) {
+	if rep == nil || n.otaHub == nil {
+		return nil, nil
+	}
+	if err := n.otaHub.Ingest(ctx, site, rep.Results); err != nil {
+		return nil, err
+	}
+	return &otaLinkReply{Assignments: n.otaHub.Assignments(site, rep.Have), Acked: rep.Results}, nil
+}
+
+// runHubSiteOTA is the hub site's link to its own controller: the hub
+// leader is also its site's leader, so the exchange is a function call.
+func (n *Node) runHubSiteOTA(ctx context.Context) error {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if !n.group.IsLeader() {
+			continue
+		}
+		rep, err := n.otaOutbox(ctx)
+		if err == nil {
+			var reply *otaLinkReply
+			if reply, err = n.otaExchange(ctx, n.id.Site, rep); err == nil {
+				err = n.otaInbox(ctx, reply)
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			n.log.Debug("hub site OTA exchange", "err", err)
+		}
+	}
+}
+
+// otaBusy reports whether the site has results the hub has not taken.
+func (n *Node) otaBusy(ctx context.Context) bool {
+	p, err := n.otaSite.Pending(ctx, 1)
+	return err == nil && len(p) > 0
+}

@@ -1,0 +1,168 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outpost-mesh/outpost/internal/atomicfile"
+	"github.com/outpost-mesh/outpost/ota"
+	"github.com/outpost-mesh/outpost/ota/agent"
+	"github.com/outpost-mesh/outpost/ota/control"
+)
+
+// agentService runs devices on this node. A run outlives the stream that
+// asked for it (a site leader that fails over asks again and gets the same
+// run); its steps are journaled in <data-dir>/ota/<task-uid>-<attempt>/, so
+// no step runs twice in an attempt, and the final result is kept there too.
+type agentService struct {
+	dir    string
+	policy agent.Policy
+	id     *identity
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	eg      *errgroup.Group
+	ctx     context.Context
+	running map[string]*agentRun
+}
+
+type agentRun struct {
+	done   chan struct{}
+	status ota.DeviceResultStatus
+}
+
+func newAgentService(dataDir string, pol agent.Policy, id *identity, logger *slog.Logger) (*agentService, error) {
+	dir := filepath.Join(dataDir, "ota")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	return &agentService{dir: dir, policy: pol, id: id, log: logger, running: map[string]*agentRun{}}, nil
+}
+
+// Run owns the device runs until ctx ends; on return every run has ended
+// (its processes killed).
+func (a *agentService) Run(ctx context.Context) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	a.mu.Lock()
+	a.eg, a.ctx = eg, ctx
+	a.mu.Unlock()
+	<-ctx.Done()
+	a.mu.Lock()
+	a.eg = nil
+	a.mu.Unlock()
+	return eg.Wait()
+}
+
+// run returns the device's result: the stored one, the one of a run in
+// progress once it ends, or that of a new run.
+func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.DeviceResultStatus, error) {
+	key := fmt.Sprintf("%s-%d", req.UID, req.Attempt)
+	runDir := filepath.Join(a.dir, key)
+	if st, ok := readResult(runDir); ok {
+		return st, nil
+	}
+	a.mu.Lock()
+	r, ok := a.running[key]
+	if !ok {
+		if a.eg == nil {
+			a.mu.Unlock()
+			return ota.DeviceResultStatus{}, errors.New("the agent is shutting down")
+		}
+		r = &agentRun{done: make(chan struct{})}
+		a.running[key] = r
+		runCtx := a.ctx
+		a.eg.Go(func() error {
+			defer close(r.done)
+			r.status = a.execute(runCtx, req, runDir)
+			a.mu.Lock()
+			delete(a.running, key)
+			a.mu.Unlock()
+			return nil
+		})
+	}
+	a.mu.Unlock()
+	select {
+	case <-r.done:
+		return r.status, nil
+	case <-ctx.Done():
+		return ota.DeviceResultStatus{}, ctx.Err()
+	}
+}
+
+func (a *agentService) execute(ctx context.Context, req control.RunRequest, runDir string) ota.DeviceResultStatus {
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return failed(req, "JournalError", err.Error())
+	}
+	d := agent.Device{
+		Env:     agent.Env{Node: a.id.Name, Site: a.id.Site, Task: req.Task},
+		Attempt: req.Attempt, Steps: req.Steps,
+		Timeout: time.Duration(req.DeviceTimeout) * time.Millisecond,
+		Policy:  a.policy, LogDir: runDir, Journal: fileJournal{dir: runDir},
+	}
+	a.log.Info("running task", "task", req.Task, "attempt", req.Attempt, "steps", len(req.Steps))
+	st := agent.RunDevice(ctx, d)
+	if ctx.Err() != nil {
+		return st // shutting down: not final; the next dispatch resumes
+	}
+	if b, err := json.Marshal(st); err == nil {
+		if err := atomicfile.Write(filepath.Join(runDir, "result.json"), b, 0o600); err != nil {
+			a.log.Warn("could not keep the task result", "task", req.Task, "err", err)
+		}
+	}
+	a.log.Info("task finished on this node", "task", req.Task, "phase", st.Phase)
+	return st
+}
+
+func failed(req control.RunRequest, reason, msg string) ota.DeviceResultStatus {
+	return ota.DeviceResultStatus{Phase: ota.DeviceFailed, Attempt: req.Attempt, Reason: reason, Message: msg}
+}
+
+// readResult returns a run's stored final result.
+func readResult(runDir string) (ota.DeviceResultStatus, bool) {
+	var st ota.DeviceResultStatus
+	b, err := os.ReadFile(filepath.Join(runDir, "result.json"))
+	if err != nil || json.Unmarshal(b, &st) != nil {
+		return st, false
+	}
+	return st, true
+}
+
+// fileJournal records step results as files, each written atomically and
+// fsynced before the step after it starts.
+type fileJournal struct{ dir string }
+
+var _ agent.Journal = fileJournal{}
+
+func (j fileJournal) path(i int) string { return filepath.Join(j.dir, fmt.Sprintf("step-%d.json", i)) }
+
+func (j fileJournal) Lookup(i int) (ota.StepResult, bool, error) {
+	var r ota.StepResult
+	b, err := os.ReadFile(j.path(i))
+	if errors.Is(err, os.ErrNotExist) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, err
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, false, fmt.Errorf("journal %s: %w", j.path(i), err)
+	}
+	return r, true, nil
+}
+
+func (j fileJournal) Record(i int, r ota.StepResult) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(j.path(i), b, 0o600)
+}

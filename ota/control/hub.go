@@ -1,0 +1,259 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/ota"
+)
+
+// Device is a node a task may target.
+type Device struct {
+	Name   string
+	Site   string
+	Labels map[string]string
+}
+
+// Inventory lists the nodes of every site, as the hub knows them.
+type Inventory interface {
+	Devices(ctx context.Context) ([]Device, error)
+}
+
+// HubConfig configures the hub's controller.
+type HubConfig struct {
+	Store     *consensus.Store
+	Inventory Inventory
+	// IsLeader reports whether this hub member leads; only the leader
+	// acts.
+	IsLeader func() bool
+	// Interval is how often tasks are reconciled.
+	Interval time.Duration
+	Logger   *slog.Logger
+}
+
+// Hub is the hub's OTA controller.
+type Hub struct {
+	cfg HubConfig
+	log *slog.Logger
+
+	mu    sync.Mutex
+	tasks map[string]*hubTask // by task UID
+	dirty map[string]bool     // task names with new results
+}
+
+// hubTask is what the controller keeps of a running task.
+type hubTask struct {
+	name    string
+	uid     string
+	attempt int
+	version int
+	spec    ota.TaskSpec
+	sites   map[string][]string // site → devices
+	total   int
+	halted  bool
+	cancel  bool
+}
+
+// NewHub validates cfg.
+func NewHub(cfg HubConfig) (*Hub, error) {
+	if cfg.Store == nil || cfg.Inventory == nil || cfg.IsLeader == nil {
+		return nil, errors.New("ota hub: Store, Inventory and IsLeader are required")
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 500 * time.Millisecond
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), tasks: map[string]*hubTask{}, dirty: map[string]bool{}}, nil
+}
+
+// Run reconciles tasks while this member leads, until ctx is done.
+func (h *Hub) Run(ctx context.Context) error {
+	t := time.NewTicker(h.cfg.Interval)
+	defer t.Stop()
+	wasLeader := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		leader := h.cfg.IsLeader()
+		if leader != wasLeader {
+			// A new leader rebuilds its view from the store.
+			h.mu.Lock()
+			h.tasks, h.dirty = map[string]*hubTask{}, map[string]bool{}
+			h.mu.Unlock()
+			wasLeader = leader
+		}
+		if !leader {
+			continue
+		}
+		if err := h.reconcile(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("reconcile tasks", "err", err)
+		}
+	}
+}
+
+func (h *Hub) reconcile(ctx context.Context) error {
+	list, err := h.cfg.Store.List(ctx, &ota.TaskKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	live := map[string]bool{}
+	for _, obj := range list.Items {
+		var spec ota.TaskSpec
+		var st ota.TaskStatus
+		if obj.DecodeSpec(&spec) != nil || obj.DecodeStatus(&st) != nil {
+			continue
+		}
+		live[string(obj.UID)] = true
+		var err error
+		switch st.Phase {
+		case "", ota.TaskPending:
+			err = h.start(ctx, obj, &spec)
+		case ota.TaskRunning, ota.TaskHalted:
+			err = h.track(ctx, obj, &spec, &st)
+		}
+		if err != nil && ctx.Err() == nil {
+			h.log.Warn("task not reconciled", "task", obj.Name, "err", err)
+		}
+	}
+	h.mu.Lock()
+	for uid := range h.tasks {
+		if !live[uid] {
+			delete(h.tasks, uid)
+		}
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// start resolves a new task's targets, creates its DeviceResults and marks
+// it Running; a task that matches nothing fails with a reason.
+func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSpec) error {
+	devices, err := h.cfg.Inventory.Devices(ctx)
+	if err != nil {
+		return err
+	}
+	targets, err := resolve(spec.Targets, devices)
+	if err != nil {
+		return h.fail(ctx, obj, "InvalidTargets", err.Error())
+	}
+	if len(targets) == 0 {
+		return h.fail(ctx, obj, "NoTargets", "no node matches spec.targets; check the node names, sites and selector against `outpost get nodes --show-labels`")
+	}
+	now := metav1.Now()
+	st := ota.TaskStatus{Phase: ota.TaskRunning, Attempt: 1, StepCount: len(spec.Steps), StartTime: &now, Sites: map[string]ota.Counts{}}
+	if err := createResults(ctx, h.cfg.Store, obj, targets, 1); err != nil {
+		return err
+	}
+	for _, d := range targets {
+		st.Targets = append(st.Targets, d.Name)
+		st.Counts.Add(ota.DeviceQueued, 1)
+		c := st.Sites[d.Site]
+		c.Add(ota.DeviceQueued, 1)
+		st.Sites[d.Site] = c
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Dispatched", Status: metav1.ConditionTrue, Reason: "TargetsResolved",
+		Message: fmt.Sprintf("%d devices in %d sites", len(targets), len(st.Sites))})
+	if err := writeStatus(ctx, h.cfg.Store, obj, st); err != nil {
+		return err
+	}
+	h.log.Info("task started", "task", obj.Name, "devices", len(targets), "sites", len(st.Sites))
+	return nil
+}
+
+// resolve returns the devices that the targets name, sorted by name.
+func resolve(t ota.Targets, devices []Device) ([]Device, error) {
+	var sel labels.Selector
+	if t.Selector != nil {
+		var err error
+		if sel, err = metav1.LabelSelectorAsSelector(t.Selector); err != nil {
+			return nil, fmt.Errorf("spec.targets.selector: %w", err)
+		}
+	}
+	var out []Device
+	for _, d := range devices {
+		named := slices.Contains(t.Nodes, d.Name) || slices.Contains(t.Sites, d.Site)
+		selected := sel != nil && !sel.Empty() && sel.Matches(labels.Set(d.Labels))
+		if named || selected {
+			out = append(out, d)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// resultName is the DeviceResult of a task's device.
+func resultName(task, node string) string { return task + "." + node }
+
+// createResults creates the Queued DeviceResults of a task, many at once:
+// concurrent proposals share Raft batches.
+func createResults(ctx context.Context, store *consensus.Store, task *consensus.Object, targets []Device, attempt int) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(64)
+	now := metav1.Now()
+	for _, d := range targets {
+		eg.Go(func() error {
+			obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{
+				Name: resultName(task.Name, d.Name),
+				Labels: map[string]string{
+					ota.LabelTask: task.Name, ota.LabelSite: d.Site, ota.LabelNode: d.Name, ota.LabelPhase: string(ota.DeviceQueued),
+				},
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: ota.TaskKind.APIVersion(), Kind: "Task", Name: task.Name, UID: task.UID}},
+			}}
+			if err := obj.SetSpec(ota.DeviceResultSpec{Task: task.Name, Node: d.Name, Site: d.Site}); err != nil {
+				return err
+			}
+			created, err := store.Create(ctx, &ota.DeviceResultKind, obj)
+			if apierrors.IsAlreadyExists(err) {
+				// A leader that died half-way through left some behind.
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("create result for %s: %w", d.Name, err)
+			}
+			if err := created.SetStatus(ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: attempt, QueuedTime: &now}); err != nil {
+				return err
+			}
+			created.ResourceVersion = ""
+			_, err = store.UpdateStatus(ctx, &ota.DeviceResultKind, created)
+			return err
+		})
+	}
+	return eg.Wait()
+}
+
+// fail ends a task that cannot start.
+func (h *Hub) fail(ctx context.Context, obj *consensus.Object, reason, msg string) error {
+	now := metav1.Now()
+	st := ota.TaskStatus{Phase: ota.TaskFailed, CompletionTime: &now}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Dispatched", Status: metav1.ConditionFalse, Reason: reason, Message: msg})
+	h.log.Info("task failed to start", "task", obj.Name, "reason", reason)
+	return writeStatus(ctx, h.cfg.Store, obj, st)
+}
+
+func writeStatus(ctx context.Context, store *consensus.Store, obj *consensus.Object, st ota.TaskStatus) error {
+	next := obj.DeepCopy()
+	if err := next.SetStatus(st); err != nil {
+		return err
+	}
+	_, err := store.UpdateStatus(ctx, &ota.TaskKind, next)
+	return err
+}

@@ -1,0 +1,98 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/ota"
+)
+
+// Assignments returns what site must be told: every task with devices
+// there whose version the site does not hold, with the spec only when the
+// site has none of the task yet.
+func (h *Hub) Assignments(site string, have SiteState) []Assignment {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []Assignment
+	for _, t := range h.tasks {
+		devices := t.sites[site]
+		if len(devices) == 0 || have[t.uid] == t.version {
+			continue
+		}
+		a := Assignment{
+			Task: t.name, UID: t.uid, Attempt: t.attempt, Version: t.version,
+			Window: siteWindow(&t.spec, len(devices), t.total), Halted: t.halted, Canceled: t.cancel,
+		}
+		if have[t.uid] == 0 {
+			spec := t.spec
+			a.Spec = &spec
+			a.Devices = append([]string(nil), devices...)
+		}
+		out = append(out, a)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Task < out[j].Task })
+	return out
+}
+
+// siteWindow is how many devices of a site run at once: its share of the
+// task's concurrency (rounded up), capped by perSite.
+func siteWindow(spec *ota.TaskSpec, siteDevices, total int) int {
+	global := ota.ResolveCount(spec.Concurrency, total, ota.DefaultConcurrency)
+	share := (global*siteDevices + total - 1) / max(total, 1)
+	w := max(1, min(share, siteDevices))
+	if spec.PerSite != nil {
+		w = min(w, ota.ResolveCount(spec.PerSite, siteDevices, siteDevices))
+	}
+	return max(w, 1)
+}
+
+// Ingest records device results a site sent: each DeviceResult gets its
+// status and phase label. A report of an older attempt, or about a device
+// of another site, is dropped.
+func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) error {
+	store := h.cfg.Store
+	for _, r := range reports {
+		obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName(r.Task, r.Node), consensus.ReadOptions{Stale: true})
+		if apierrors.IsNotFound(err) {
+			continue // the task was deleted
+		}
+		if err != nil {
+			return err
+		}
+		var spec ota.DeviceResultSpec
+		var cur ota.DeviceResultStatus
+		_ = obj.DecodeSpec(&spec)
+		_ = obj.DecodeStatus(&cur)
+		if spec.Site != site || r.Attempt < cur.Attempt {
+			continue
+		}
+		if obj.Labels[ota.LabelPhase] != string(r.Status.Phase) {
+			next := obj.DeepCopy()
+			next.Labels[ota.LabelPhase] = string(r.Status.Phase)
+			if obj, err = store.Update(ctx, &ota.DeviceResultKind, next); err != nil {
+				return fmt.Errorf("label %s: %w", next.Name, err)
+			}
+		}
+		st := r.Status
+		st.Attempt = r.Attempt
+		if st.QueuedTime == nil {
+			st.QueuedTime = cur.QueuedTime
+		}
+		next := obj.DeepCopy()
+		if err := next.SetStatus(st); err != nil {
+			return err
+		}
+		next.ResourceVersion = ""
+		if _, err := store.UpdateStatus(ctx, &ota.DeviceResultKind, next); err != nil {
+			return fmt.Errorf("record %s: %w", next.Name, err)
+		}
+		h.mu.Lock()
+		h.dirty[r.Task] = true
+		h.mu.Unlock()
+	}
+	return nil
+}

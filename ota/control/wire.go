@@ -1,0 +1,48 @@
+package control
+
+import (
+	"github.com/outpost-mesh/outpost/ota"
+)
+
+// Assignment is the hub's order to one site: run a task on these devices.
+// The spec crosses the WAN once per site: the hub sends it until the site
+// reports it has the assignment at this version, and later versions (halt,
+// resume, cancel) travel without it.
+type Assignment struct {
+	Task    string        `json:"task"`
+	UID     string        `json:"uid"`
+	Attempt int           `json:"attempt"`
+	Version int           `json:"version"`
+	Spec    *ota.TaskSpec `json:"spec,omitempty"`
+	// Devices are the nodes of this site the task targets.
+	Devices []string `json:"devices,omitempty"`
+	// Window is how many of the site's devices may run at once.
+	Window   int  `json:"window"`
+	Halted   bool `json:"halted,omitempty"`
+	Canceled bool `json:"canceled,omitempty"`
+}
+
+// DeviceReport carries one device's result (or a change of its phase) from
+// a site to the hub.
+type DeviceReport struct {
+	Task    string                 `json:"task"`
+	UID     string                 `json:"uid"`
+	Attempt int                    `json:"attempt"`
+	Node    string                 `json:"node"`
+	Status  ota.DeviceResultStatus `json:"status"`
+}
+
+// RunRequest is what a site leader sends a node agent to run one device.
+type RunRequest struct {
+	Task          string     `json:"task"`
+	UID           string     `json:"uid"`
+	Attempt       int        `json:"attempt"`
+	Node          string     `json:"node"`
+	Site          string     `json:"site"`
+	Steps         []ota.Step `json:"steps"`
+	DeviceTimeout int64      `json:"deviceTimeoutMillis"`
+}
+
+// SiteState is what a site tells the hub it holds: the version of each
+// assignment by task UID.
+type SiteState map[string]int

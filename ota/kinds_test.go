@@ -1,0 +1,149 @@
+package ota
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/outpost-mesh/outpost/consensus"
+)
+
+// decodeTask decodes a YAML manifest as the API does: strictly, through
+// TaskKind.
+func decodeTask(t *testing.T, manifest []byte) (*consensus.Object, error) {
+	t.Helper()
+	data, err := yaml.YAMLToJSON(manifest)
+	if err != nil {
+		t.Fatalf("yaml: %v", err)
+	}
+	return TaskKind.Decode(data)
+}
+
+func TestOnboardExample(t *testing.T) {
+	t.Parallel()
+	manifest, err := os.ReadFile("testdata/onboard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, err := decodeTask(t, manifest)
+	if err != nil {
+		t.Fatalf("decode: %v", err)
+	}
+	if errs := TaskKind.Validate(obj); len(errs) > 0 {
+		t.Fatalf("validate: %v", errs.ToAggregate())
+	}
+	var spec TaskSpec
+	if err := obj.DecodeSpec(&spec); err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for _, s := range spec.Steps {
+		types = append(types, string(s.Type))
+	}
+	if got := strings.Join(types, ","); got != "write,exec,exec,read,exec,playbook" {
+		t.Errorf("step types %s", got)
+	}
+	if spec.DeviceTimeoutOrDefault() != 10*time.Minute || spec.DeliveryDeadlineOrDefault() != time.Hour {
+		t.Errorf("timeouts %v %v", spec.DeviceTimeout, spec.DeliveryDeadline)
+	}
+	if got := ResolveCount(spec.Concurrency, 1000, DefaultConcurrency); got != 200 {
+		t.Errorf("concurrency of 1000 = %d, want 200", got)
+	}
+}
+
+func TestDecodeStrict(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, manifest, want string }{
+		{"unknown step field", `
+apiVersion: ota.outpost.dev/v1alpha1
+kind: Task
+metadata: {name: t}
+spec:
+  targets: {nodes: [a]}
+  steps: [{name: a, type: exec, comand: ["true"]}]
+`, `unknown field "spec.steps[0].comand"`},
+		{"wrong type", `
+apiVersion: ota.outpost.dev/v1alpha1
+kind: Task
+metadata: {name: t}
+spec:
+  targets: {nodes: a}
+  steps: [{name: a, type: exec, command: ["true"]}]
+`, "spec.targets.nodes"},
+		{"bad duration", `
+apiVersion: ota.outpost.dev/v1alpha1
+kind: Task
+metadata: {name: t}
+spec:
+  targets: {nodes: [a]}
+  deviceTimeout: soon
+  steps: [{name: a, type: exec, command: ["true"]}]
+`, "spec"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := decodeTask(t, []byte(tc.manifest))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want an error naming %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestValidateThroughKind(t *testing.T) {
+	t.Parallel()
+	obj, err := decodeTask(t, []byte(`
+apiVersion: ota.outpost.dev/v1alpha1
+kind: Task
+metadata: {name: t}
+spec:
+  targets: {}
+  concurrency: "150%"
+  steps:
+    - {name: a, type: exec}
+    - {name: b, type: shell}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, e := range TaskKind.Validate(obj) {
+		got[e.Field] = true
+	}
+	for _, want := range []string{"spec.targets", "spec.concurrency", "spec.steps[0].command", "spec.steps[1].type"} {
+		if !got[want] {
+			t.Errorf("no error at %s; got %v", want, got)
+		}
+	}
+}
+
+func TestRegister(t *testing.T) {
+	t.Parallel()
+	r := consensus.NewRegistry()
+	if err := Register(r); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"Task", "DeviceResult"} {
+		k, ok := r.ForKind(Group+"/"+Version, kind)
+		if !ok || k.Namespaced || len(k.Columns) == 0 {
+			t.Errorf("%s: registered %v, kind %+v", kind, ok, k)
+		}
+	}
+	if k, ok := r.ForResource(Group, Version, "deviceresults"); !ok || k.ShortNames[0] != "dr" {
+		t.Errorf("deviceresults: %v %v", ok, k)
+	}
+	if err := Register(r); err == nil {
+		t.Error("registering twice: want an error")
+	}
+	dr, err := DeviceResultKind.Decode([]byte(`{"apiVersion":"ota.outpost.dev/v1alpha1","kind":"DeviceResult","metadata":{"name":"x"},"spec":{"task":"t"},"status":{"phase":"Queued","steps":[{"name":"a","type":"exec","phase":"Succeeded","durationMillis":3,"stdout":{"head":"hi"}}]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := DeviceResultKind.Validate(dr); len(errs) != 1 || errs[0].Field != "spec.node" {
+		t.Errorf("want spec.node required, got %v", errs)
+	}
+}
