@@ -81,7 +81,7 @@ spec:
   targets: {nodes: [a]}
   deviceTimeout: soon
   steps: [{name: a, type: exec, command: ["true"]}]
-`, "spec"},
+`, `invalid duration "soon"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,6 +33,7 @@ func newRootCommand() *cobra.Command {
 		newStatusCommand(),
 		newVersionCommand(g),
 		newTokenCommand(g),
+		newTaskCommand(g),
 	)
 	return root
 }

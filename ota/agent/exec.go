@@ -50,6 +50,13 @@ func runExec(ctx context.Context, step *ota.Step, env Env, logDir string) ota.St
 	if dir == "" {
 		dir = "/"
 	}
+	// The child's chdir error would read as the program's: check first.
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		if err == nil {
+			err = syscall.ENOTDIR
+		}
+		return failed(ota.ReasonStartFailed, "working directory %s: %v", dir, unwrapPath(err))
+	}
 	p := &process{path: path, argv: argv, env: envList(vars), dir: dir, cred: cred}
 	return runLogged(ctx, step, p, logDir)
 }

@@ -169,11 +169,7 @@ func ignoreClosed(err error) error {
 }
 
 func startError(p *process, err error) string {
-	var pe *os.PathError
-	if errors.As(err, &pe) && pe.Op == "chdir" {
-		return fmt.Sprintf("working directory %s: %v", p.dir, pe.Err)
-	}
-	return fmt.Sprintf("start %s: %v", p.argv[0], err)
+	return fmt.Sprintf("start %s: %v", p.argv[0], unwrapPath(err))
 }
 
 // lookPath finds file in the directories of pathEnv, as the shell would;

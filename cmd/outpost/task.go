@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/outpost-mesh/outpost/ota"
+)
+
+func newTaskCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Short: "Watch and steer OTA tasks (create them with `outpost apply -f`)"}
+	cmd.AddCommand(newTaskWatchCommand(g), newTaskResultsCommand(g))
+	return cmd
+}
+
+// taskObject is a Task as the CLI reads it.
+type taskObject struct {
+	Metadata metav1.ObjectMeta `json:"metadata"`
+	Spec     ota.TaskSpec      `json:"spec"`
+	Status   ota.TaskStatus    `json:"status"`
+}
+
+func terminal(p ota.TaskPhase) bool {
+	switch p {
+	case ota.TaskSucceeded, ota.TaskFailed, ota.TaskCanceled:
+		return true
+	}
+	return false
+}
+
+func newTaskWatchCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "watch NAME",
+		Short: "Show a task's progress live; exit when it ends (non-zero if any device did not succeed)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			r, err := c.resolve(cmd.Context(), "tasks")
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			tty := isTerminal(out)
+			var last string
+			lines := 0
+			for {
+				ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+				body, err := c.do(ctx, http.MethodGet, r.path("", args[0]), nil, "", "")
+				cancel()
+				if err != nil {
+					return err
+				}
+				var t taskObject
+				if err := json.Unmarshal(body, &t); err != nil {
+					return err
+				}
+				view := renderProgress(&t, tty)
+				if view != last {
+					if tty && lines > 0 {
+						fmt.Fprintf(out, "\033[%dA\033[J", lines)
+					}
+					fmt.Fprint(out, view)
+					lines, last = strings.Count(view, "\n"), view
+				}
+				if terminal(t.Status.Phase) {
+					if t.Status.Phase != ota.TaskSucceeded {
+						for _, c := range t.Status.Conditions {
+							if c.Status == metav1.ConditionFalse {
+								fmt.Fprintf(out, "%s: %s\n", c.Reason, c.Message)
+							}
+						}
+						return &exitError{code: 1}
+					}
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		},
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// renderProgress draws the counts as a bar, then one line per site.
+func renderProgress(t *taskObject, tty bool) string {
+	var b strings.Builder
+	c := t.Status.Counts
+	done := c.Succeeded + c.Failed + c.Unreachable + c.Canceled
+	phase := string(t.Status.Phase)
+	if phase == "" {
+		phase = string(ota.TaskPending)
+	}
+	fmt.Fprintf(&b, "%s  %-9s %s %d/%d  succeeded %d  failed %d  running %d  queued %d  unreachable %d  canceled %d\n",
+		t.Metadata.Name, phase, bar(c, 30, tty), done, c.Total, c.Succeeded, c.Failed, c.Running, c.Queued, c.Unreachable, c.Canceled)
+	sites := make([]string, 0, len(t.Status.Sites))
+	for s := range t.Status.Sites {
+		sites = append(sites, s)
+	}
+	sort.Strings(sites)
+	for _, s := range sites {
+		sc := t.Status.Sites[s]
+		fmt.Fprintf(&b, "  site %-16s %s %d/%d  failed %d  running %d\n", s, bar(sc, 20, tty),
+			sc.Succeeded+sc.Failed+sc.Unreachable+sc.Canceled, sc.Total, sc.Failed, sc.Running)
+	}
+	return b.String()
+}
+
+// bar is a progress bar: succeeded, then failed, then running.
+func bar(c ota.Counts, width int, tty bool) string {
+	if c.Total == 0 {
+		return "[" + strings.Repeat(" ", width) + "]"
+	}
+	cells := func(n int) int { return n * width / c.Total }
+	ok, bad, run := cells(c.Succeeded), cells(c.Failed+c.Unreachable+c.Canceled), cells(c.Running)
+	rest := max(0, width-ok-bad-run)
+	if !tty {
+		return "[" + strings.Repeat("#", ok) + strings.Repeat("x", bad) + strings.Repeat(">", run) + strings.Repeat(".", rest) + "]"
+	}
+	return "[\033[32m" + strings.Repeat("█", ok) + "\033[31m" + strings.Repeat("█", bad) + "\033[33m" + strings.Repeat("▒", run) + "\033[0m" + strings.Repeat("░", rest) + "]"
+}
+
+// resultObject is a DeviceResult as the CLI reads it.
+type resultObject struct {
+	Metadata metav1.ObjectMeta      `json:"metadata"`
+	Spec     ota.DeviceResultSpec   `json:"spec"`
+	Status   ota.DeviceResultStatus `json:"status"`
+}
+
+func newTaskResultsCommand(g *globals) *cobra.Command {
+	var phase, output string
+	cmd := &cobra.Command{
+		Use:   "results NAME",
+		Short: "List a task's device results, devices with identical output grouped",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("-o %q: use text or json", output)
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			defer cancel()
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			r, err := c.resolve(ctx, "deviceresults")
+			if err != nil {
+				return err
+			}
+			sel := ota.LabelTask + "=" + args[0]
+			body, err := c.do(ctx, http.MethodGet, r.path("", "")+"?labelSelector="+url.QueryEscape(sel), nil, "", "")
+			if err != nil {
+				return err
+			}
+			var list struct {
+				Items []resultObject `json:"items"`
+			}
+			if err := json.Unmarshal(body, &list); err != nil {
+				return err
+			}
+			items := []resultObject{}
+			for _, it := range list.Items {
+				if phase == "" || matchesPhase(it.Status.Phase, phase) {
+					items = append(items, it)
+				}
+			}
+			if output == "json" {
+				b, err := json.MarshalIndent(items, "", "  ")
+				if err != nil {
+					return err
+				}
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
+				return err
+			}
+			if len(items) == 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "no device results for task %s%s\n", args[0], map[bool]string{true: " in phase " + phase}[phase != ""])
+				return nil
+			}
+			printGrouped(cmd.OutOrStdout(), items)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&phase, "phase", "", "only devices in this phase (queued, running, succeeded, failed, timedout, unreachable, canceled; failed includes timedout)")
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func matchesPhase(p ota.DevicePhase, want string) bool {
+	want = strings.ToLower(want)
+	got := strings.ToLower(string(p))
+	return got == want || (want == "failed" && p == ota.DeviceTimedOut)
+}
+
+// printGrouped prints one group per distinct outcome: its phase, the
+// devices that share it, and the step that decided it.
+func printGrouped(w io.Writer, items []resultObject) {
+	type group struct {
+		key     string
+		phase   ota.DevicePhase
+		summary string
+		nodes   []string
+	}
+	groups := map[string]*group{}
+	var order []string
+	for _, it := range items {
+		sum := outcome(&it.Status)
+		key := string(it.Status.Phase) + "\x00" + sum
+		g, ok := groups[key]
+		if !ok {
+			g = &group{key: key, phase: it.Status.Phase, summary: sum}
+			groups[key] = g
+			order = append(order, key)
+		}
+		g.nodes = append(g.nodes, it.Spec.Node)
+	}
+	sort.Slice(order, func(i, j int) bool { return len(groups[order[i]].nodes) > len(groups[order[j]].nodes) })
+	for _, k := range order {
+		g := groups[k]
+		sort.Strings(g.nodes)
+		fmt.Fprintf(w, "%-11s %4d  %s\n", g.phase, len(g.nodes), g.summary)
+		fmt.Fprintf(w, "                  %s\n", strings.Join(g.nodes, ", "))
+	}
+}
+
+// outcome summarizes a device's result by its last step that ran.
+func outcome(st *ota.DeviceResultStatus) string {
+	if st.Phase == ota.DeviceQueued || st.Phase == ota.DeviceRunning || st.Phase == "" {
+		return ""
+	}
+	var last *ota.StepResult
+	for i := range st.Steps {
+		if st.Steps[i].Phase != "" && st.Steps[i].Phase != "Skipped" {
+			last = &st.Steps[i]
+		}
+	}
+	if last == nil {
+		return strings.TrimSpace(st.Reason + ": " + st.Message)
+	}
+	s := "step " + last.Name
+	if last.ExitCode != nil {
+		s += fmt.Sprintf(": exit %d", *last.ExitCode)
+	}
+	if last.Reason != "" && last.Reason != "ExitCode" {
+		s += ": " + last.Reason
+	}
+	if last.Error != "" {
+		s += ": " + last.Error
+	}
+	out := strings.TrimSpace(last.Stderr.Head)
+	if out == "" {
+		out = strings.TrimSpace(last.Stdout.Head)
+	}
+	if out != "" {
+		if len(out) > 120 {
+			out = out[:120] + "…"
+		}
+		s += ": " + strings.ReplaceAll(out, "\n", " ⏎ ")
+	}
+	return s
+}
