@@ -132,6 +132,9 @@ func (s *Store) Create(ctx context.Context, k *Kind, obj *Object) (*Object, erro
 	obj.ResourceVersion = ""
 	obj.Status = nil
 	obj.ManagedFields = nil
+	if err := k.checkParts(obj); err != nil {
+		return nil, err
+	}
 	if err := k.validateCreate(obj); err != nil {
 		return nil, err
 	}
@@ -168,6 +171,9 @@ func (s *Store) update(ctx context.Context, k *Kind, obj, cur *Object, expectRV 
 		// Unconditional (expectRV is 0): validate as an update of what
 		// is stored, which requires a resourceVersion.
 		obj.ResourceVersion = cur.ResourceVersion
+	}
+	if err := k.checkParts(obj); err != nil {
+		return nil, err
 	}
 	if err := k.validateUpdate(obj, cur); err != nil {
 		return nil, err

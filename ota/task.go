@@ -48,6 +48,15 @@ type TaskSpec struct {
 	// DeliveryDeadline is how long to wait for a device that is offline
 	// before it is Unreachable; a device back in time runs. Default 1h.
 	DeliveryDeadline metav1.Duration `json:"deliveryDeadline,omitzero"`
+	// Halted stops new devices from starting; running ones finish.
+	// `outpost task halt` sets it and `resume` clears it.
+	Halted bool `json:"halted,omitempty"`
+	// Canceled cancels the task: queued devices are canceled and running
+	// ones killed (`outpost task cancel`). It cannot be undone.
+	Canceled bool `json:"canceled,omitempty"`
+	// Retry, when raised, re-runs the failed, timed-out and unreachable
+	// devices once more in the same task (`outpost task retry --failed`).
+	Retry int `json:"retry,omitempty"`
 }
 
 // Targets select nodes by name, by site and by label. A node matching any
