@@ -82,12 +82,7 @@ func (r otaRunner) Run(ctx context.Context, node string, req control.RunRequest)
 	if node == n.id.Name {
 		return n.agent.run(ctx, req)
 	}
-	addr := ""
-	for _, m := range n.gossip.Members() {
-		if m.Name == node {
-			addr = m.QUICAddr
-		}
-	}
+	addr := n.memberAddr(node)
 	if addr == "" {
 		return ota.DeviceResultStatus{}, fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
 	}
@@ -109,6 +104,63 @@ func (r otaRunner) Run(ctx context.Context, node string, req control.RunRequest)
 		return ota.DeviceResultStatus{}, errors.New(resp.Error)
 	}
 	return resp.Status, nil
+}
+
+// otaCancelRequest asks a node to kill a device's run.
+type otaCancelRequest struct {
+	UID     string `json:"uid"`
+	Attempt int    `json:"attempt"`
+}
+
+// Cancel implements control.Runner.
+func (r otaRunner) Cancel(ctx context.Context, node, uid string, attempt int) error {
+	n := r.n
+	if node == n.id.Name {
+		n.agent.cancel(uid, attempt)
+		return nil
+	}
+	addr := n.memberAddr(node)
+	if addr == "" {
+		return fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
+	}
+	s, err := n.dialRPC(ctx, addr, methodOTACancel)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := writeMessage(s, otaCancelRequest{UID: uid, Attempt: attempt}); err != nil {
+		return err
+	}
+	var resp otaRunResponse
+	return readMessage(s, &resp, 64<<10)
+}
+
+// serveOTACancel kills a run for the leader of this node's site.
+func (n *Node) serveOTACancel(_ context.Context, s *transport.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
+	var req otaCancelRequest
+	if err := readMessage(s, &req, 64<<10); err != nil {
+		return
+	}
+	var resp otaRunResponse
+	if peer := s.Peer(); peer.Site != n.id.Site {
+		resp.Error = fmt.Sprintf("%s of site %s may not cancel runs on site %s", peer.Name, peer.Site, n.id.Site)
+	} else {
+		n.agent.cancel(req.UID, req.Attempt)
+	}
+	_ = writeMessage(s, resp)
+}
+
+// memberAddr is a site member's QUIC address, "" when unknown.
+func (n *Node) memberAddr(name string) string {
+	for _, m := range n.gossip.Members() {
+		if m.Name == name {
+			return m.QUICAddr
+		}
+	}
+	return ""
 }
 
 // otaRunResponse answers a RunRequest.

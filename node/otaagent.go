@@ -37,8 +37,13 @@ type agentService struct {
 
 type agentRun struct {
 	done   chan struct{}
+	cancel context.CancelCauseFunc
 	status ota.DeviceResultStatus
 }
+
+// errTaskCanceled is the cause of a run killed by `outpost task cancel`:
+// unlike a shutdown, its result is final.
+var errTaskCanceled = errors.New("the task was canceled")
 
 func newAgentService(dataDir string, pol agent.Policy, id *identity, logger *slog.Logger) (*agentService, error) {
 	dir := filepath.Join(dataDir, "ota")
@@ -77,10 +82,11 @@ func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.Dev
 			a.mu.Unlock()
 			return ota.DeviceResultStatus{}, errors.New("the agent is shutting down")
 		}
-		r = &agentRun{done: make(chan struct{})}
+		runCtx, cancel := context.WithCancelCause(a.ctx)
+		r = &agentRun{done: make(chan struct{}), cancel: cancel}
 		a.running[key] = r
-		runCtx := a.ctx
 		a.eg.Go(func() error {
+			defer cancel(nil)
 			defer close(r.done)
 			r.status = a.execute(runCtx, req, runDir)
 			a.mu.Lock()
@@ -98,6 +104,17 @@ func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.Dev
 	}
 }
 
+// cancel kills a run in progress; it reports Canceled.
+func (a *agentService) cancel(uid string, attempt int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.running[fmt.Sprintf("%s-%d", uid, attempt)]
+	if ok {
+		r.cancel(errTaskCanceled)
+	}
+	return ok
+}
+
 func (a *agentService) execute(ctx context.Context, req control.RunRequest, runDir string) ota.DeviceResultStatus {
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return failed(req, "JournalError", err.Error())
@@ -110,7 +127,7 @@ func (a *agentService) execute(ctx context.Context, req control.RunRequest, runD
 	}
 	a.log.Info("running task", "task", req.Task, "attempt", req.Attempt, "steps", len(req.Steps))
 	st := agent.RunDevice(ctx, d)
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && context.Cause(ctx) != errTaskCanceled {
 		return st // shutting down: not final; the next dispatch resumes
 	}
 	if b, err := json.Marshal(st); err == nil {

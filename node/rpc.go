@@ -17,10 +17,11 @@ type rpcHeader struct {
 
 // RPC methods.
 const (
-	methodLink   = "link"    // site leader → hub: roster reports, revocations back
-	methodAPI    = "api"     // hub follower → hub leader: forwarded admin API call
-	methodRenew  = "renew"   // any node → hub: certificate renewal
-	methodOTARun = "ota.run" // site leader → node: run a task's device
+	methodLink      = "link"       // site leader → hub: roster reports, revocations back
+	methodAPI       = "api"        // hub follower → hub leader: forwarded admin API call
+	methodRenew     = "renew"      // any node → hub: certificate renewal
+	methodOTARun    = "ota.run"    // site leader → node: run a task's device
+	methodOTACancel = "ota.cancel" // site leader → node: kill a device's run
 )
 
 // serveRPC dispatches a KindRPC stream by its method.
@@ -42,6 +43,8 @@ func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
 		n.serveRenew(ctx, s)
 	case h.Method == methodOTARun:
 		n.serveOTARun(ctx, s)
+	case h.Method == methodOTACancel:
+		n.serveOTACancel(ctx, s)
 	default:
 		_ = writeMessage(s, map[string]string{"error": fmt.Sprintf("method %q is not served to %s/%s here", h.Method, peer.Site, peer.Name)})
 		s.Close()

@@ -138,6 +138,8 @@ type TaskStatus struct {
 	StartTime      *metav1.Time       `json:"startTime,omitempty"`
 	CompletionTime *metav1.Time       `json:"completionTime,omitempty"`
 	Conditions     []metav1.Condition `json:"conditions,omitempty"`
+	// Retries is the spec.retry this status has acted on.
+	Retries int `json:"retries,omitempty"`
 }
 
 // Counts are device counts by state. Total is the sum of the others.

@@ -22,6 +22,7 @@ import (
 func newTaskCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Watch and steer OTA tasks (create them with `outpost apply -f`)"}
 	cmd.AddCommand(newTaskWatchCommand(g), newTaskResultsCommand(g))
+	cmd.AddCommand(newTaskSteerCommands(g)...)
 	return cmd
 }
 

@@ -62,6 +62,7 @@ type hubTask struct {
 	version int
 	spec    ota.TaskSpec
 	sites   map[string][]string // site → devices
+	retry   map[string][]string // site → devices of the current retry
 	total   int
 	halted  bool
 	cancel  bool
@@ -129,6 +130,10 @@ func (h *Hub) reconcile(ctx context.Context) error {
 			err = h.start(ctx, obj, &spec)
 		case ota.TaskRunning, ota.TaskHalted:
 			err = h.track(ctx, obj, &spec, &st)
+		case ota.TaskFailed, ota.TaskSucceeded:
+			if spec.Retry > st.Retries && st.Attempt > 0 {
+				err = h.track(ctx, obj, &spec, &st)
+			}
 		}
 		if err != nil && ctx.Err() == nil {
 			h.log.Warn("task not reconciled", "task", obj.Name, "err", err)

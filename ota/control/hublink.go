@@ -32,6 +32,7 @@ func (h *Hub) Assignments(site string, have SiteState) []Assignment {
 			a.Spec = &spec
 			a.Devices = append([]string(nil), devices...)
 		}
+		a.Retry = append([]string(nil), t.retry[site]...)
 		out = append(out, a)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Task < out[j].Task })

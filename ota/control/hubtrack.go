@@ -26,6 +26,12 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	dirty := h.dirty[obj.Name]
 	delete(h.dirty, obj.Name)
 	h.mu.Unlock()
+	if cached && h.steer(t, spec, st) {
+		dirty = true
+	}
+	if spec.Retry > st.Retries {
+		return h.retry(ctx, obj, spec, st)
+	}
 	if cached && !dirty && time.Since(lastCount(st)) < recountEvery {
 		return nil
 	}
@@ -34,11 +40,16 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 		return err
 	}
 	if !cached {
-		t = &hubTask{name: obj.Name, uid: uid, attempt: max(st.Attempt, 1), version: 1, spec: *spec, sites: map[string][]string{}, halted: st.Phase == ota.TaskHalted}
+		t = &hubTask{name: obj.Name, uid: uid, attempt: max(st.Attempt, 1), version: 1, spec: *spec,
+			sites: map[string][]string{}, retry: map[string][]string{}, halted: st.Phase == ota.TaskHalted, cancel: spec.Canceled}
 		for _, r := range results.Items {
 			var rs ota.DeviceResultSpec
-			if r.DecodeSpec(&rs) == nil {
+			var rst ota.DeviceResultStatus
+			if r.DecodeSpec(&rs) == nil && r.DecodeStatus(&rst) == nil {
 				t.sites[rs.Site] = append(t.sites[rs.Site], rs.Node)
+				if rst.Attempt == t.attempt && t.attempt > 1 {
+					t.retry[rs.Site] = append(t.retry[rs.Site], rs.Node)
+				}
 			}
 		}
 		t.total = len(results.Items)
@@ -62,6 +73,15 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 		c := next.Sites[rs.Site]
 		c.Add(phase, 1)
 		next.Sites[rs.Site] = c
+	}
+	if !spec.Halted && next.Phase == ota.TaskHalted && !policyHalted(&next) {
+		next.Phase = ota.TaskRunning
+		meta.RemoveStatusCondition(&next.Conditions, "Halted")
+	}
+	if spec.Halted && next.Phase == ota.TaskRunning {
+		next.Phase = ota.TaskHalted
+		meta.SetStatusCondition(&next.Conditions, metav1.Condition{Type: "Halted", Status: metav1.ConditionTrue, Reason: "Operator",
+			Message: "halted by spec.halted; no new device starts, running ones finish; resume with `outpost task resume`"})
 	}
 	h.evaluate(spec, &next, t)
 	now := metav1.Now()
@@ -104,7 +124,7 @@ func (h *Hub) evaluate(spec *ota.TaskSpec, st *ota.TaskStatus, t *hubTask) {
 		now := metav1.Now()
 		st.CompletionTime = &now
 		switch {
-		case c.Canceled > 0 && c.Canceled+c.Succeeded == total:
+		case spec.Canceled || c.Canceled > 0 && c.Canceled+c.Succeeded == total:
 			st.Phase = ota.TaskCanceled
 		case c.Succeeded == total:
 			st.Phase = ota.TaskSucceeded
@@ -113,4 +133,79 @@ func (h *Hub) evaluate(spec *ota.TaskSpec, st *ota.TaskStatus, t *hubTask) {
 		}
 		h.log.Info("task finished", "task", t.name, "phase", st.Phase, "succeeded", c.Succeeded, "failed", c.Failed, "unreachable", c.Unreachable)
 	}
+}
+
+// policyHalted reports whether the failure policy halted the task.
+func policyHalted(st *ota.TaskStatus) bool {
+	c := meta.FindStatusCondition(st.Conditions, "Halted")
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "FailurePolicy"
+}
+
+// steer carries spec.halted and spec.canceled to the sites: a change is a
+// new assignment version. It reports whether anything changed.
+func (h *Hub) steer(t *hubTask, spec *ota.TaskSpec, st *ota.TaskStatus) bool {
+	halted := spec.Halted || policyHalted(st)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if t.halted == halted && t.cancel == spec.Canceled {
+		return false
+	}
+	t.halted, t.cancel = halted, spec.Canceled
+	t.version++
+	return true
+}
+
+// retry re-queues the failed, timed-out and unreachable devices at the
+// next attempt, within the same task.
+func (h *Hub) retry(ctx context.Context, obj *consensus.Object, spec *ota.TaskSpec, st *ota.TaskStatus) error {
+	results, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: obj.Name}), consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	attempt := max(st.Attempt, 1) + 1
+	again := map[string][]string{}
+	now := metav1.Now()
+	n := 0
+	for _, r := range results.Items {
+		var rs ota.DeviceResultSpec
+		var rst ota.DeviceResultStatus
+		if r.DecodeSpec(&rs) != nil || r.DecodeStatus(&rst) != nil {
+			continue
+		}
+		switch rst.Phase {
+		case ota.DeviceFailed, ota.DeviceTimedOut, ota.DeviceUnreachable:
+		default:
+			continue
+		}
+		next := r.DeepCopy()
+		next.Labels[ota.LabelPhase] = string(ota.DeviceQueued)
+		updated, err := h.cfg.Store.Update(ctx, &ota.DeviceResultKind, next)
+		if err != nil {
+			return err
+		}
+		if err := updated.SetStatus(ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: attempt, QueuedTime: &now}); err != nil {
+			return err
+		}
+		updated.ResourceVersion = ""
+		if _, err := h.cfg.Store.UpdateStatus(ctx, &ota.DeviceResultKind, updated); err != nil {
+			return err
+		}
+		again[rs.Site] = append(again[rs.Site], rs.Node)
+		n++
+	}
+	h.mu.Lock()
+	if t, ok := h.tasks[string(obj.UID)]; ok {
+		t.attempt, t.retry = attempt, again
+		t.version++
+	}
+	h.dirty[obj.Name] = true
+	h.mu.Unlock()
+	next := *st
+	next.Retries, next.Attempt, next.CompletionTime = spec.Retry, attempt, nil
+	next.Phase = ota.TaskRunning
+	meta.RemoveStatusCondition(&next.Conditions, "Halted")
+	meta.SetStatusCondition(&next.Conditions, metav1.Condition{Type: "Retried", Status: metav1.ConditionTrue, Reason: "Retry",
+		Message: fmt.Sprintf("attempt %d re-runs %d devices", attempt, n)})
+	h.log.Info("task retried", "task", obj.Name, "attempt", attempt, "devices", n)
+	return writeStatus(ctx, h.cfg.Store, obj, next)
 }

@@ -21,6 +21,9 @@ import (
 // Runner runs one device on its node's agent and returns the result.
 type Runner interface {
 	Run(ctx context.Context, node string, req RunRequest) (ota.DeviceResultStatus, error)
+	// Cancel kills a device's run on its node; the run then reports
+	// Canceled.
+	Cancel(ctx context.Context, node, uid string, attempt int) error
 }
 
 // SiteConfig configures a site's dispatcher.
@@ -44,6 +47,7 @@ type Site struct {
 
 	mu       sync.Mutex
 	inflight map[string]context.CancelFunc // DeviceRun name → cancel
+	canceled map[string]bool               // DeviceRuns whose kill was sent
 }
 
 // NewSite validates cfg.
@@ -58,7 +62,7 @@ func NewSite(cfg SiteConfig) (*Site, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Site{cfg: cfg, log: logger.With("component", "ota-site"), inflight: map[string]context.CancelFunc{}}, nil
+	return &Site{cfg: cfg, log: logger.With("component", "ota-site"), inflight: map[string]context.CancelFunc{}, canceled: map[string]bool{}}, nil
 }
 
 func runName(uid, node string) string { return uid + "." + node }
@@ -75,6 +79,12 @@ func (s *Site) Accept(ctx context.Context, as []Assignment) error {
 		if cur != nil {
 			var spec SiteTaskSpec
 			_ = cur.DecodeSpec(&spec)
+			if a.Attempt > spec.Assignment.Attempt {
+				if err := s.requeue(ctx, a); err != nil {
+					return err
+				}
+				spec.Assignment.Attempt = a.Attempt
+			}
 			spec.Assignment.Version, spec.Assignment.Window = a.Version, a.Window
 			spec.Assignment.Halted, spec.Assignment.Canceled = a.Halted, a.Canceled
 			next := cur.DeepCopy()
@@ -97,6 +107,33 @@ func (s *Site) Accept(ctx context.Context, as []Assignment) error {
 		}
 		s.log.Info("task assigned", "task", a.Task, "devices", len(a.Devices), "window", a.Window)
 	}
+	return nil
+}
+
+// requeue queues a retry's devices again at the assignment's attempt.
+func (s *Site) requeue(ctx context.Context, a Assignment) error {
+	now := metav1.Now()
+	for _, node := range a.Retry {
+		obj, err := s.cfg.Store.Get(ctx, &DeviceRunKind, "", runName(a.UID, node), consensus.ReadOptions{Stale: true})
+		if err != nil {
+			return err
+		}
+		var spec DeviceRunSpec
+		_ = obj.DecodeSpec(&spec)
+		if spec.Attempt >= a.Attempt {
+			continue
+		}
+		spec.Attempt = a.Attempt
+		next := obj.DeepCopy()
+		_ = next.SetSpec(spec)
+		if obj, err = s.cfg.Store.Update(ctx, &DeviceRunKind, next); err != nil {
+			return err
+		}
+		if err := s.setRun(ctx, obj, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}}); err != nil {
+			return err
+		}
+	}
+	s.log.Info("task retried", "task", a.Task, "attempt", a.Attempt, "devices", len(a.Retry))
 	return nil
 }
 
@@ -257,6 +294,9 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 		switch st.Result.Phase {
 		case ota.DeviceRunning:
 			running++
+			if a.Canceled {
+				s.cancelRun(ctx, a, o)
+			}
 			if err := s.watchRunning(ctx, eg, a, o, st, now); err != nil {
 				return err
 			}
@@ -307,8 +347,12 @@ func (s *Site) watchRunning(ctx context.Context, eg *errgroup.Group, a *Assignme
 	deadline := a.Spec.DeviceTimeoutOrDefault() + 5*time.Second
 	if st.Result.StartTime != nil && now.Sub(st.Result.StartTime.Time) > deadline {
 		s.stop(o.Name)
-		st.Result = finish(st.Result, ota.DeviceTimedOut, "DeviceTimeout",
-			fmt.Sprintf("no result from node %s within spec.deviceTimeout (%s); the node may have gone offline during the run", spec.Node, a.Spec.DeviceTimeoutOrDefault()))
+		if a.Canceled {
+			st.Result = finish(st.Result, ota.DeviceCanceled, "Canceled", fmt.Sprintf("the task was canceled; node %s did not confirm the kill", spec.Node))
+		} else {
+			st.Result = finish(st.Result, ota.DeviceTimedOut, "DeviceTimeout",
+				fmt.Sprintf("no result from node %s within spec.deviceTimeout (%s); the node may have gone offline during the run", spec.Node, a.Spec.DeviceTimeoutOrDefault()))
+		}
 		return s.setRun(ctx, o, st)
 	}
 	s.mu.Lock()
@@ -318,6 +362,24 @@ func (s *Site) watchRunning(ctx context.Context, eg *errgroup.Group, a *Assignme
 		s.launch(ctx, eg, a, spec)
 	}
 	return nil
+}
+
+// cancelRun asks a device's node to kill its run, once per leader.
+func (s *Site) cancelRun(ctx context.Context, a *Assignment, o *consensus.Object) {
+	var spec DeviceRunSpec
+	_ = o.DecodeSpec(&spec)
+	s.mu.Lock()
+	sent := s.canceled[o.Name]
+	s.canceled[o.Name] = true
+	s.mu.Unlock()
+	if sent {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.cfg.Runner.Cancel(cctx, spec.Node, a.UID, spec.Attempt); err != nil {
+		s.log.Debug("cancel device run", "task", a.Task, "peer", spec.Node, "err", err)
+	}
 }
 
 func (s *Site) stop(name string) {
@@ -338,7 +400,7 @@ func (s *Site) launch(ctx context.Context, eg *errgroup.Group, a *Assignment, sp
 	s.inflight[name] = cancel
 	s.mu.Unlock()
 	req := RunRequest{
-		Task: a.Task, UID: a.UID, Attempt: a.Attempt, Node: spec.Node, Site: s.cfg.Site,
+		Task: a.Task, UID: a.UID, Attempt: spec.Attempt, Node: spec.Node, Site: s.cfg.Site,
 		Steps: a.Spec.Steps, DeviceTimeout: a.Spec.DeviceTimeoutOrDefault().Milliseconds(),
 	}
 	eg.Go(func() error {
@@ -361,7 +423,7 @@ func (s *Site) launch(ctx context.Context, eg *errgroup.Group, a *Assignment, sp
 		if st.Result.Phase != ota.DeviceRunning {
 			return nil // timed out or canceled meanwhile
 		}
-		res.Attempt, res.QueuedTime, res.StartTime = a.Attempt, st.Result.QueuedTime, st.Result.StartTime
+		res.Attempt, res.QueuedTime, res.StartTime = spec.Attempt, st.Result.QueuedTime, st.Result.StartTime
 		st.Result = res
 		if err := s.setRun(ctx, obj, st); err != nil && ctx.Err() == nil {
 			s.log.Warn("record device result", "task", a.Task, "peer", spec.Node, "err", err)

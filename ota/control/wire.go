@@ -16,6 +16,8 @@ type Assignment struct {
 	Spec    *ota.TaskSpec `json:"spec,omitempty"`
 	// Devices are the nodes of this site the task targets.
 	Devices []string `json:"devices,omitempty"`
+	// Retry lists devices to run again at Attempt (spec.retry).
+	Retry []string `json:"retry,omitempty"`
 	// Window is how many of the site's devices may run at once.
 	Window   int  `json:"window"`
 	Halted   bool `json:"halted,omitempty"`
