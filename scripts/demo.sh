@@ -35,7 +35,7 @@ fi
 
 # Wait (bounded) for the hub to write its admin credentials and answer.
 for i in $(seq 1 150); do
-  if [ -f "$DATA/admin.yaml" ] && "$BIN" get nodes >/dev/null 2>&1; then break; fi
+  if [ -f "$DATA/admin.yaml" ] && "$BIN" get nodes -o json 2>/dev/null | grep -q '"state": "alive"'; then break; fi
   if ! running; then echo "the hub exited; its log:"; cat "$DATA/outpost.log"; exit 1; fi
   if [ "$i" = 150 ]; then echo "the hub did not become ready in 30 s; its log:"; cat "$DATA/outpost.log"; exit 1; fi
   sleep 0.2
@@ -46,6 +46,12 @@ step "$BIN" get nodes -o wide
 step "$BIN" apply -f examples/sites.yaml
 step "$BIN" get sites
 step "$BIN" describe site factory-berlin
+
+# An OTA task: the harmless six-step onboarding, on this hub.
+"$BIN" delete task onboard-demo >/dev/null 2>&1 || true
+step "$BIN" apply -f examples/onboard-demo.yaml
+step "$BIN" task watch onboard-demo || true
+step "$BIN" task results onboard-demo
 
 cat <<MSG
 

@@ -17,10 +17,11 @@ import (
 )
 
 type getOptions struct {
-	output   string
-	selector string
-	watch    bool
-	all      bool
+	output     string
+	selector   string
+	watch      bool
+	all        bool
+	showLabels bool
 }
 
 func newGetCommand(g *globals) *cobra.Command {
@@ -45,6 +46,7 @@ func newGetCommand(g *globals) *cobra.Command {
 	cmd.Flags().StringVarP(&o.selector, "selector", "l", "", "label selector, e.g. site=a,role!=hub")
 	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "after listing, print changes as they happen")
 	cmd.Flags().BoolVarP(&o.all, "all-namespaces", "A", false, "list namespaced resources of every namespace")
+	cmd.Flags().BoolVar(&o.showLabels, "show-labels", false, "add a LABELS column to tables")
 	return cmd
 }
 
@@ -111,6 +113,7 @@ func runGet(ctx context.Context, g *globals, o *getOptions, kind, name string, o
 			return nil
 		}
 		p := newTablePrinter(out, o.output == "wide", r.Namespaced && ns == "")
+		p.labels = o.showLabels
 		p.print(&t)
 		return p.flush()
 	}
@@ -146,6 +149,7 @@ func watchLoop(ctx context.Context, c *client, path string, q url.Values, o *get
 	var p *tablePrinter
 	if tables {
 		p = newTablePrinter(out, o.output == "wide", false)
+		p.labels = o.showLabels
 	}
 	q.Set("watch", "true")
 	for {

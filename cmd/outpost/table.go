@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -15,6 +16,7 @@ type tablePrinter struct {
 	w          *tabwriter.Writer
 	wide       bool
 	namespaces bool
+	labels     bool
 	header     bool
 }
 
@@ -41,14 +43,17 @@ func (p *tablePrinter) print(t *metav1.Table) {
 				cols = append(cols, strings.ToUpper(c.Name))
 			}
 		}
+		if p.labels {
+			cols = append(cols, "LABELS")
+		}
 		fmt.Fprintln(p.w, strings.Join(cols, "\t"))
 		p.header = true
 	}
 	for _, row := range t.Rows {
 		var cells []string
+		var meta metav1.PartialObjectMetadata
+		_ = json.Unmarshal(row.Object.Raw, &meta)
 		if p.namespaces {
-			var meta metav1.PartialObjectMetadata
-			_ = json.Unmarshal(row.Object.Raw, &meta)
 			cells = append(cells, meta.Namespace)
 		}
 		for i, v := range row.Cells {
@@ -56,6 +61,9 @@ func (p *tablePrinter) print(t *metav1.Table) {
 				continue
 			}
 			cells = append(cells, cellString(v))
+		}
+		if p.labels {
+			cells = append(cells, labelString(meta.Labels))
 		}
 		fmt.Fprintln(p.w, strings.Join(cells, "\t"))
 	}
@@ -80,4 +88,21 @@ func cellString(v any) string {
 	default:
 		return fmt.Sprint(x)
 	}
+}
+
+// labelString prints labels as kubectl does: k=v,k=v sorted, or <none>.
+func labelString(l map[string]string) string {
+	if len(l) == 0 {
+		return "<none>"
+	}
+	keys := make([]string, 0, len(l))
+	for k := range l {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + l[k]
+	}
+	return strings.Join(parts, ",")
 }

@@ -67,10 +67,6 @@ func RunDevice(ctx context.Context, d Device) ota.DeviceResultStatus {
 
 	var stop *stepError // why the remaining steps are skipped
 	for i, step := range d.Steps {
-		if stop == nil && dctx.Err() != nil {
-			reason, _ := killReason(dctx)
-			stop = stepErr(reason, "%v before step %q started", context.Cause(dctx), step.Name)
-		}
 		if stop != nil {
 			st.Steps = append(st.Steps, skipped(&step, stop))
 			continue
@@ -109,8 +105,9 @@ func RunDevice(ctx context.Context, d Device) ota.DeviceResultStatus {
 }
 
 // runOnce returns step i's result from the journal, or runs it between
-// a Running marker and its recorded result. A non-nil error stops the
-// device; r is then the step's result if it has one.
+// a Running marker and its recorded result; a step not recorded is not
+// started once ctx is done. A non-nil error stops the device; r is then the
+// step's result if it has one.
 func runOnce(ctx context.Context, d *Device, i int, step *ota.Step, j Journal) (*ota.StepResult, *stepError) {
 	r, ok, err := j.Lookup(i)
 	switch {
@@ -127,6 +124,10 @@ func runOnce(ctx context.Context, d *Device, i int, step *ota.Step, j Journal) (
 		return &r, nil
 	case ok:
 		return &r, nil
+	}
+	if ctx.Err() != nil {
+		reason, _ := killReason(ctx)
+		return nil, stepErr(reason, "%v before step %q started", context.Cause(ctx), step.Name)
 	}
 	marker := ota.StepResult{Name: step.Name, Type: step.Type, Phase: ota.StepRunning, StartTime: now()}
 	if err := j.Record(i, marker); err != nil {

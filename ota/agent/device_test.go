@@ -135,13 +135,14 @@ func TestRunDeviceCanceled(t *testing.T) {
 		t.Fatalf("got %s %s %s", st.Phase, st.Reason, phases(st))
 	}
 	// Not started: a canceled device runs nothing and records nothing, so
-	// a later dispatch runs the step.
+	// a later dispatch runs the step; a recorded step is still returned.
 	j := NewMemJournal()
-	d = device(ota.Step{Name: "next", Type: ota.StepExec, Command: []string{"true"}})
+	_ = j.Record(0, ota.StepResult{Name: "done", Type: ota.StepExec, Phase: ota.StepSucceeded})
+	d = device(ota.Step{Name: "done", Type: ota.StepExec, Command: []string{"true"}}, ota.Step{Name: "next", Type: ota.StepExec, Command: []string{"true"}})
 	d.Journal = j
 	st = RunDevice(ctx, d)
-	if _, ok, _ := j.Lookup(0); st.Phase != ota.DeviceCanceled || ok {
-		t.Errorf("canceled before the start: %s, recorded %v", st.Phase, ok)
+	if _, ok, _ := j.Lookup(1); st.Phase != ota.DeviceCanceled || ok || phases(st) != "Succeeded,Skipped" {
+		t.Errorf("canceled before the start: %s %s, recorded %v", st.Phase, phases(st), ok)
 	}
 }
 

@@ -74,11 +74,19 @@ func (p *process) run(ctx context.Context, stdout, stderr io.Writer) outcome {
 	copiers.Go(func() error { _, err := io.Copy(stdout, outR); return ignoreClosed(err) })
 	copiers.Go(func() error { _, err := io.Copy(stderr, errR); return ignoreClosed(err) })
 
+	// The waiter sees the leader exit without reaping it (waitid with
+	// WNOWAIT), so that its pid, the group id, cannot be reused before the
+	// group is killed below. Should waitid fail, it falls back to reaping.
 	var waiter errgroup.Group
+	var werr error
+	reaped := false
 	exited := make(chan struct{})
 	waiter.Go(func() error {
 		defer close(exited)
-		return waitExit(pid)
+		if waitExit(pid) != nil {
+			werr, reaped = cmd.Wait(), true
+		}
+		return nil
 	})
 
 	var o outcome
@@ -89,15 +97,10 @@ func (p *process) run(ctx context.Context, stdout, stderr io.Writer) outcome {
 		<-exited
 		o.reason, o.msg = killReason(ctx)
 	}
-	// The leader has exited but is not reaped yet, so its pid (the group
-	// id) cannot be reused: killing the group is safe.
-	waitErr := waiter.Wait()
-	if waitErr == nil {
-		killGroup(pid)
-	}
-	werr := cmd.Wait()
-	if waitErr != nil {
-		killGroup(pid) // best effort: waitid failed, which it should not
+	_ = waiter.Wait()
+	killGroup(pid) // leftovers; after a reaping fallback, best effort
+	if !reaped {
+		werr = cmd.Wait()
 	}
 
 	drain := time.AfterFunc(drainGrace, func() { outR.Close(); errR.Close() })
@@ -108,7 +111,7 @@ func (p *process) run(ctx context.Context, stdout, stderr io.Writer) outcome {
 		return o
 	}
 	if werr != nil && cmd.ProcessState == nil {
-		return outcome{reason: ota.ReasonKilled, msg: fmt.Sprintf("wait: %v (%v)", werr, waitErr)}
+		return outcome{reason: ota.ReasonKilled, msg: fmt.Sprintf("wait: %v", werr)}
 	}
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	switch {

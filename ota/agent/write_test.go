@@ -191,11 +191,15 @@ func TestWriteContentFrom(t *testing.T) {
 func TestWriteOwner(t *testing.T) {
 	t.Parallel()
 	p := filepath.Join(t.TempDir(), "owned")
-	r, _ := run(t, ota.Step{Name: "w", Type: ota.StepWrite, Path: p, Content: "x", Owner: "nobody", Mode: "0640"})
 	if os.Geteuid() != 0 {
+		r, _ := run(t, ota.Step{Name: "w", Type: ota.StepWrite, Path: p, Content: "x", Owner: "root"})
 		wantPhase(t, r, ota.StepFailed, ota.ReasonNotRoot)
+		if _, err := os.Stat(p); err == nil {
+			t.Error("file written")
+		}
 		return
 	}
+	r, _ := run(t, ota.Step{Name: "w", Type: ota.StepWrite, Path: p, Content: "x", Owner: "nobody", Mode: "0640"})
 	wantPhase(t, r, ota.StepSucceeded, "")
 	u, err := user.Lookup("nobody")
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
@@ -49,9 +50,10 @@ type Hub struct {
 	cfg HubConfig
 	log *slog.Logger
 
-	mu    sync.Mutex
-	tasks map[string]*hubTask // by task UID
-	dirty map[string]bool     // task names with new results
+	mu        sync.Mutex
+	tasks     map[string]*hubTask // by task UID
+	dirty     map[string]bool     // task names with new results
+	collected time.Time           // last removal of orphaned results
 }
 
 // hubTask is what the controller keeps of a running task.
@@ -145,8 +147,45 @@ func (h *Hub) reconcile(ctx context.Context) error {
 			delete(h.tasks, uid)
 		}
 	}
+	collect := time.Since(h.collected) > collectEvery
+	if collect {
+		h.collected = time.Now()
+	}
 	h.mu.Unlock()
+	if collect {
+		return h.collectOrphans(ctx, live)
+	}
 	return nil
+}
+
+// collectEvery is how often results of deleted tasks are removed.
+const collectEvery = 10 * time.Second
+
+// collectOrphans deletes DeviceResults whose task is gone.
+func (h *Hub) collectOrphans(ctx context.Context, live map[string]bool) error {
+	list, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	for _, o := range list.Items {
+		if len(o.OwnerReferences) == 0 || live[string(o.OwnerReferences[0].UID)] {
+			continue
+		}
+		if _, err := h.cfg.Store.Delete(ctx, &ota.DeviceResultKind, "", o.Name, 0, string(o.UID)); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// ownedBy reports whether obj belongs to the task with uid.
+func ownedBy(obj *consensus.Object, uid types.UID) bool {
+	for _, ref := range obj.OwnerReferences {
+		if ref.UID == uid {
+			return true
+		}
+	}
+	return false
 }
 
 // start resolves a new task's targets, creates its DeviceResults and marks
@@ -228,8 +267,18 @@ func createResults(ctx context.Context, store *consensus.Store, task *consensus.
 			}
 			created, err := store.Create(ctx, &ota.DeviceResultKind, obj)
 			if apierrors.IsAlreadyExists(err) {
-				// A leader that died half-way through left some behind.
-				return nil
+				old, gerr := store.Get(ctx, &ota.DeviceResultKind, "", obj.Name, consensus.ReadOptions{})
+				if gerr != nil {
+					return gerr
+				}
+				if ownedBy(old, task.UID) {
+					return nil // a leader that died half-way left it
+				}
+				// Left by a deleted task of the same name.
+				if _, err := store.Delete(ctx, &ota.DeviceResultKind, "", obj.Name, 0, string(old.UID)); err != nil && !apierrors.IsNotFound(err) {
+					return err
+				}
+				created, err = store.Create(ctx, &ota.DeviceResultKind, obj)
 			}
 			if err != nil {
 				return fmt.Errorf("create result for %s: %w", d.Name, err)
