@@ -34,6 +34,9 @@ type apiServer struct {
 	forward func(w http.ResponseWriter, r *http.Request)
 	// onDelete, when set, runs before an object is deleted and may refuse.
 	onDelete func(ctx context.Context, k *consensus.Kind, namespace, name string) error
+	// subresources serves GET of read-only subresources other than
+	// status, keyed "plural/sub" (tasks/logs).
+	subresources map[string]func(w http.ResponseWriter, r *http.Request, name string)
 }
 
 func newAPIServer(g *consensus.Group, auth *authenticator, logger *slog.Logger) *apiServer {
@@ -96,6 +99,14 @@ func (a *apiServer) serveAPIs(w http.ResponseWriter, r *http.Request) {
 		req.name = rest[1]
 	}
 	if len(rest) == 3 {
+		if h, ok := a.subresources[kind.Plural+"/"+rest[2]]; ok && r.Method == http.MethodGet {
+			if a.forward != nil && !a.group.IsLeader() && !queryBool(r, "stale") {
+				a.forward(w, r)
+				return
+			}
+			h(w, r, rest[1])
+			return
+		}
 		if rest[2] != "status" {
 			writeError(w, apierrors.NewNotFound(kind.GroupResource(), req.name+"/"+rest[2]), a.log)
 			return

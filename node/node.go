@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -45,10 +46,14 @@ type Node struct {
 	ctlLn   net.Listener
 	fwd     *connListener // hub members: forwarded API calls
 	agent   *agentService
-	otaSite *control.Site
-	otaHub  *control.Hub // hub members only
-	reg     *prometheus.Registry
-	started time.Time
+	logs    *logBroker
+	// outLogs are task outputs this site leader owes the hub.
+	outLogsMu sync.Mutex
+	outLogs   []logReply
+	otaSite   *control.Site
+	otaHub    *control.Hub // hub members only
+	reg       *prometheus.Registry
+	started   time.Time
 }
 
 // New validates cfg, takes the data dir, loads (or, for a new hub, creates)
@@ -61,7 +66,7 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	n = &Node{cfg: cfg, started: time.Now()}
+	n = &Node{cfg: cfg, started: time.Now(), logs: newLogBroker()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, n.close())
@@ -105,6 +110,7 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 		n.api.forward = n.forwardToLeader
 		n.api.onDelete = n.onDelete
 		n.fwd = newConnListener(n.ep.Addr())
+		n.api.subresources = map[string]func(http.ResponseWriter, *http.Request, string){"tasks/logs": n.serveTaskLogs}
 		if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 			return n, fmt.Errorf("--api-addr %s: %w", cfg.APIAddr, err)
 		}

@@ -197,12 +197,14 @@ func (n *Node) serveOTARun(ctx context.Context, s *transport.Stream) {
 type otaLinkReport struct {
 	Have    control.SiteState      `json:"have,omitempty"`
 	Results []control.DeviceReport `json:"results,omitempty"`
+	Logs    []logReply             `json:"logs,omitempty"`
 }
 
 // otaLinkReply is the OTA part of the hub's answer.
 type otaLinkReply struct {
 	Assignments []control.Assignment   `json:"assignments,omitempty"`
 	Acked       []control.DeviceReport `json:"acked,omitempty"`
+	LogRequests []logRequest           `json:"logRequests,omitempty"`
 }
 
 // otaOutbox gathers what the site leader sends the hub.
@@ -215,13 +217,23 @@ func (n *Node) otaOutbox(ctx context.Context) (*otaLinkReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &otaLinkReport{Have: have, Results: results}, nil
+	n.outLogsMu.Lock()
+	logs := n.outLogs
+	n.outLogs = nil
+	n.outLogsMu.Unlock()
+	return &otaLinkReport{Have: have, Results: results, Logs: logs}, nil
 }
 
 // otaInbox applies the hub's answer at the site.
 func (n *Node) otaInbox(ctx context.Context, reply *otaLinkReply) error {
 	if reply == nil {
 		return nil
+	}
+	if len(reply.LogRequests) > 0 {
+		logs := n.answerLogRequests(ctx, reply.LogRequests)
+		n.outLogsMu.Lock()
+		n.outLogs = append(n.outLogs, logs...)
+		n.outLogsMu.Unlock()
 	}
 	if err := n.otaSite.Accept(ctx, reply.Assignments); err != nil {
 		return err
@@ -235,10 +247,11 @@ func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport)
 	if rep == nil || n.otaHub == nil {
 		return nil, nil
 	}
+	n.logs.deliver(rep.Logs)
 	if err := n.otaHub.Ingest(ctx, site, rep.Results); err != nil {
 		return nil, err
 	}
-	return &otaLinkReply{Assignments: n.otaHub.Assignments(site, rep.Have), Acked: rep.Results}, nil
+	return &otaLinkReply{Assignments: n.otaHub.Assignments(site, rep.Have), Acked: rep.Results, LogRequests: n.logs.take(site)}, nil
 }
 
 // runHubSiteOTA is the hub site's link to its own controller: the hub
@@ -270,6 +283,9 @@ func (n *Node) runHubSiteOTA(ctx context.Context) error {
 
 // otaBusy reports whether the site has results the hub has not taken.
 func (n *Node) otaBusy(ctx context.Context) bool {
+	n.outLogsMu.Lock()
+	logs := len(n.outLogs)
+	n.outLogsMu.Unlock()
 	p, err := n.otaSite.Pending(ctx, 1)
-	return err == nil && len(p) > 0
+	return logs > 0 || err == nil && len(p) > 0
 }

@@ -22,6 +22,7 @@ const (
 	methodRenew     = "renew"      // any node → hub: certificate renewal
 	methodOTARun    = "ota.run"    // site leader → node: run a task's device
 	methodOTACancel = "ota.cancel" // site leader → node: kill a device's run
+	methodOTALogs   = "ota.logs"   // site member → node: a run's full output
 )
 
 // serveRPC dispatches a KindRPC stream by its method.
@@ -45,6 +46,8 @@ func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
 		n.serveOTARun(ctx, s)
 	case h.Method == methodOTACancel:
 		n.serveOTACancel(ctx, s)
+	case h.Method == methodOTALogs:
+		n.serveOTALogs(ctx, s)
 	default:
 		_ = writeMessage(s, map[string]string{"error": fmt.Sprintf("method %q is not served to %s/%s here", h.Method, peer.Site, peer.Name)})
 		s.Close()

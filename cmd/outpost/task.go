@@ -21,7 +21,7 @@ import (
 
 func newTaskCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Short: "Watch and steer OTA tasks (create them with `outpost apply -f`)"}
-	cmd.AddCommand(newTaskWatchCommand(g), newTaskResultsCommand(g))
+	cmd.AddCommand(newTaskWatchCommand(g), newTaskResultsCommand(g), newTaskLogsCommand(g))
 	cmd.AddCommand(newTaskSteerCommands(g)...)
 	return cmd
 }
@@ -279,4 +279,44 @@ func outcome(st *ota.DeviceResultStatus) string {
 		s += ": " + strings.ReplaceAll(out, "\n", " ⏎ ")
 	}
 	return s
+}
+
+func newTaskLogsCommand(g *globals) *cobra.Command {
+	var node, step string
+	cmd := &cobra.Command{
+		Use:   "logs NAME --node NODE [--step STEP]",
+		Short: "Print the full output of a device's steps, kept on its node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if node == "" {
+				return fmt.Errorf("--node is required: the device whose output to print (see `outpost task results %s`)", args[0])
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+			defer cancel()
+			c, err := newClient(g)
+			if err != nil {
+				return err
+			}
+			r, err := c.resolve(ctx, "tasks")
+			if err != nil {
+				return err
+			}
+			q := url.Values{"node": {node}}
+			if step != "" {
+				q.Set("step", step)
+			}
+			body, err := c.do(ctx, http.MethodGet, r.path("", args[0])+"/logs?"+q.Encode(), nil, "", "text/plain, application/json")
+			if err != nil {
+				return err
+			}
+			if len(body) > 0 && body[len(body)-1] != '\n' {
+				body = append(body, '\n')
+			}
+			_, err = cmd.OutOrStdout().Write(body)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&node, "node", "", "the device (node name)")
+	cmd.Flags().StringVar(&step, "step", "", "one step only")
+	return cmd
 }
