@@ -41,6 +41,9 @@ type Kind struct {
 	// Hidden kinds are kept and replicated but not served by the admin API
 	// (credentials, internal bookkeeping).
 	Hidden bool
+	// ReadOnly kinds are served for reading only; their controllers write
+	// them (DeviceResults).
+	ReadOnly bool
 }
 
 // Column is a printer column: a JSONPath into the object, as in a

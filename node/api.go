@@ -135,6 +135,11 @@ func needsLeader(r *http.Request) bool {
 
 func (a *apiServer) serveResource(w http.ResponseWriter, r *http.Request, req request) {
 	collection := req.name == ""
+	if req.kind.ReadOnly && r.Method != http.MethodGet {
+		writeError(w, &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusMethodNotAllowed,
+			Reason: metav1.StatusReasonMethodNotAllowed, Message: req.kind.Plural + " are read-only: their controller writes them"}}, a.log)
+		return
+	}
 	switch {
 	case r.Method == http.MethodGet && collection && queryBool(r, "watch"):
 		a.watch(w, r, req)

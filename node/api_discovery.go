@@ -64,6 +64,9 @@ func (a *apiServer) serveResourceList(w http.ResponseWriter, r *http.Request, gr
 			continue
 		}
 		verbs := metav1.Verbs{"create", "delete", "get", "list", "patch", "update", "watch"}
+		if k.ReadOnly {
+			verbs = metav1.Verbs{"get", "list", "watch"}
+		}
 		list.APIResources = append(list.APIResources,
 			metav1.APIResource{Name: k.Plural, SingularName: k.Singular, Namespaced: k.Namespaced, Kind: k.Kind, Verbs: verbs, ShortNames: k.ShortNames},
 			metav1.APIResource{Name: k.Plural + "/status", Namespaced: k.Namespaced, Kind: k.Kind, Verbs: metav1.Verbs{"get", "patch", "update"}},

@@ -31,7 +31,7 @@ var (
 	// DeviceResultKind is one device's result of one task. The controller
 	// writes it; the API serves it read-only.
 	DeviceResultKind = consensus.Kind{
-		Group: Group, Version: Version, Kind: "DeviceResult", Plural: "deviceresults", ShortNames: []string{"dr"},
+		Group: Group, Version: Version, Kind: "DeviceResult", Plural: "deviceresults", ShortNames: []string{"dr"}, ReadOnly: true,
 		NewSpec:   func() any { return &DeviceResultSpec{} },
 		NewStatus: func() any { return &DeviceResultStatus{} },
 		Validate:  validateDeviceResult,
