@@ -240,3 +240,16 @@ func (c *client) resolveKind(ctx context.Context, apiVersion, kind string) (*res
 
 // requestTimeout bounds one non-watch call.
 const requestTimeout = 30 * time.Second
+
+// connect loads the credentials and resolves kind: the start of most verbs.
+func connect(ctx context.Context, g *globals, kind string) (*client, *resource, error) {
+	c, err := newClient(g)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := c.resolve(ctx, kind)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, r, nil
+}

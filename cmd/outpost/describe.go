@@ -26,11 +26,7 @@ func newDescribeCommand(g *globals) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			r, err := c.resolve(ctx, args[0])
+			c, r, err := connect(ctx, g, args[0])
 			if err != nil {
 				return err
 			}

@@ -62,11 +62,7 @@ func runGet(ctx context.Context, g *globals, o *getOptions, kind, name string, o
 	if err := checkOutput(o.output); err != nil {
 		return err
 	}
-	c, err := newClient(g)
-	if err != nil {
-		return err
-	}
-	r, err := c.resolve(ctx, kind)
+	c, r, err := connect(ctx, g, kind)
 	if err != nil {
 		return err
 	}

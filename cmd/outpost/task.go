@@ -47,11 +47,7 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 		Short: "Show a task's progress live; exit when it ends (non-zero if any device did not succeed)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			r, err := c.resolve(cmd.Context(), "tasks")
+			c, r, err := connect(cmd.Context(), g, "tasks")
 			if err != nil {
 				return err
 			}
@@ -161,11 +157,7 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			r, err := c.resolve(ctx, "deviceresults")
+			c, r, err := connect(ctx, g, "deviceresults")
 			if err != nil {
 				return err
 			}
@@ -293,11 +285,7 @@ func newTaskLogsCommand(g *globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			r, err := c.resolve(ctx, "tasks")
+			c, r, err := connect(ctx, g, "tasks")
 			if err != nil {
 				return err
 			}

@@ -19,11 +19,7 @@ func newTaskSteerCommands(g *globals) []*cobra.Command {
 			RunE: func(cmd *cobra.Command, args []string) error {
 				ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 				defer cancel()
-				c, err := newClient(g)
-				if err != nil {
-					return err
-				}
-				r, err := c.resolve(ctx, "tasks")
+				c, r, err := connect(ctx, g, "tasks")
 				if err != nil {
 					return err
 				}

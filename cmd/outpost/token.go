@@ -53,11 +53,7 @@ fingerprint, which the joining node pins:
 			if err != nil {
 				return err
 			}
-			c, err := newClient(g)
-			if err != nil {
-				return err
-			}
-			r, err := c.resolve(ctx, "jointokens")
+			c, r, err := connect(ctx, g, "jointokens")
 			if err != nil {
 				return err
 			}
