@@ -2,9 +2,12 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -63,10 +66,14 @@ func (n *Node) runHubLink(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if err != nil {
+			switch {
+			case errors.Is(err, transport.ErrRevoked) || strings.Contains(fmt.Sprint(err), "bad certificate"):
+				n.log.Error("the hub refuses this node's certificate: the node was revoked (`outpost delete node`) or its certificate is not the hub's; stop it, or wipe its data dir and join again with a new token", "hub", addr, "err", err)
+				next++
+			case err != nil:
 				n.log.Debug("hub link down", "hub", addr, "err", err)
 				next++
-			} else {
+			default:
 				backoff = time.Second
 			}
 		}
