@@ -160,6 +160,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("--labels value %q of %s: %s", v, k, strings.Join(msgs, "; ")))
 		}
 	}
+	if err := c.OTAPolicy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.CertValidity < 3*time.Second {
 		errs = append(errs, fmt.Errorf("--cert-validity %s must be at least 3s", c.CertValidity))
 	}

@@ -7,10 +7,19 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/outpost-mesh/outpost/transport"
+)
+
+const (
+	// forwardDialTimeout bounds reaching the leader for a forwarded call.
+	forwardDialTimeout = 5 * time.Second
+	// forwardHeaderTimeout bounds the wait for the leader's answer to
+	// begin; watches stream after their headers, so they are not cut.
+	forwardHeaderTimeout = 10 * time.Second
 )
 
 // forwardToLeader proxies an admin API call that needs the leader (a write,
@@ -34,9 +43,16 @@ func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
 		},
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				ctx, cancel := context.WithTimeout(ctx, forwardDialTimeout)
+				defer cancel()
 				return n.dialRPC(ctx, addr, methodAPI)
 			},
 			DisableKeepAlives: true,
+			// A leader that died a moment ago still has an open QUIC
+			// connection here; without this a call would wait for the
+			// connection's idle timeout instead of failing fast so the
+			// client retries on the new leader.
+			ResponseHeaderTimeout: forwardHeaderTimeout,
 		},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {

@@ -52,6 +52,9 @@ type linkReply struct {
 	OTA      *otaLinkReply `json:"ota,omitempty"`
 }
 
+// errRedirected ends a link to a hub member that does not lead.
+var errRedirected = errors.New("redirected to the hub leader")
+
 // runHubLink holds, while this node leads its site, an outbound link to the
 // hub's leader; it reconnects with jittered backoff and lets go when
 // leadership moves.
@@ -67,6 +70,10 @@ func (n *Node) runHubLink(ctx context.Context) error {
 				return nil
 			}
 			switch {
+			case errors.Is(err, errRedirected):
+				// The leader's address is now first: dial it at once.
+				next, backoff = 0, time.Second
+				continue
 			case errors.Is(err, transport.ErrRevoked) || strings.Contains(fmt.Sprint(err), "bad certificate"):
 				n.log.Error("the hub refuses this node's certificate: the node was revoked (`outpost delete node`) or its certificate is not the hub's; stop it, or wipe its data dir and join again with a new token", "hub", addr, "err", err)
 				next++
@@ -134,7 +141,7 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 		}
 		if reply.Redirect != "" {
 			n.setHubAddrs(append([]string{reply.Redirect}, n.hubAddrList()...))
-			return nil
+			return errRedirected
 		}
 		n.setHubAddrs(reply.HubAddrs)
 		n.applyRevocations(ctx, reply.Revoked)

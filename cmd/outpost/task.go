@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,13 +56,25 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 			tty := isTerminal(out)
 			var last string
 			lines := 0
+			var failingSince time.Time
 			for {
 				ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 				body, err := c.do(ctx, http.MethodGet, r.path("", args[0]), nil, "", "")
 				cancel()
+				if err != nil && cmd.Context().Err() == nil && transient(err) {
+					// A hub leader change: keep watching for a while.
+					if failingSince.IsZero() {
+						failingSince = time.Now()
+					}
+					if time.Since(failingSince) < watchPatience {
+						time.Sleep(time.Second)
+						continue
+					}
+				}
 				if err != nil {
 					return err
 				}
+				failingSince = time.Time{}
 				var t taskObject
 				if err := json.Unmarshal(body, &t); err != nil {
 					return err
@@ -93,6 +106,24 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 			}
 		},
 	}
+}
+
+// watchPatience is how long task watch rides out a hub that does not
+// answer (a leader election) before it gives up.
+const watchPatience = time.Minute
+
+// transient reports whether a failed call is worth repeating: the hub was
+// unreachable, had no leader, or timed out.
+func transient(err error) bool {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		switch ae.status.Code {
+		case http.StatusServiceUnavailable, http.StatusGatewayTimeout, http.StatusBadGateway, http.StatusInternalServerError:
+			return true
+		}
+		return ae.status.Reason == metav1.StatusReasonServerTimeout || ae.status.Reason == metav1.StatusReasonTimeout
+	}
+	return true // no answer at all
 }
 
 func isTerminal(w io.Writer) bool {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -41,6 +42,11 @@ func newTaskSteerCommands(g *globals) []*cobra.Command {
 				if _, err := c.do(ctx, http.MethodPatch, r.path("", args[0]), p, "application/merge-patch+json", ""); err != nil {
 					return err
 				}
+				if want, ok := spec["retry"].(int); ok {
+					// Return once the hub has re-queued the devices, so a
+					// `task watch` right after sees the new attempt.
+					waitRetried(ctx, c, r.path("", args[0]), want)
+				}
 				fmt.Fprintf(cmd.OutOrStdout(), "task/%s %s\n", args[0], done)
 				return nil
 			},
@@ -70,5 +76,22 @@ func newTaskSteerCommands(g *globals) []*cobra.Command {
 		patch("resume", "Start devices again after a halt", "resumed",
 			func(*taskObject) (map[string]any, error) { return map[string]any{"halted": false}, nil }),
 		retry,
+	}
+}
+
+// waitRetried polls until the task's status has acted on spec.retry want,
+// or ctx ends.
+func waitRetried(ctx context.Context, c *client, path string, want int) {
+	for ctx.Err() == nil {
+		if raw, err := c.do(ctx, http.MethodGet, path, nil, "", ""); err == nil {
+			var t taskObject
+			if json.Unmarshal(raw, &t) == nil && t.Status.Retries >= want {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }

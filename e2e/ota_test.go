@@ -1,0 +1,772 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// OTA tasks on a real mesh while part of it fails. Every step of every task
+// appends one line "<task> <step>" to <dir>/<node>.count before it does
+// anything else (the nodes are separate processes in separate namespaces,
+// but they share the filesystem), so the test can count how often each step
+// started on each node: a step that ran twice shows as two lines.
+
+const (
+	// otaWait bounds the wait for a task to end after the disruption.
+	otaWait = 2 * time.Minute
+	// otaCut is how long TestOTASiteCutOff keeps the site off the hub.
+	otaCut = 60 * time.Second
+	// otaWatchMax bounds one `task watch` process.
+	otaWatchMax = 5 * time.Minute
+)
+
+// otaTask is a Task manifest.
+type otaTask struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Metadata   struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec otaSpec `json:"spec"`
+}
+
+type otaSpec struct {
+	Targets struct {
+		Sites []string `json:"sites"`
+	} `json:"targets"`
+	Steps            []otaStep `json:"steps"`
+	Concurrency      int       `json:"concurrency,omitempty"`
+	DeviceTimeout    string    `json:"deviceTimeout,omitempty"`
+	DeliveryDeadline string    `json:"deliveryDeadline,omitempty"`
+}
+
+type otaStep struct {
+	Name   string `json:"name"`
+	Type   string `json:"type"`
+	Script string `json:"script"`
+}
+
+// otaCounts are a task's counts, as `get tasks -o json` shows them.
+type otaCounts struct {
+	Total       int `json:"total"`
+	Queued      int `json:"queued"`
+	Running     int `json:"running"`
+	Succeeded   int `json:"succeeded"`
+	Failed      int `json:"failed"`
+	Unreachable int `json:"unreachable"`
+	Canceled    int `json:"canceled"`
+}
+
+// otaTaskView is what the tests read of a Task.
+type otaTaskView struct {
+	Status struct {
+		Phase   string    `json:"phase"`
+		Attempt int       `json:"attempt"`
+		Counts  otaCounts `json:"counts"`
+	} `json:"status"`
+}
+
+func (v *otaTaskView) ended() bool {
+	switch v.Status.Phase {
+	case "Succeeded", "Failed", "Canceled":
+		return true
+	}
+	return false
+}
+
+// otaResult is what the tests read of a DeviceResult.
+type otaResult struct {
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		Task string `json:"task"`
+		Node string `json:"node"`
+	} `json:"spec"`
+	Status struct {
+		Phase          string     `json:"phase"`
+		Attempt        int        `json:"attempt"`
+		Reason         string     `json:"reason"`
+		Message        string     `json:"message"`
+		CompletionTime *time.Time `json:"completionTime"`
+		Steps          []struct {
+			Name   string `json:"name"`
+			Phase  string `json:"phase"`
+			Reason string `json:"reason"`
+		} `json:"steps"`
+	} `json:"status"`
+}
+
+// String is a one-line summary for failure messages.
+func (r otaResult) String() string {
+	var steps []string
+	for _, s := range r.Status.Steps {
+		st := s.Name + ":" + s.Phase
+		if s.Reason != "" {
+			st += "(" + s.Reason + ")"
+		}
+		steps = append(steps, st)
+	}
+	return fmt.Sprintf("%s phase=%s attempt=%d reason=%q message=%q steps=[%s]", r.Spec.Node, r.Status.Phase,
+		r.Status.Attempt, r.Status.Reason, r.Status.Message, strings.Join(steps, " "))
+}
+
+// otaCountDir is the test's directory of count files.
+func (m *mesh) otaCountDir() string {
+	m.t.Helper()
+	dir := filepath.Join(m.dir, "ota-count")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	return dir
+}
+
+// otaMark is the script line that records that step started on this node.
+func otaMark(dir, step string) string {
+	return fmt.Sprintf("echo \"$OUTPOST_TASK %s\" >> %q/\"$OUTPOST_NODE\".count\n", step, dir)
+}
+
+// otaSleepSteps are exec steps named names that each record their start
+// and then sleep for secs seconds.
+func otaSleepSteps(dir string, secs int, names ...string) []otaStep {
+	var steps []otaStep
+	for _, name := range names {
+		steps = append(steps, otaStep{Name: name, Type: "exec", Script: otaMark(dir, name) + fmt.Sprintf("sleep %d\n", secs)})
+	}
+	return steps
+}
+
+// newOTATask is a task named name on the nodes of site a.
+func newOTATask(name string, spec otaSpec) otaTask {
+	t := otaTask{APIVersion: "ota.outpost.dev/v1alpha1", Kind: "Task", Spec: spec}
+	t.Metadata.Name = name
+	t.Spec.Targets.Sites = []string{"a"}
+	return t
+}
+
+// otaApply writes the task's manifest and applies it through via's API.
+func (m *mesh) otaApply(via *meshNode, task otaTask) {
+	m.t.Helper()
+	b, err := yaml.Marshal(task)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	path := filepath.Join(m.dir, "task-"+task.Metadata.Name+".yaml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		m.t.Fatal(err)
+	}
+	if _, err := m.adminCLI(via, "apply", "-f", path); err != nil {
+		m.t.Fatal(err)
+	}
+	m.logf("applied task %s through %s", task.Metadata.Name, via.name)
+}
+
+// otaGetTask reads a task through via's API.
+func (m *mesh) otaGetTask(via *meshNode, name string) (*otaTaskView, error) {
+	out, err := m.adminCLI(via, "get", "tasks", name, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var v otaTaskView
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		return nil, fmt.Errorf("get tasks %s -o json: %w: %.300s", name, err, out)
+	}
+	return &v, nil
+}
+
+// otaResults lists a task's DeviceResults through via's API, by node; a
+// node with two results is an error.
+func (m *mesh) otaResults(via *meshNode, task string) (map[string]otaResult, error) {
+	out, err := m.adminCLI(via, "get", "deviceresults", "-l", "ota.outpost.dev/task="+task, "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []otaResult `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, fmt.Errorf("get deviceresults -o json: %w: %.300s", err, out)
+	}
+	byNode := map[string]otaResult{}
+	for _, r := range list.Items {
+		if r.Spec.Task != task {
+			return nil, fmt.Errorf("result %s of task %q listed for task %s", r.Metadata.Name, r.Spec.Task, task)
+		}
+		if old, dup := byNode[r.Spec.Node]; dup {
+			return nil, fmt.Errorf("node %s has two results of task %s: %s and %s", r.Spec.Node, task, old.Metadata.Name, r.Metadata.Name)
+		}
+		byNode[r.Spec.Node] = r
+	}
+	return byNode, nil
+}
+
+// otaResultsOf returns the task's results and fails the test unless there
+// is exactly one for each of nodes and none for any other node.
+func (m *mesh) otaResultsOf(via *meshNode, task string, nodes []string) map[string]otaResult {
+	m.t.Helper()
+	results, err := m.otaResults(via, task)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	if got := keys(results); !slices.Equal(got, nodes) {
+		m.t.Fatalf("task %s has results for %v; want exactly one for each of %v", task, got, nodes)
+	}
+	for _, n := range keys(results) {
+		m.logf("result: %s", results[n])
+	}
+	return results
+}
+
+// otaLines counts the lines of task in every node's count file: node →
+// step → lines.
+func (m *mesh) otaLines(task string) (map[string]map[string]int, error) {
+	files, err := filepath.Glob(filepath.Join(m.otaCountDir(), "*.count"))
+	if err != nil {
+		return nil, err
+	}
+	lines := map[string]map[string]int{}
+	for _, f := range files {
+		node := strings.TrimSuffix(filepath.Base(f), ".count")
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		for sc.Scan() {
+			t, step, ok := strings.Cut(sc.Text(), " ")
+			if !ok || t != task {
+				continue
+			}
+			if lines[node] == nil {
+				lines[node] = map[string]int{}
+			}
+			lines[node][step]++
+		}
+	}
+	return lines, nil
+}
+
+// otaWaitStarted waits until step has started on every node of nodes.
+func (m *mesh) otaWaitStarted(task, step string, nodes []string) {
+	m.t.Helper()
+	m.eventually(waitLong, fmt.Sprintf("step %s of task %s started on %v", step, task, nodes), func() error {
+		lines, err := m.otaLines(task)
+		if err != nil {
+			return err
+		}
+		for _, n := range nodes {
+			if lines[n][step] == 0 {
+				return fmt.Errorf("not yet on %s (lines so far: %v)", n, lines)
+			}
+		}
+		return nil
+	})
+}
+
+// otaCheckLines fails the test unless node has want lines of each step.
+func (m *mesh) otaCheckLines(task, node string, want map[string]int) {
+	m.t.Helper()
+	lines, err := m.otaLines(task)
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	for step, n := range want {
+		if got := lines[node][step]; got != n {
+			m.t.Errorf("step %s of task %s started %d times on %s; want %d (all lines of the task: %v)", step, task, got, node, n, lines)
+		}
+	}
+}
+
+// otaOnce is want for otaCheckLines: every step exactly once.
+func otaOnce(steps ...string) map[string]int {
+	want := map[string]int{}
+	for _, s := range steps {
+		want[s] = 1
+	}
+	return want
+}
+
+// otaWaitPhase waits until via's API shows the task in phase.
+func (m *mesh) otaWaitPhase(via *meshNode, task, phase string, timeout time.Duration) *otaTaskView {
+	m.t.Helper()
+	var v *otaTaskView
+	m.eventually(timeout, fmt.Sprintf("task %s %s through %s", task, phase, via.name), func() error {
+		var err error
+		if v, err = m.otaGetTask(via, task); err != nil {
+			return err
+		}
+		if v.Status.Phase != phase {
+			return fmt.Errorf("phase %q, counts %+v", v.Status.Phase, v.Status.Counts)
+		}
+		return nil
+	})
+	return v
+}
+
+// otaWatch is `outpost task watch` running on ctl.
+type otaWatch struct {
+	task string
+	via  string
+	done chan struct{}
+	// out is stdout and stderr; read it only after done.
+	out bytes.Buffer
+	err error
+}
+
+// otaStartWatch starts `task watch` through via's API; the test's cleanup
+// ends it if it still runs.
+func (m *mesh) otaStartWatch(via *meshNode, task string) *otaWatch {
+	m.t.Helper()
+	cfg, ok := m.admin[via.name]
+	if !ok {
+		m.t.Fatalf("no admin.yaml for %s", via.name)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), otaWatchMax)
+	w := &otaWatch{task: task, via: via.name, done: make(chan struct{})}
+	cmd := m.ctl.Command(ctx, outpostBin, "--config", cfg, "task", "watch", task)
+	cmd.Stdout, cmd.Stderr = &w.out, &w.out
+	if err := cmd.Start(); err != nil {
+		cancel()
+		m.t.Fatalf("start task watch: %v", err)
+	}
+	go func() {
+		w.err = cmd.Wait()
+		cancel()
+		close(w.done)
+	}()
+	m.t.Cleanup(func() {
+		cancel()
+		<-w.done
+	})
+	m.logf("watching task %s through %s", task, via.name)
+	return w
+}
+
+func (w *otaWatch) exited() bool {
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// otaWaitWatch waits for the watch to exit and returns its exit code and
+// output.
+func (m *mesh) otaWaitWatch(w *otaWatch, timeout time.Duration) (int, string) {
+	m.t.Helper()
+	m.eventually(timeout, fmt.Sprintf("task watch %s (through %s) exits", w.task, w.via), func() error {
+		if !w.exited() {
+			return errors.New("still running")
+		}
+		return nil
+	})
+	code := 0
+	if w.err != nil {
+		var ee *exec.ExitError
+		if !errors.As(w.err, &ee) {
+			m.t.Fatalf("task watch %s: %v: %s", w.task, w.err, w.out.String())
+		}
+		code = ee.ExitCode()
+	}
+	out := w.out.String()
+	m.logf("task watch %s exited %d; its last lines:\n%s", w.task, code, otaLastLines(out, 4))
+	return code, out
+}
+
+func otaLastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// otaStop stops n with SIGTERM; it must exit cleanly.
+func (m *mesh) otaStop(n *meshNode) {
+	m.t.Helper()
+	n.down = true
+	if err := n.proc.Stop(); err != nil {
+		m.t.Errorf("SIGTERM of %s: %v; want a clean exit", n.name, err)
+	}
+	m.logf("stopped %s (SIGTERM)", n.name)
+}
+
+// otaNewLeader waits until the running nodes of site agree on a leader
+// other than old, and returns it.
+func (m *mesh) otaNewLeader(site string, old *meshNode) *meshNode {
+	m.t.Helper()
+	var leader string
+	m.eventually(waitLong, "a new leader of site "+site, func() error {
+		var err error
+		leader, err = m.agreedLeader(up(m.siteNodes(site)))
+		if err == nil && leader == old.name {
+			err = fmt.Errorf("the survivors still name %s", leader)
+		}
+		return err
+	})
+	m.logf("site %s elected %s", site, leader)
+	return m.node(leader)
+}
+
+// otaFollower returns a running node of site that does not lead it.
+func (m *mesh) otaFollower(site string, not ...*meshNode) *meshNode {
+	m.t.Helper()
+	leader := m.siteLeader(site)
+	for _, n := range up(m.siteNodes(site)) {
+		if n != leader && !slices.Contains(not, n) {
+			return n
+		}
+	}
+	m.t.Fatalf("site %s has no running follower", site)
+	return nil
+}
+
+// otaWantTask waits until via's API shows the task in phase, and checks
+// its counts.
+func (m *mesh) otaWantTask(via *meshNode, task, phase string, want otaCounts) {
+	m.t.Helper()
+	if v := m.otaWaitPhase(via, task, phase, waitLong); v.Status.Counts != want {
+		m.t.Errorf("task %s through %s: %s with counts %+v; want %+v", task, via.name, phase, v.Status.Counts, want)
+	}
+}
+
+// otaWantSucceeded checks that the device of each of nodes succeeded at
+// attempt 1 and started each of steps exactly once.
+func (m *mesh) otaWantSucceeded(results map[string]otaResult, task string, nodes []string, steps ...string) {
+	m.t.Helper()
+	for _, n := range nodes {
+		if r := results[n]; r.Status.Phase != "Succeeded" || r.Status.Attempt != 1 {
+			m.t.Errorf("device %s: %s; want Succeeded at attempt 1", n, r)
+		}
+		m.otaCheckLines(task, n, otaOnce(steps...))
+	}
+}
+
+// TestOTASiteLeaderKilled: kill -9 the site's leader while every device of
+// a two-step task is in its first step, and start it again once the other
+// two have a new leader. The new leader picks up the running devices: they
+// succeed with each step run exactly once. The killed node's own device
+// was cut mid-step; its journal says the step started and never finished,
+// so it is not run again: the device fails as Interrupted with step 1 run
+// once and step 2 never (at most once, ota/DESIGN.md), and the task ends
+// Failed. `task retry --failed` then runs that device alone again, as
+// attempt 2, and the task ends Succeeded with one result per device.
+func TestOTASiteLeaderKilled(t *testing.T) {
+	m := newMesh(t, topology{hubs: 1, sites: []siteSpec{{"a", 3}}})
+	hub := m.node("hub-1")
+	dir := m.otaCountDir()
+	devices := names(m.siteNodes("a"))
+	steps := []string{"step1", "step2"}
+	task := newOTATask("leader-killed", otaSpec{Concurrency: 3, DeviceTimeout: "60s", Steps: otaSleepSteps(dir, 3, steps...)})
+	name := task.Metadata.Name
+
+	leader := m.siteLeader("a")
+	m.logf("site a is led by %s", leader.name)
+	m.otaApply(hub, task)
+	watch := m.otaStartWatch(hub, name)
+	m.otaWaitStarted(name, "step1", devices)
+	m.kill(leader)
+	m.otaNewLeader("a", leader)
+	m.startNode(leader, nil)
+	m.logf("started %s again", leader.name)
+
+	if code, out := m.otaWaitWatch(watch, otaWait); code == 0 {
+		t.Errorf("task watch exited 0 for a task with a failed device; output:\n%s", out)
+	}
+	m.otaWantTask(hub, name, "Failed", otaCounts{Total: 3, Succeeded: 2, Failed: 1})
+	results := m.otaResultsOf(hub, name, devices)
+	survivors := slices.DeleteFunc(slices.Clone(devices), func(n string) bool { return n == leader.name })
+	m.otaWantSucceeded(results, name, survivors, steps...)
+	killed := results[leader.name]
+	if killed.Status.Phase != "Failed" || len(killed.Status.Steps) != 2 ||
+		killed.Status.Steps[0].Reason != "Interrupted" || killed.Status.Steps[1].Phase != "Skipped" {
+		t.Errorf("device %s (killed in step1, then restarted): %s; want Failed with step1 Interrupted and step2 Skipped", leader.name, killed)
+	}
+	m.otaCheckLines(name, leader.name, map[string]int{"step1": 1, "step2": 0})
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Retry the interrupted device: a new attempt, a new journal.
+	if _, err := m.adminCLI(hub, "task", "retry", name, "--failed"); err != nil {
+		t.Fatal(err)
+	}
+	m.logf("retried the failed devices")
+	// Until the hub takes up the retry, the task still shows attempt 1's
+	// end, and a watch would exit at once.
+	m.eventually(waitLong, "the hub starts attempt 2", func() error {
+		v, err := m.otaGetTask(hub, name)
+		if err == nil && (v.Status.Attempt != 2 || v.ended()) {
+			err = fmt.Errorf("attempt %d phase %q", v.Status.Attempt, v.Status.Phase)
+		}
+		return err
+	})
+	watch = m.otaStartWatch(hub, name)
+	if code, out := m.otaWaitWatch(watch, otaWait); code != 0 {
+		t.Errorf("task watch after the retry exited %d; want 0; output:\n%s", code, out)
+	}
+	m.otaWantTask(hub, name, "Succeeded", otaCounts{Total: 3, Succeeded: 3})
+	results = m.otaResultsOf(hub, name, devices)
+	m.otaWantSucceeded(results, name, survivors, steps...)
+	if r := results[leader.name]; r.Status.Phase != "Succeeded" || r.Status.Attempt != 2 {
+		t.Errorf("device %s after the retry: %s; want Succeeded at attempt 2", leader.name, r)
+	}
+	// Attempt 1 ran step1 only; attempt 2 ran both.
+	m.otaCheckLines(name, leader.name, map[string]int{"step1": 2, "step2": 1})
+}
+
+// TestOTASiteCutOff: the site's hosts lose the hub (iptables) while its
+// devices run. The site finishes the task on its own while the hub still
+// shows it unfinished; once the link returns, the results arrive and the
+// task ends Succeeded.
+func TestOTASiteCutOff(t *testing.T) {
+	m := newMesh(t, topology{hubs: 1, sites: []siteSpec{{"a", 3}}})
+	hub := m.node("hub-1")
+	dir := m.otaCountDir()
+	devices := names(m.siteNodes("a"))
+	steps := []string{"step1", "step2"}
+	task := newOTATask("cut-off", otaSpec{Concurrency: 3, DeviceTimeout: "60s", Steps: otaSleepSteps(dir, 4, steps...)})
+	name := task.Metadata.Name
+
+	m.otaApply(hub, task)
+	watch := m.otaStartWatch(hub, name)
+	m.otaWaitStarted(name, "step1", devices)
+	// Each device has more than 7 s of its task ahead: no result of it can
+	// have reached the hub before the cut.
+	for _, n := range m.siteNodes("a") {
+		n.host.Block(hub.host)
+	}
+	cut := time.Now()
+	m.logf("site a cut off from the hub")
+
+	m.otaWaitStarted(name, "step2", devices)
+	m.logf("site a started step2 on every device during the cut")
+	m.hold(time.Until(cut.Add(otaCut)), "the hub's view of the cut-off task", func() error {
+		if watch.exited() {
+			return errors.New("task watch exited during the cut")
+		}
+		v, err := m.otaGetTask(hub, name)
+		if err == nil && (v.ended() || v.Status.Counts.Succeeded > 0) {
+			err = fmt.Errorf("the hub shows phase %q counts %+v while the site cannot reach it", v.Status.Phase, v.Status.Counts)
+		}
+		return err
+	})
+	for _, n := range m.siteNodes("a") {
+		n.host.Unblock(hub.host)
+	}
+	lifted := time.Now()
+	m.logf("cut lifted")
+
+	// The link backs off up to 30 s between attempts.
+	if code, out := m.otaWaitWatch(watch, waitLong+30*time.Second); code != 0 {
+		t.Errorf("task watch exited %d; want 0; output:\n%s", code, out)
+	}
+	m.otaWantTask(hub, name, "Succeeded", otaCounts{Total: 3, Succeeded: 3})
+	results := m.otaResultsOf(hub, name, devices)
+	m.otaWantSucceeded(results, name, devices, steps...)
+	for _, n := range devices {
+		// The site finished the device during the cut.
+		if c := results[n].Status.CompletionTime; c == nil || !c.Before(lifted) {
+			t.Errorf("device %s completed at %v; want before the cut was lifted at %s", n, c, lifted.Format(time.RFC3339))
+		}
+	}
+}
+
+// TestOTAHubLeaderKilled: kill -9 the hub's leader while a task runs one
+// device at a time on a site. The site's link reaches the new hub leader,
+// the task goes on, and a watch through a surviving hub member sees it end
+// Succeeded.
+func TestOTAHubLeaderKilled(t *testing.T) {
+	m := newMesh(t, topology{hubs: 3, sites: []siteSpec{{"a", 3}}})
+	dir := m.otaCountDir()
+	devices := names(m.siteNodes("a"))
+	steps := []string{"step1", "step2"}
+	task := newOTATask("hub-killed", otaSpec{Concurrency: 1, DeviceTimeout: "60s", Steps: otaSleepSteps(dir, 2, steps...)})
+	name := task.Metadata.Name
+
+	old := m.siteLeader("hub")
+	via := up(m.siteNodes("hub"))[0]
+	if via == old {
+		via = up(m.siteNodes("hub"))[1]
+	}
+	m.logf("the hub is led by %s; the operator uses %s", old.name, via.name)
+	m.otaApply(via, task)
+	watch := m.otaStartWatch(via, name)
+	m.eventually(waitLong, "the first device started", func() error {
+		lines, err := m.otaLines(name)
+		if err == nil && len(lines) == 0 {
+			err = errors.New("no step started yet")
+		}
+		return err
+	})
+	m.kill(old)
+	killed := time.Now()
+
+	leader := m.otaNewLeader("hub", old)
+	// Results travel on the site's link: it must reach the new leader.
+	m.eventually(waitLong, "a report of site a to the new hub leader "+leader.name, func() error {
+		s, err := m.site(leader, "a")
+		if err == nil && (!s.Connected || !s.LastSeen.After(killed.Add(2*time.Second))) {
+			err = fmt.Errorf("site a: connected=%v lastSeen=%s; want connected, seen 2 s after the kill at %s",
+				s.Connected, s.LastSeen.Format(time.RFC3339), killed.Format(time.RFC3339))
+		}
+		return err
+	})
+	if code, out := m.otaWaitWatch(watch, otaWait); code != 0 {
+		t.Errorf("task watch through %s exited %d; want 0; output:\n%s", via.name, code, out)
+	}
+	for _, hub := range up(m.siteNodes("hub")) {
+		m.otaWantTask(hub, name, "Succeeded", otaCounts{Total: 3, Succeeded: 3})
+		m.otaWantSucceeded(m.otaResultsOf(hub, name, devices), name, devices, steps...)
+	}
+}
+
+// TestOTANodeKilledDuringExec: kill -9 a node while its exec step sleeps.
+// With deviceTimeout 20s its device ends TimedOut, with a reason that says
+// so; the other devices succeed, the task fails and watch exits non-zero.
+func TestOTANodeKilledDuringExec(t *testing.T) {
+	m := newMesh(t, topology{hubs: 1, sites: []siteSpec{{"a", 3}}})
+	hub := m.node("hub-1")
+	dir := m.otaCountDir()
+	devices := names(m.siteNodes("a"))
+	victim := m.otaFollower("a")
+	pgidFile := filepath.Join(dir, victim.name+".pgid")
+	// The victim's step sleeps well past the device timeout; the others'
+	// sleep 1 s. The step's shell leads its process group, which survives
+	// the daemon's kill (see otaKillOrphan).
+	long := fmt.Sprintf("case \"$OUTPOST_NODE\" in\n%s) echo $$ > %q; sleep 45;;\n*) sleep 1;;\nesac\n", victim.name, pgidFile)
+	steps := []otaStep{
+		{Name: "step1", Type: "exec", Script: otaMark(dir, "step1") + long},
+		{Name: "step2", Type: "exec", Script: otaMark(dir, "step2") + "sleep 1\n"},
+	}
+	task := newOTATask("node-killed", otaSpec{Concurrency: 3, DeviceTimeout: "20s", Steps: steps})
+	name := task.Metadata.Name
+	t.Cleanup(func() { otaKillOrphan(t, pgidFile, name) })
+
+	m.otaApply(hub, task)
+	watch := m.otaStartWatch(hub, name)
+	m.otaWaitStarted(name, "step1", []string{victim.name})
+	m.kill(victim)
+
+	if code, out := m.otaWaitWatch(watch, otaWait); code == 0 {
+		t.Errorf("task watch exited 0 for a task with a timed-out device; output:\n%s", out)
+	}
+	m.otaWantTask(hub, name, "Failed", otaCounts{Total: 3, Succeeded: 2, Failed: 1})
+	results := m.otaResultsOf(hub, name, devices)
+	others := slices.DeleteFunc(slices.Clone(devices), func(n string) bool { return n == victim.name })
+	m.otaWantSucceeded(results, name, others, "step1", "step2")
+	r := results[victim.name]
+	why := strings.ToLower(r.Status.Reason + " " + r.Status.Message)
+	if (r.Status.Phase != "TimedOut" && r.Status.Phase != "Failed") ||
+		!strings.Contains(why, "timeout") && !strings.Contains(why, "offline") {
+		t.Errorf("device %s (killed during its exec): %s; want TimedOut or Failed with a reason naming the timeout or the node offline", victim.name, r)
+	}
+	m.otaCheckLines(name, victim.name, map[string]int{"step1": 1, "step2": 0})
+}
+
+// otaKillOrphan ends the process group whose leader's pid is in pgidFile,
+// if it still runs a step of task: a daemon killed with SIGKILL leaves its
+// step's process group behind (it is not the daemon's group).
+func otaKillOrphan(t *testing.T, pgidFile, task string) {
+	b, err := os.ReadFile(pgidFile)
+	if err != nil {
+		return
+	}
+	pgid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pgid <= 1 {
+		return
+	}
+	env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pgid))
+	if err != nil || !bytes.Contains(env, []byte("OUTPOST_TASK="+task+"\x00")) {
+		return // gone, or no longer the step's shell
+	}
+	t.Logf("the step of task %s outlived its killed daemon (process group %d); killing it", task, pgid)
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+}
+
+// TestOTADeliveryDeadline: a node that is down when its device is
+// dispatched runs it when it returns within spec.deliveryDeadline; one
+// that does not return is Unreachable, and the others are not held up.
+func TestOTADeliveryDeadline(t *testing.T) {
+	m := newMesh(t, topology{hubs: 1, sites: []siteSpec{{"a", 3}}})
+	hub := m.node("hub-1")
+	dir := m.otaCountDir()
+	devices := names(m.siteNodes("a"))
+
+	t.Run("back in time", func(t *testing.T) {
+		m := m.sub(t)
+		late := m.otaFollower("a")
+		m.otaStop(late)
+		m.waitNotAlive(hub, late)
+		task := newOTATask("late-node", otaSpec{Concurrency: 3, DeliveryDeadline: "40s", Steps: otaSleepSteps(dir, 1, "step1")})
+		name := task.Metadata.Name
+		m.otaApply(hub, task)
+		watch := m.otaStartWatch(hub, name)
+		// The others finish while the node is down; its device waits.
+		m.eventually(waitLong, "the running devices succeed, "+late.name+"'s waits", func() error {
+			results, err := m.otaResults(hub, name)
+			if err != nil {
+				return err
+			}
+			for _, n := range devices {
+				want := "Succeeded"
+				if n == late.name {
+					want = "Queued"
+				}
+				if r, ok := results[n]; !ok || r.Status.Phase != want {
+					return fmt.Errorf("device %s: %s; want %s", n, r, want)
+				}
+			}
+			return nil
+		})
+		m.startNode(late, nil)
+		m.logf("started %s again", late.name)
+
+		if code, out := m.otaWaitWatch(watch, otaWait); code != 0 {
+			t.Errorf("task watch exited %d; want 0; output:\n%s", code, out)
+		}
+		m.otaWantTask(hub, name, "Succeeded", otaCounts{Total: 3, Succeeded: 3})
+		m.otaWantSucceeded(m.otaResultsOf(hub, name, devices), name, devices, "step1")
+		m.waitAlive(late)
+	})
+
+	t.Run("not back", func(t *testing.T) {
+		m := m.sub(t)
+		gone := m.otaFollower("a")
+		m.otaStop(gone)
+		m.waitNotAlive(hub, gone)
+		task := newOTATask("gone-node", otaSpec{Concurrency: 3, DeliveryDeadline: "10s", Steps: otaSleepSteps(dir, 1, "step1")})
+		name := task.Metadata.Name
+		m.otaApply(hub, task)
+		watch := m.otaStartWatch(hub, name)
+		if code, out := m.otaWaitWatch(watch, otaWait); code == 0 {
+			t.Errorf("task watch exited 0 for a task with an unreachable device; output:\n%s", out)
+		}
+		m.otaWantTask(hub, name, "Failed", otaCounts{Total: 3, Succeeded: 2, Unreachable: 1})
+		results := m.otaResultsOf(hub, name, devices)
+		others := slices.DeleteFunc(slices.Clone(devices), func(n string) bool { return n == gone.name })
+		m.otaWantSucceeded(results, name, others, "step1")
+		if r := results[gone.name]; r.Status.Phase != "Unreachable" || r.Status.Reason != "Unreachable" {
+			t.Errorf("device %s (down for the whole deadline): %s; want Unreachable", gone.name, r)
+		}
+		m.otaCheckLines(name, gone.name, map[string]int{"step1": 0})
+	})
+}
