@@ -238,3 +238,25 @@ func TestTaskWithoutTargetsFails(t *testing.T) {
 		t.Fatalf("task ended %s with %+v, want Failed with reason NoTargets", v.Status.Phase, v.Status.Conditions)
 	}
 }
+
+// TestTaskHaltAndResume checks that a halted task starts no device and
+// that resume lets it finish.
+func TestTaskHaltAndResume(t *testing.T) {
+	t.Parallel()
+	hub := startNode(t)
+	hub.waitNode(t)
+	hub.mustDo(t, call{method: http.MethodPost, path: tasksPath, body: taskJSON("paused", map[string]any{
+		"targets": map[string]any{"sites": []string{"hub"}},
+		"halted":  true,
+		"steps":   []map[string]any{{"name": "x", "type": "exec", "command": []string{"true"}}},
+	})}, http.StatusCreated, nil)
+	v := hub.waitTask(t, "paused", func(v *taskView) bool { return v.Status.Phase == ota.TaskHalted })
+	if v.Status.Counts.Queued != 1 || v.Status.Counts.Running+v.Status.Counts.Succeeded != 0 {
+		t.Fatalf("halted task counts %+v: a device started", v.Status.Counts)
+	}
+	hub.mustDo(t, call{method: http.MethodPatch, path: tasksPath + "/paused", contentType: "application/merge-patch+json", body: []byte(`{"spec":{"halted":false}}`)}, http.StatusOK, nil)
+	v = hub.waitTask(t, "paused", ended)
+	if v.Status.Phase != ota.TaskSucceeded {
+		t.Fatalf("after resume: %s %+v, want Succeeded", v.Status.Phase, v.Status.Counts)
+	}
+}

@@ -41,7 +41,7 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	}
 	if !cached {
 		t = &hubTask{name: obj.Name, uid: uid, attempt: max(st.Attempt, 1), version: 1, spec: *spec,
-			sites: map[string][]string{}, retry: map[string][]string{}, halted: st.Phase == ota.TaskHalted, cancel: spec.Canceled}
+			sites: map[string][]string{}, retry: map[string][]string{}, halted: spec.Halted || policyHalted(st), cancel: spec.Canceled}
 		for _, r := range results.Items {
 			var rs ota.DeviceResultSpec
 			var rst ota.DeviceResultStatus
