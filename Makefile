@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-.PHONY: help build test unit e2e bench demo demo-stop lint tools clean
+.PHONY: help build test test-deps unit e2e bench demo demo-stop lint tools clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -17,7 +17,10 @@ help: ## List the targets
 build: ## Build bin/outpost
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/outpost
 
-test: lint unit e2e ## Lint, then every test: unit, in-process clusters, real binary, multi-host (e2e needs root)
+test: test-deps lint unit e2e ## Install what the tests need, lint, then every test (run as root: e2e uses network namespaces)
+
+test-deps: tools ## Install the test dependencies (apt packages, staticcheck) that are missing
+	./scripts/test-deps.sh
 
 unit: ## Run the Go tests with the race detector
 	$(GO) test -race -count=1 -timeout 25m ./...
