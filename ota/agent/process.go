@@ -60,8 +60,13 @@ func (p *process) run(ctx context.Context, stdout, stderr io.Writer) outcome {
 	cmd := &exec.Cmd{
 		Path: p.path, Args: p.argv, Env: p.env, Dir: p.dir,
 		Stdout: outW, Stderr: errW,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: p.cred},
+		// Pdeathsig: if the daemon itself is killed (kill -9, OOM), the
+		// step's process dies with it rather than running on unowned; a
+		// restarted agent marks the step Interrupted and never re-runs it.
+		SysProcAttr: &syscall.SysProcAttr{Setpgid: true, Credential: p.cred, Pdeathsig: syscall.SIGKILL},
 	}
+	// Pdeathsig fires when the OS thread that started the child exits; Go
+	// keeps idle threads, so in practice that is when the daemon dies.
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
