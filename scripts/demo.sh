@@ -1,61 +1,100 @@
 #!/usr/bin/env bash
-# The embedded default: start a one-node hub in ./outpost-data (or reuse the
-# one running there), then show it working with the real CLI.
-# `scripts/demo.sh stop` stops it.
+# The embedded default, shown working: a one-node hub in ./outpost-data plus a
+# site "lab" of two nodes joined with a token (all on this host: the site's
+# nodes listen on 127.0.0.1 with their own ports), then a real OTA task across
+# both sites, all through the real CLI. Processes already running from an
+# earlier `make demo` are reused. `scripts/demo.sh stop` stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=./bin/outpost
 DATA=outpost-data
-PIDFILE=$DATA/outpost.pid
+SITE_NODES=(edge-1 edge-2)
 
-running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+pidfile() { if [ "$1" = hub ]; then echo "$DATA/outpost.pid"; else echo "$DATA/lab/$1/outpost.pid"; fi; }
+running() { local f; f=$(pidfile "$1"); [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; }
+
+stop() {
+  for n in "${SITE_NODES[@]}" hub; do
+    if running "$n"; then
+      kill -TERM "$(cat "$(pidfile "$n")")"
+      for _ in $(seq 1 150); do running "$n" || break; sleep 0.1; done
+      echo "$n stopped"
+    fi
+    rm -f "$(pidfile "$n")"
+  done
+  echo "(the data stays in ./$DATA; remove it to start afresh)"
+}
 
 if [ "${1:-}" = stop ]; then
-  if running; then
-    kill -TERM "$(cat "$PIDFILE")"
-    for _ in $(seq 1 100); do running || break; sleep 0.1; done
-    rm -f "$PIDFILE"
-    echo "hub stopped (its data stays in ./$DATA)"
-  else
-    echo "no hub running from ./$DATA"
-  fi
+  stop
   exit 0
 fi
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
-if running; then
-  echo "a hub is already running from ./$DATA (pid $(cat "$PIDFILE"))"
-else
-  mkdir -p "$DATA"
-  echo "starting a one-node hub: $BIN node   (log: $DATA/outpost.log)"
-  nohup "$BIN" node >"$DATA/outpost.log" 2>&1 &
-  echo $! >"$PIDFILE"
-fi
+# wait_for DESCRIPTION LOG PROCESS COMMAND...: poll COMMAND (bounded, 30 s).
+wait_for() {
+  local what=$1 log=$2 proc=$3
+  shift 3
+  for i in $(seq 1 150); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    if ! running "$proc"; then echo "$proc exited; its log:"; cat "$log"; exit 1; fi
+    if [ "$i" = 150 ]; then echo "$what did not happen in 30 s; the log of $proc:"; cat "$log"; exit 1; fi
+    sleep 0.2
+  done
+}
 
-# Wait (bounded) for the hub to write its admin credentials and answer.
-for i in $(seq 1 150); do
-  if [ -f "$DATA/admin.yaml" ] && "$BIN" get nodes -o json 2>/dev/null | grep -q '"state": "alive"'; then break; fi
-  if ! running; then echo "the hub exited; its log:"; cat "$DATA/outpost.log"; exit 1; fi
-  if [ "$i" = 150 ]; then echo "the hub did not become ready in 30 s; its log:"; cat "$DATA/outpost.log"; exit 1; fi
-  sleep 0.2
+hub_has() { "$BIN" get nodes -o json 2>/dev/null | grep -q "\"name\": \"$1\""; }
+hub_alive() { [ -f "$DATA/admin.yaml" ] && "$BIN" get nodes -o json 2>/dev/null | grep -q '"state": "alive"'; }
+
+mkdir -p "$DATA"
+if running hub; then
+  echo "the hub is already running from ./$DATA (pid $(cat "$(pidfile hub)"))"
+else
+  # The embedded default, kept on loopback for the demo.
+  echo "starting the embedded default, a one-node hub: $BIN node --bind-addr 127.0.0.1   (log: $DATA/outpost.log)"
+  nohup "$BIN" node --bind-addr 127.0.0.1 >"$DATA/outpost.log" 2>&1 &
+  echo $! >"$(pidfile hub)"
+fi
+wait_for "the hub's start" "$DATA/outpost.log" hub hub_alive
+
+# The site "lab": two nodes on 127.0.0.1, each with its own ports and data dir.
+port=7453
+for n in "${SITE_NODES[@]}"; do
+  dir=$DATA/lab/$n
+  mkdir -p "$dir"
+  if running "$n"; then
+    echo "$n is already running"
+  else
+    args=(node --name "$n" --data-dir "$dir" --bind-addr 127.0.0.1 --quic-port "$port" --gossip-port $((port + 500)) --api-addr "127.0.0.1:$((port + 1000))")
+    if [ ! -f "$dir/identity/identity.yaml" ]; then
+      [ -n "${TOKEN:-}" ] || TOKEN=$("$BIN" token create --site lab --uses ${#SITE_NODES[@]} --ttl 10m)
+      args+=(--join 127.0.0.1:7443 --token "$TOKEN")
+    fi
+    echo "starting site node $n: $BIN ${args[*]//$'\n'/}" | sed 's/--token [^ ]*/--token $TOKEN/'
+    nohup "$BIN" "${args[@]}" >"$dir/outpost.log" 2>&1 &
+    echo $! >"$(pidfile "$n")"
+  fi
+  wait_for "$n joining" "$dir/outpost.log" "$n" hub_has "$n"
+  port=$((port + 10))
 done
 
 step "$BIN" status
 step "$BIN" get nodes -o wide
-step "$BIN" apply -f examples/sites.yaml
 step "$BIN" get sites
-step "$BIN" describe site factory-berlin
+step "$BIN" apply -f examples/sites.yaml
+step "$BIN" describe site lab
 
-# An OTA task: the harmless six-step onboarding, on this hub.
+# An OTA task: the harmless six-step onboarding, on the hub and the lab site.
 "$BIN" delete task onboard-demo >/dev/null 2>&1 || true
 step "$BIN" apply -f examples/onboard-demo.yaml
 step "$BIN" task watch onboard-demo || true
 step "$BIN" task results onboard-demo
+step "$BIN" task logs onboard-demo --node edge-1 --step register
 
 cat <<MSG
 
-The hub keeps running in the background (API https://127.0.0.1:7080,
-credentials in ./$DATA/admin.yaml, which the CLI finds by itself).
-Try: $BIN get nodes --watch      Stop it: make demo-stop
+The hub and the lab site keep running in the background (hub API on
+https://127.0.0.1:7080; credentials in ./$DATA/admin.yaml, which the CLI finds
+by itself). Try: $BIN get nodes --watch      Stop them: make demo-stop
 MSG

@@ -272,6 +272,20 @@ func outcome(st *ota.DeviceResultStatus) string {
 	if st.Phase == ota.DeviceQueued || st.Phase == ota.DeviceRunning || st.Phase == "" {
 		return ""
 	}
+	if st.Phase == ota.DeviceSucceeded {
+		ok, tolerated := 0, 0
+		for _, r := range st.Steps {
+			if r.Phase == ota.StepSucceeded {
+				ok++
+			} else if r.Phase == ota.StepFailed {
+				tolerated++
+			}
+		}
+		if tolerated > 0 {
+			return fmt.Sprintf("%d steps succeeded, %d failed with continueOnError", ok, tolerated)
+		}
+		return fmt.Sprintf("all %d steps succeeded", ok)
+	}
 	var last *ota.StepResult
 	for i := range st.Steps {
 		if st.Steps[i].Phase != "" && st.Steps[i].Phase != "Skipped" {
