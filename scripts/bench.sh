@@ -132,10 +132,27 @@ bench_link() {
 	sed -nE 's/^ +((\||link: ).*)$/\1/p' "$tmp/link.txt"
 }
 
+# bench_ota_hub measures the hub's own share of a 10,000-device task in 100
+# sites (creating the DeviceResults, ingesting one result per device), with
+# the sites' reports made in-process: the node side is not simulated.
+bench_ota_hub() {
+	echo "== OTA hub: 10,000 devices in 100 sites"
+	go test -run '^$' -bench BenchmarkHubFanout -benchtime 1x -count=1 ./ota/control/ | tee "$tmp/ota.txt"
+	awk '/^BenchmarkHubFanout/ {
+		for (i = 3; i < NF; i += 2) v[$(i + 1)] = $i
+		printf "\n| measure | value |\n|---|--:|\n"
+		printf "| create 10,000 DeviceResults (s) | %.2f |\n", v["create-s"]
+		printf "| ingest 10,000 results (s) | %.2f |\n", v["ingest-s"]
+		printf "| results ingested per second | %.0f |\n", v["results-ingested/s"]
+		printf "| Go heap in use (MiB) | %.0f |\n", v["heap-MiB"]
+	}' "$tmp/ota.txt"
+}
+
 main() {
 	bench_consensus
 	bench_transport
 	bench_link
+	bench_ota_hub
 }
 
 main "$@"

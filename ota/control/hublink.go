@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 
+	"golang.org/x/sync/errgroup"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/outpost-mesh/outpost/consensus"
@@ -53,47 +55,58 @@ func siteWindow(spec *ota.TaskSpec, siteDevices, total int) int {
 
 // Ingest records device results a site sent: each DeviceResult gets its
 // status and phase label. A report of an older attempt, or about a device
-// of another site, is dropped.
+// of another site, is dropped. Reports are written concurrently, so their
+// Raft proposals share batches.
 func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) error {
-	store := h.cfg.Store
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(64)
 	for _, r := range reports {
-		obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName(r.Task, r.Node), consensus.ReadOptions{Stale: true})
-		if apierrors.IsNotFound(err) {
-			continue // the task was deleted
-		}
-		if err != nil {
-			return err
-		}
-		var spec ota.DeviceResultSpec
-		var cur ota.DeviceResultStatus
-		_ = obj.DecodeSpec(&spec)
-		_ = obj.DecodeStatus(&cur)
-		if spec.Site != site || r.Attempt < cur.Attempt {
-			continue
-		}
-		if obj.Labels[ota.LabelPhase] != string(r.Status.Phase) {
-			next := obj.DeepCopy()
-			next.Labels[ota.LabelPhase] = string(r.Status.Phase)
-			if obj, err = store.Update(ctx, &ota.DeviceResultKind, next); err != nil {
-				return fmt.Errorf("label %s: %w", next.Name, err)
-			}
-		}
-		st := r.Status
-		st.Attempt = r.Attempt
-		if st.QueuedTime == nil {
-			st.QueuedTime = cur.QueuedTime
-		}
-		next := obj.DeepCopy()
-		if err := next.SetStatus(st); err != nil {
-			return err
-		}
-		next.ResourceVersion = ""
-		if _, err := store.UpdateStatus(ctx, &ota.DeviceResultKind, next); err != nil {
-			return fmt.Errorf("record %s: %w", next.Name, err)
-		}
-		h.mu.Lock()
+		eg.Go(func() error { return h.ingest(ctx, site, r) })
+	}
+	err := eg.Wait()
+	h.mu.Lock()
+	for _, r := range reports {
 		h.dirty[r.Task] = true
-		h.mu.Unlock()
+	}
+	h.mu.Unlock()
+	return err
+}
+
+func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport) error {
+	store := h.cfg.Store
+	obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName(r.Task, r.Node), consensus.ReadOptions{Stale: true})
+	if apierrors.IsNotFound(err) {
+		return nil // the task was deleted
+	}
+	if err != nil {
+		return err
+	}
+	var spec ota.DeviceResultSpec
+	var cur ota.DeviceResultStatus
+	_ = obj.DecodeSpec(&spec)
+	_ = obj.DecodeStatus(&cur)
+	if spec.Site != site || r.Attempt < cur.Attempt {
+		return nil
+	}
+	if obj.Labels[ota.LabelPhase] != string(r.Status.Phase) {
+		next := obj.DeepCopy()
+		next.Labels[ota.LabelPhase] = string(r.Status.Phase)
+		if obj, err = store.Update(ctx, &ota.DeviceResultKind, next); err != nil {
+			return fmt.Errorf("label %s: %w", next.Name, err)
+		}
+	}
+	st := r.Status
+	st.Attempt = r.Attempt
+	if st.QueuedTime == nil {
+		st.QueuedTime = cur.QueuedTime
+	}
+	next := obj.DeepCopy()
+	if err := next.SetStatus(st); err != nil {
+		return err
+	}
+	next.ResourceVersion = ""
+	if _, err := store.UpdateStatus(ctx, &ota.DeviceResultKind, next); err != nil {
+		return fmt.Errorf("record %s: %w", next.Name, err)
 	}
 	return nil
 }
