@@ -56,7 +56,8 @@ type Config struct {
 	// ReapAfter is how long a dead voter stays before it is replaced
 	// (--reap-after).
 	ReapAfter time.Duration
-	// HeartbeatInterval is how often the node refreshes its Node status.
+	// HeartbeatInterval is how often a live node's lastSeen is refreshed in
+	// its Node object; changes of state are written at once.
 	HeartbeatInterval time.Duration
 	// OTAPolicy is what tasks may do on this node (--ota-allow,
 	// --ota-paths).
@@ -94,7 +95,7 @@ func DefaultConfig() Config {
 		GossipPort:        7946,
 		SiteVoters:        3,
 		ReapAfter:         72 * time.Hour,
-		HeartbeatInterval: 10 * time.Second,
+		HeartbeatInterval: time.Minute,
 		CertValidity:      90 * 24 * time.Hour,
 		OTAPolicy:         agent.DefaultPolicy(),
 		ShutdownTimeout:   15 * time.Second,

@@ -274,7 +274,7 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 			labels = map[string]string{}
 		}
 		labels["outpost.dev/site"] = rep.Site
-		if err := upsertNode(ctx, store, nd.Name, labels, nd.Status, now); err != nil {
+		if err := upsertNode(ctx, store, nd.Name, labels, nd.Status, now, n.cfg.HeartbeatInterval); err != nil {
 			return linkReply{Error: "record roster: " + err.Error()}
 		}
 		if nd.Status.Version != "" {

@@ -20,9 +20,6 @@ const (
 	goarch = runtime.GOARCH
 	// rosterInterval is how often the site leader reconciles its roster.
 	rosterInterval = time.Second
-	// lastSeenRefresh is how stale a live node's lastSeen may get before
-	// the roster rewrites it; state changes are written at once.
-	lastSeenRefresh = time.Minute
 )
 
 // runRoster keeps, while this node leads its site's group, the group's
@@ -160,7 +157,7 @@ func (n *Node) writeRoster(ctx context.Context, members []gossip.Member) error {
 			Raft: &NodeRaftState{State: roles[m.Name]},
 		}
 		labels := nodeLabels(m)
-		if err := upsertNode(ctx, n.group.Store(), m.Name, labels, st, now); err != nil {
+		if err := upsertNode(ctx, n.group.Store(), m.Name, labels, st, now, n.cfg.HeartbeatInterval); err != nil {
 			return err
 		}
 	}
@@ -181,8 +178,8 @@ func nodeLabels(m gossip.Member) map[string]string {
 }
 
 // upsertNode creates or updates a Node object when its labels or status
-// changed, or when a live node's lastSeen is older than lastSeenRefresh.
-func upsertNode(ctx context.Context, store *consensus.Store, name string, labels map[string]string, st NodeStatus, now time.Time) error {
+// changed, or when a live node's lastSeen is older than refresh.
+func upsertNode(ctx context.Context, store *consensus.Store, name string, labels map[string]string, st NodeStatus, now time.Time, refresh time.Duration) error {
 	cur, err := store.Get(ctx, &NodeKind, "", name, consensus.ReadOptions{Stale: true})
 	if apierrors.IsNotFound(err) {
 		cur, err = store.Create(ctx, &NodeKind, &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}})
@@ -200,7 +197,7 @@ func upsertNode(ctx context.Context, store *consensus.Store, name string, labels
 	var old NodeStatus
 	_ = cur.DecodeStatus(&old)
 	st.LastSeen = old.LastSeen
-	if st.State == string(gossip.Alive) && (st.LastSeen == nil || now.Sub(st.LastSeen.Time) > lastSeenRefresh) {
+	if st.State == string(gossip.Alive) && (st.LastSeen == nil || now.Sub(st.LastSeen.Time) > refresh) {
 		t := metav1.NewTime(now)
 		st.LastSeen = &t
 	}

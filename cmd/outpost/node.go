@@ -49,7 +49,7 @@ Flags win over the environment, which wins over the file.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&configFile, "config-file", "", "YAML file of node settings, keyed by flag name")
-	f.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the mesh (default: host name)")
+	f.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the mesh")
 	f.StringVar(&cfg.Site, "site", cfg.Site, "site this node belongs to")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for all of the node's state")
 	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "address of the admin API (HTTPS)")
@@ -57,18 +57,18 @@ Flags win over the environment, which wins over the file.`,
 	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	f.BoolVar(&cfg.Hub, "hub", false, "bootstrap a new hub (what a node without --join does)")
 	f.StringVar(&cfg.JoinAddr, "join", "", "QUIC address of a hub member to join, host:port (first start only)")
-	f.StringVar(&cfg.Token, "token", "", "join token from `outpost token create` (first start only)")
+	f.StringVar(&cfg.Token, "token", "", "join token from \"outpost token create\" (first start only)")
 	f.StringVar(&cfg.BindAddr, "bind-addr", cfg.BindAddr, "IP the QUIC and gossip ports bind")
 	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP other nodes reach this one at (default: --bind-addr when specific, else the first non-loopback address)")
 	f.IntVar(&cfg.QUICPort, "quic-port", cfg.QUICPort, "UDP port of all mesh traffic")
 	f.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (UDP and TCP)")
 	f.StringToStringVar(&cfg.Labels, "labels", nil, "node labels, k=v,...")
-	f.IntVar(&cfg.SiteVoters, "site-voters", cfg.SiteVoters, "Raft voters per site (3 or 5; more nodes join as non-voters)")
+	f.IntVar(&cfg.SiteVoters, "site-voters", cfg.SiteVoters, "Raft voters per site (1, 3 or 5; more nodes join as non-voters)")
 	f.DurationVar(&cfg.ReapAfter, "reap-after", cfg.ReapAfter, "how long a dead voter stays before it is replaced")
 	f.StringSliceVar(&cfg.OTAPolicy.Allow, "ota-allow", cfg.OTAPolicy.Allow, "task step types this node runs")
 	f.StringSliceVar(&cfg.OTAPolicy.Paths, "ota-paths", cfg.OTAPolicy.Paths, "directories read and write steps may touch (symlinks resolved)")
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "validity of the node certificates this hub signs (renewed at a third left)")
-	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often the node refreshes its status")
+	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often a live node's lastSeen is refreshed (state changes are written at once)")
 	return cmd
 }
 
