@@ -33,6 +33,9 @@ type command struct {
 	Group    string `json:"group"`
 	Resource string `json:"resource"`
 	Name     string `json:"name"`
+	// WithStatus makes an update replace the status too, in the same
+	// write (controllers that own both).
+	WithStatus bool `json:"withStatus,omitempty"`
 	// ExpectRV, when not zero, must equal the stored object's resourceVersion.
 	ExpectRV uint64 `json:"expectRV,omitempty"`
 	// ExpectUID, when set, must equal the stored object's uid.

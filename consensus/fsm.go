@@ -230,7 +230,9 @@ func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log) (applyResult,
 	case opUpdate:
 		next = c.Obj.DeepCopy()
 		next.UID, next.CreationTimestamp, next.DeletionTimestamp = cur.UID, cur.CreationTimestamp, cur.DeletionTimestamp
-		next.Status = cur.Status
+		if !c.WithStatus {
+			next.Status = cur.Status
+		}
 		next.Generation = cur.Generation
 		if !jsonEqual(next.Spec, cur.Spec) {
 			next.Generation++

@@ -153,7 +153,24 @@ func (s *Store) Update(ctx context.Context, k *Kind, obj *Object) (*Object, erro
 	return s.update(ctx, k, obj, cur, obj.Revision())
 }
 
+// UpdateWithStatus replaces an object's metadata, spec and status in one
+// write, for a controller that owns both (a result's phase label and its
+// status). A resourceVersion on obj is a precondition.
+func (s *Store) UpdateWithStatus(ctx context.Context, k *Kind, obj *Object) (*Object, error) {
+	// The local replica is enough to validate against: the write itself
+	// checks the resourceVersion on the leader.
+	cur, err := s.Get(ctx, k, obj.Namespace, obj.Name, ReadOptions{Stale: true})
+	if err != nil {
+		return nil, err
+	}
+	return s.updateCmd(ctx, k, obj, cur, obj.Revision(), true)
+}
+
 func (s *Store) update(ctx context.Context, k *Kind, obj, cur *Object, expectRV uint64) (*Object, error) {
+	return s.updateCmd(ctx, k, obj, cur, expectRV, false)
+}
+
+func (s *Store) updateCmd(ctx context.Context, k *Kind, obj, cur *Object, expectRV uint64, withStatus bool) (*Object, error) {
 	obj = obj.DeepCopy()
 	obj.APIVersion, obj.Kind = k.APIVersion(), k.Kind
 	if obj.UID == "" {
@@ -178,7 +195,8 @@ func (s *Store) update(ctx context.Context, k *Kind, obj, cur *Object, expectRV 
 	if err := k.validateUpdate(obj, cur); err != nil {
 		return nil, err
 	}
-	return s.propose(ctx, k, &command{Op: opUpdate, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name, Obj: obj, ExpectRV: expectRV, ExpectUID: string(obj.UID)})
+	return s.propose(ctx, k, &command{Op: opUpdate, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name, Obj: obj,
+		ExpectRV: expectRV, ExpectUID: string(obj.UID), WithStatus: withStatus})
 }
 
 // UpdateStatus replaces an object's status, keeping metadata and spec. A

@@ -88,24 +88,18 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport) error {
 	if spec.Site != site || r.Attempt < cur.Attempt {
 		return nil
 	}
-	if obj.Labels[ota.LabelPhase] != string(r.Status.Phase) {
-		next := obj.DeepCopy()
-		next.Labels[ota.LabelPhase] = string(r.Status.Phase)
-		if obj, err = store.Update(ctx, &ota.DeviceResultKind, next); err != nil {
-			return fmt.Errorf("label %s: %w", next.Name, err)
-		}
-	}
 	st := r.Status
 	st.Attempt = r.Attempt
 	if st.QueuedTime == nil {
 		st.QueuedTime = cur.QueuedTime
 	}
+	// The phase label and the status change in one write.
 	next := obj.DeepCopy()
+	next.Labels[ota.LabelPhase] = string(r.Status.Phase)
 	if err := next.SetStatus(st); err != nil {
 		return err
 	}
-	next.ResourceVersion = ""
-	if _, err := store.UpdateStatus(ctx, &ota.DeviceResultKind, next); err != nil {
+	if _, err := store.UpdateWithStatus(ctx, &ota.DeviceResultKind, next); err != nil {
 		return fmt.Errorf("record %s: %w", next.Name, err)
 	}
 	return nil
