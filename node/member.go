@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,7 +65,7 @@ func (n *Node) ensureAdmin(ctx context.Context, store *consensus.Store) error {
 	if err == nil {
 		if id, _, ok := splitToken(creds.Token); ok {
 			if _, err := store.Get(ctx, &AccessTokenKind, "", id, consensus.ReadOptions{}); err == nil {
-				creds.Server, creds.CA = n.APIURL(), string(n.ca.CertPEM)
+				creds.Server, creds.CA = n.localAPIURL(), string(n.ca.CertPEM)
 				return creds.Write(path)
 			}
 		}
@@ -78,7 +79,7 @@ func (n *Node) ensureAdmin(ctx context.Context, store *consensus.Store) error {
 	if _, err := store.Create(ctx, &AccessTokenKind, obj); err != nil {
 		return fmt.Errorf("create admin token: %w", err)
 	}
-	creds = &Credentials{Server: n.APIURL(), CA: string(n.ca.CertPEM), Token: token}
+	creds = &Credentials{Server: n.localAPIURL(), CA: string(n.ca.CertPEM), Token: token}
 	if err := creds.Write(path); err != nil {
 		return err
 	}
@@ -151,4 +152,18 @@ func (n *Node) ensureSelfMember(ctx context.Context, store *consensus.Store) err
 		return err
 	}
 	return nil
+}
+
+// localAPIURL is the API's URL as a client on this host reaches it: an API
+// bound to every address (0.0.0.0, ::) is reached on loopback, which its
+// certificate names.
+func (n *Node) localAPIURL() string {
+	host, port, err := net.SplitHostPort(n.apiAddr())
+	if err != nil {
+		return n.APIURL()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return "https://" + net.JoinHostPort(host, port)
 }
