@@ -28,6 +28,10 @@ type Config struct {
 	DataDir string
 	// APIAddr is where the admin API listens, HTTPS (--api-addr).
 	APIAddr string
+	// APINames are extra DNS names and IPs the API's certificate names
+	// (--api-names), for operators who reach the hub by a name other than
+	// its host name.
+	APINames []string
 	// LogLevel is debug, info, warn or error (--log-level).
 	LogLevel string
 	// LogFormat is text or json (--log-format).

@@ -418,6 +418,13 @@ func (n *Node) servingCert() (tls.Certificate, error) {
 		names = append(names, strings.ToLower(h))
 	}
 	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, extra := range n.cfg.APINames {
+		if ip := net.ParseIP(extra); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, extra)
+		}
+	}
 	switch ip := net.ParseIP(host); {
 	case ip == nil && host != "":
 		names = append(names, host)

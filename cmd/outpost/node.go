@@ -53,6 +53,7 @@ Flags win over the environment, which wins over the file.`,
 	f.StringVar(&cfg.Site, "site", cfg.Site, "site this node belongs to")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for all of the node's state")
 	f.StringVar(&cfg.APIAddr, "api-addr", cfg.APIAddr, "address of the admin API (HTTPS)")
+	f.StringSliceVar(&cfg.APINames, "api-names", nil, "extra DNS names and IPs for the admin API's certificate (e.g. hub.example.net)")
 	f.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	f.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	f.BoolVar(&cfg.Hub, "hub", false, "bootstrap a new hub (what a node without --join does)")
