@@ -373,8 +373,36 @@ func (n *Node) runSiteMonitor(ctx context.Context) error {
 			next := o.DeepCopy()
 			_ = next.SetStatus(st)
 			next.ResourceVersion = o.ResourceVersion
-			_, _ = n.group.Store().UpdateStatus(ctx, &SiteKind, next)
+			if _, err := n.group.Store().UpdateStatus(ctx, &SiteKind, next); err == nil {
+				n.markNodesUnknown(ctx, o.Name)
+			}
 		}
+	}
+}
+
+// stateUnknown is a node's state at the hub while its site is cut off: the
+// hub cannot tell alive from dead until the site reports again.
+const stateUnknown = "unknown"
+
+// markNodesUnknown sets the state of a disconnected site's nodes to unknown;
+// the site's next report writes what its gossip sees.
+func (n *Node) markNodesUnknown(ctx context.Context, site string) {
+	store := n.group.Store()
+	sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": site})
+	nodes, err := store.List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return
+	}
+	for _, o := range nodes.Items {
+		var st NodeStatus
+		if o.DecodeStatus(&st) != nil || st.State == stateUnknown {
+			continue
+		}
+		st.State = stateUnknown
+		next := o.DeepCopy()
+		_ = next.SetStatus(st)
+		next.ResourceVersion = o.ResourceVersion
+		_, _ = store.UpdateStatus(ctx, &NodeKind, next)
 	}
 }
 
