@@ -110,6 +110,18 @@ func TestSiteCutOffFromHub(t *testing.T) {
 		return nil
 	})
 	m.logf("hub marked b disconnected")
+	m.eventually(waitLong, "the hub shows b's nodes as unknown", func() error {
+		nodes, err := m.getNodes(hub)
+		if err != nil {
+			return err
+		}
+		for _, n := range b {
+			if got := nodes[n.name].State; got != "unknown" {
+				return fmt.Errorf("%s is %q at the hub; want unknown while its site is cut off", n.name, got)
+			}
+		}
+		return nil
+	})
 	if s, err := m.site(hub, "a"); err != nil || !s.Connected {
 		t.Fatalf("site a during b's cut: %+v, %v; want connected", s, err)
 	}
