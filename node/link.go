@@ -345,39 +345,33 @@ func sortedKeys(m map[string]bool) []string {
 // kept current and any site whose link has been silent past linkTimeout is
 // marked disconnected.
 func (n *Node) runSiteMonitor(ctx context.Context) error {
-	t := time.NewTicker(linkInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if !n.group.IsLeader() {
+	return n.whileLeader(ctx, linkInterval, "site monitor", n.monitorSites)
+}
+
+// monitorSites is one pass of runSiteMonitor.
+func (n *Node) monitorSites(ctx context.Context) error {
+	if err := n.refreshHubSite(ctx); err != nil {
+		return fmt.Errorf("hub site status: %w", err)
+	}
+	sites, err := n.group.Store().List(ctx, &SiteKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	for _, o := range sites.Items {
+		var st SiteStatus
+		if o.Name == HubSite || o.DecodeStatus(&st) != nil || !st.Connected || st.LastSeen == nil || time.Since(st.LastSeen.Time) < linkTimeout {
 			continue
 		}
-		if err := n.refreshHubSite(ctx); err != nil && ctx.Err() == nil {
-			n.log.Debug("hub site status not written", "err", err)
-		}
-		sites, err := n.group.Store().List(ctx, &SiteKind, "", nil, consensus.ReadOptions{Stale: true})
-		if err != nil {
-			continue
-		}
-		for _, o := range sites.Items {
-			var st SiteStatus
-			if o.Name == HubSite || o.DecodeStatus(&st) != nil || !st.Connected || st.LastSeen == nil || time.Since(st.LastSeen.Time) < linkTimeout {
-				continue
-			}
-			n.log.Warn("site link silent; marking the site disconnected", "peer_site", o.Name, "last_seen", st.LastSeen.Time)
-			st.Connected = false
-			next := o.DeepCopy()
-			_ = next.SetStatus(st)
-			next.ResourceVersion = o.ResourceVersion
-			if _, err := n.group.Store().UpdateStatus(ctx, &SiteKind, next); err == nil {
-				n.markNodesUnknown(ctx, o.Name)
-			}
+		n.log.Warn("site link silent; marking the site disconnected", "peer_site", o.Name, "last_seen", st.LastSeen.Time)
+		st.Connected = false
+		next := o.DeepCopy()
+		_ = next.SetStatus(st)
+		next.ResourceVersion = o.ResourceVersion
+		if _, err := n.group.Store().UpdateStatus(ctx, &SiteKind, next); err == nil {
+			n.markNodesUnknown(ctx, o.Name)
 		}
 	}
+	return nil
 }
 
 // stateUnknown is a node's state at the hub while its site is cut off: the

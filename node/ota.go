@@ -82,22 +82,8 @@ func (r otaRunner) Run(ctx context.Context, node string, req control.RunRequest)
 	if node == n.id.Name {
 		return n.agent.run(ctx, req)
 	}
-	addr := n.memberAddr(node)
-	if addr == "" {
-		return ota.DeviceResultStatus{}, fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
-	}
-	s, err := n.dialRPC(ctx, addr, methodOTARun)
-	if err != nil {
-		return ota.DeviceResultStatus{}, err
-	}
-	defer s.Close()
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
-	if err := writeMessage(s, req); err != nil {
-		return ota.DeviceResultStatus{}, err
-	}
 	var resp otaRunResponse
-	if err := readMessage(s, &resp, maxMessageBytes); err != nil {
+	if err := n.callMember(ctx, node, methodOTARun, req, &resp); err != nil {
 		return ota.DeviceResultStatus{}, err
 	}
 	if resp.Error != "" {
@@ -119,21 +105,10 @@ func (r otaRunner) Cancel(ctx context.Context, node, uid string, attempt int) er
 		n.agent.cancel(uid, attempt)
 		return nil
 	}
-	addr := n.memberAddr(node)
-	if addr == "" {
-		return fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
-	}
-	s, err := n.dialRPC(ctx, addr, methodOTACancel)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := writeMessage(s, otaCancelRequest{UID: uid, Attempt: attempt}); err != nil {
-		return err
-	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	var resp otaRunResponse
-	return readMessage(s, &resp, 64<<10)
+	return n.callMember(ctx, node, methodOTACancel, otaCancelRequest{UID: uid, Attempt: attempt}, &resp)
 }
 
 // serveOTACancel kills a run for the leader of this node's site.
@@ -257,28 +232,17 @@ func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport)
 // runHubSiteOTA is the hub site's link to its own controller: the hub
 // leader is also its site's leader, so the exchange is a function call.
 func (n *Node) runHubSiteOTA(ctx context.Context) error {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if !n.group.IsLeader() {
-			continue
-		}
+	return n.whileLeader(ctx, 250*time.Millisecond, "hub site OTA exchange", func(ctx context.Context) error {
 		rep, err := n.otaOutbox(ctx)
-		if err == nil {
-			var reply *otaLinkReply
-			if reply, err = n.otaExchange(ctx, n.id.Site, rep); err == nil {
-				err = n.otaInbox(ctx, reply)
-			}
+		if err != nil {
+			return err
 		}
-		if err != nil && ctx.Err() == nil {
-			n.log.Debug("hub site OTA exchange", "err", err)
+		reply, err := n.otaExchange(ctx, n.id.Site, rep)
+		if err != nil {
+			return err
 		}
-	}
+		return n.otaInbox(ctx, reply)
+	})
 }
 
 // otaBusy reports whether the site has results the hub has not taken.

@@ -151,22 +151,11 @@ func (n *Node) fetchLogs(ctx context.Context, req logRequest) logReply {
 		}
 		return logReply{ID: req.ID, Text: text}
 	}
-	addr := n.memberAddr(req.Node)
-	if addr == "" {
-		return logReply{ID: req.ID, Error: fmt.Sprintf("node %s is not a live member of site %s", req.Node, n.id.Site)}
-	}
-	s, err := n.dialRPC(ctx, addr, methodOTALogs)
-	if err != nil {
-		return logReply{ID: req.ID, Error: err.Error()}
-	}
-	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(logWait))
+	ctx, cancel := context.WithTimeout(ctx, logWait)
+	defer cancel()
 	var reply logReply
-	if err := writeMessage(s, req); err == nil {
-		err = readMessage(s, &reply, maxMessageBytes)
-		if err != nil {
-			reply = logReply{ID: req.ID, Error: err.Error()}
-		}
+	if err := n.callMember(ctx, req.Node, methodOTALogs, req, &reply); err != nil {
+		return logReply{ID: req.ID, Error: err.Error()}
 	}
 	return reply
 }

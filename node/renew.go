@@ -109,15 +109,8 @@ func (n *Node) callHub(ctx context.Context, method string, req, resp any) error 
 		addrs = n.hubAddrs()
 	}
 	for _, addr := range addrs {
-		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		s, err := n.dialRPC(dctx, addr, method)
-		if err == nil {
-			_ = s.SetDeadline(time.Now().Add(15 * time.Second))
-			if err = writeMessage(s, req); err == nil {
-				err = readMessage(s, resp, maxMessageBytes)
-			}
-			s.Close()
-		}
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := n.call(cctx, addr, method, req, resp)
 		cancel()
 		if err == nil {
 			return nil

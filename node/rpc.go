@@ -67,6 +67,51 @@ func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Str
 	return s, nil
 }
 
+// call makes one request/response call on a new KindRPC stream to addr.
+// The stream is closed when ctx ends, so ctx bounds the whole call.
+func (n *Node) call(ctx context.Context, addr, method string, req, resp any) error {
+	s, err := n.dialRPC(ctx, addr, method)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	if err := writeMessage(s, req); err != nil {
+		return err
+	}
+	return readMessage(s, resp, maxMessageBytes)
+}
+
+// callMember calls a member of this node's site by name.
+func (n *Node) callMember(ctx context.Context, node, method string, req, resp any) error {
+	addr := n.memberAddr(node)
+	if addr == "" {
+		return fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
+	}
+	return n.call(ctx, addr, method, req, resp)
+}
+
+// whileLeader calls fn every interval while this node leads its group,
+// until ctx ends; fn's errors are logged at debug as what.
+func (n *Node) whileLeader(ctx context.Context, interval time.Duration, what string, fn func(context.Context) error) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if !n.group.IsLeader() {
+			continue
+		}
+		if err := fn(ctx); err != nil && ctx.Err() == nil {
+			n.log.Debug(what, "err", err)
+		}
+	}
+}
+
 // authorizeStream is the transport's check on every incoming stream: Raft
 // only within the site; the rest is checked per method.
 func (n *Node) authorizeStream(p transport.Peer, k transport.Kind) error {

@@ -1,5 +1,3 @@
-// Command outpost is Outpost's one binary: the daemon that runs on every
-// edge host (`outpost node`) and the operator's command-line client.
 package main
 
 import (
