@@ -92,6 +92,18 @@ func DefaultConfig() Config {
 	}
 }
 
+// WANConfig is DefaultConfig with memberlist's WAN timings: slower probes
+// with longer timeouts, for sites whose hosts answer late (slow links, busy
+// or very many hosts).
+func WANConfig() Config {
+	c := DefaultConfig()
+	wan := memberlist.DefaultWANConfig()
+	c.ProbeInterval, c.ProbeTimeout = wan.ProbeInterval, wan.ProbeTimeout
+	c.SuspicionMult, c.GossipInterval = wan.SuspicionMult, wan.GossipInterval
+	c.PushPullInterval, c.TCPTimeout = wan.PushPullInterval, wan.TCPTimeout
+	return c
+}
+
 // Validate reports every invalid field, naming its flag where it has one.
 func (c Config) Validate() error {
 	var errs []error

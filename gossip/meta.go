@@ -34,6 +34,9 @@ type Meta struct {
 	APIAddr string
 	// RaftVoter says whether the node is a Raft voter of its site.
 	RaftVoter bool
+	// Stateless says the node holds no site state: it runs tasks but
+	// never joins its site's Raft group (see node.Agent).
+	Stateless bool
 }
 
 // metaVersion is the first byte of an encoded Meta. Fields may be appended
@@ -46,6 +49,8 @@ const (
 	// flagLeaving is set by a node about to leave gracefully, so the others
 	// can tell a leave from a death (see DESIGN.md). It is not part of Meta.
 	flagLeaving = 1 << 1
+	// flagStateless is Meta.Stateless.
+	flagStateless = 1 << 2
 )
 
 // Encode returns m in the compact binary form carried in memberlist's node
@@ -63,6 +68,9 @@ func (m Meta) encode(leaving bool) ([]byte, error) {
 	}
 	if leaving {
 		flags |= flagLeaving
+	}
+	if m.Stateless {
+		flags |= flagStateless
 	}
 	b := make([]byte, 0, 128)
 	b = append(b, metaVersion, flags)
@@ -116,6 +124,7 @@ func decodeMeta(b []byte) (m Meta, leaving bool, err error) {
 		return Meta{}, false, fmt.Errorf("decode meta: %w: %w", r.err, ErrBadMeta)
 	}
 	m.RaftVoter = flags&flagRaftVoter != 0
+	m.Stateless = flags&flagStateless != 0
 	return m, flags&flagLeaving != 0, nil
 }
 
@@ -126,7 +135,7 @@ func (m *Meta) strings() []*string {
 
 // equal reports whether m and o carry the same information.
 func (m Meta) equal(o Meta) bool {
-	if m.RaftVoter != o.RaftVoter || !maps.Equal(m.Labels, o.Labels) {
+	if m.RaftVoter != o.RaftVoter || m.Stateless != o.Stateless || !maps.Equal(m.Labels, o.Labels) {
 		return false
 	}
 	a, b := m.strings(), o.strings()

@@ -22,6 +22,7 @@ func TestMetaRoundTrip(t *testing.T) {
 			Labels:    map[string]string{"zone": "north", "example.com/gpu": "", "ünïcode": "✓"},
 			RaftVoter: true,
 		}},
+		{"stateless", Meta{Name: "sim-1", Site: "a", Stateless: true}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,8 +18,10 @@ import (
 	"github.com/outpost-mesh/outpost/consensus"
 )
 
-// maxBodyBytes is the largest request body the admin API reads.
-const maxBodyBytes = 1 << 20
+// maxBodyBytes is the largest request body the admin API reads: room for
+// the largest valid object (a task with 1 MiB of inline content), as
+// Kubernetes allows 3 MiB.
+const maxBodyBytes = 3 << 20
 
 // apiServer serves the Kubernetes-style admin API over the object store.
 type apiServer struct {

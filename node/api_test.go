@@ -284,7 +284,7 @@ func TestAPIRejectsBadInput(t *testing.T) {
 	site := func(fields string) string {
 		return `{"apiVersion":"core.outpost.dev/v1alpha1","kind":"Site",` + fields + `}`
 	}
-	big := site(`"metadata":{"name":"big"},"spec":{"description":"` + strings.Repeat("x", 1<<20) + `"}`)
+	big := site(`"metadata":{"name":"big"},"spec":{"description":"` + strings.Repeat("x", 3<<20) + `"}`)
 
 	cases := []struct {
 		name     string
@@ -299,7 +299,7 @@ func TestAPIRejectsBadInput(t *testing.T) {
 		{"kind of another endpoint", post(sitesPath, `{"apiVersion":"core.outpost.dev/v1alpha1","kind":"Node","metadata":{"name":"x"}}`), 400, []string{"Node", "Site"}},
 		{"malformed JSON", post(sitesPath, `{"apiVersion":`), 400, []string{"malformed body"}},
 		{"empty body", post(sitesPath, ""), 400, []string{"empty body"}},
-		{"body over 1 MiB", post(sitesPath, big), 413, []string{"1048576-byte limit"}},
+		{"body over 3 MiB", post(sitesPath, big), 413, []string{"3145728-byte limit"}},
 		{"invalid name", post(sitesPath, string(siteJSON("Bad_Name", nil, nil))), 422, []string{"Bad_Name", "metadata.name"}},
 		{"name in the body differs from the path", put(sitesPath+"/stale", string(siteJSON("other", nil, nil))), 400, []string{`"other"`, `"stale"`}},
 		{"namespace in the body of a cluster-scoped kind", post(sitesPath, site(`"metadata":{"name":"x","namespace":"default"}`)), 400, []string{"cluster-scoped", "metadata.namespace"}},

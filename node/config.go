@@ -79,6 +79,9 @@ type Config struct {
 	// defaults; tests use them for tight timings.
 	TuneRaft   func(*consensus.Config)
 	TuneGossip func(*gossip.Config)
+	// GossipProfile picks the gossip timings: "lan" (memberlist's LAN
+	// defaults) or "wan" (slower probes, longer timeouts).
+	GossipProfile string
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
 }
@@ -103,6 +106,7 @@ func DefaultConfig() Config {
 		CertValidity:      90 * 24 * time.Hour,
 		OTAPolicy:         agent.DefaultPolicy(),
 		ShutdownTimeout:   15 * time.Second,
+		GossipProfile:     "lan",
 	}
 }
 
@@ -130,6 +134,9 @@ func (c Config) Validate() error {
 	case "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("--log-format %q must be text or json", c.LogFormat))
+	}
+	if c.GossipProfile != "lan" && c.GossipProfile != "wan" {
+		errs = append(errs, fmt.Errorf("--gossip-profile %q must be lan or wan", c.GossipProfile))
 	}
 	if net.ParseIP(c.BindAddr) == nil {
 		errs = append(errs, fmt.Errorf("--bind-addr %q must be an IP address", c.BindAddr))
@@ -220,4 +227,16 @@ func firstHostAddress() string {
 		return v6
 	}
 	return "127.0.0.1"
+}
+
+// gossipConfig is the gossip settings of the chosen profile, tuned.
+func (c Config) gossipConfig() gossip.Config {
+	gc := gossip.DefaultConfig()
+	if c.GossipProfile == "wan" {
+		gc = gossip.WANConfig()
+	}
+	if c.TuneGossip != nil {
+		c.TuneGossip(&gc)
+	}
+	return gc
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"time"
 
@@ -50,14 +51,17 @@ func listenControl(path string) (net.Listener, error) {
 	return ln, nil
 }
 
-// controlHandler serves the control socket: local status and metrics, with
-// no credentials (the socket's file mode is the access control).
+// controlHandler serves the control socket: local status, metrics and Go's
+// profiles (/debug/pprof/), with no credentials (the socket's file mode is
+// the access control).
 func (n *Node) controlHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.localStatus())
 	})
 	mux.Handle("GET /metrics", n.metricsHandler())
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	return mux
 }
 

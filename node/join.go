@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"strings"
 	"time"
@@ -110,24 +111,15 @@ func Join(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		QUICAddr:   cfg.quicAdvertise(),
 		GossipAddr: cfg.gossipAdvertise(),
 	}
-	addr := cfg.JoinAddr
-	var resp joinResponse
-	for attempt := 0; ; attempt++ {
-		resp, err = requestJoin(ctx, addr, fp, &req)
-		if err != nil {
-			return fmt.Errorf("join %s: %w", addr, err)
-		}
-		if resp.Redirect == "" || attempt == maxJoinRedirects {
-			break
-		}
-		logger.Info("hub member is not the leader; asking the leader", "leader", resp.Redirect)
-		addr = resp.Redirect
+	resp, err := askToJoin(ctx, cfg, fp, &req, logger)
+	if err != nil {
+		return err
 	}
 	if resp.Error != "" {
 		return fmt.Errorf("join refused by the hub: %s", resp.Error)
 	}
 	if resp.Redirect != "" {
-		return fmt.Errorf("join %s: the hub has no stable leader yet; retry in a moment", addr)
+		return fmt.Errorf("join %s: the hub has no stable leader yet; retry in a moment", cfg.JoinAddr)
 	}
 	block, _ := pem.Decode(resp.Cert)
 	if block == nil {
@@ -153,11 +145,51 @@ func Join(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	return nil
 }
 
-// requestJoin sends one join request and reads the answer.
-func requestJoin(ctx context.Context, addr, fingerprint string, req *joinRequest) (joinResponse, error) {
+// joinPatience is how long Join keeps retrying a hub it cannot reach (down,
+// restarting, or refusing handshakes while many nodes join at once).
+const joinPatience = 2 * time.Minute
+
+// askToJoin sends the join request to the hub, following redirects to its
+// leader and retrying, with jittered backoff for up to joinPatience, while
+// the hub cannot be reached. An answer, even a refusal, is final.
+func askToJoin(ctx context.Context, cfg Config, fp string, req *joinRequest, logger *slog.Logger) (joinResponse, error) {
+	local := ""
+	if ip := net.ParseIP(cfg.BindAddr); ip != nil && !ip.IsUnspecified() {
+		local = cfg.BindAddr
+	}
+	deadline := time.Now().Add(joinPatience)
+	backoff := 250 * time.Millisecond
+	addr := cfg.JoinAddr
+	for attempt, redirects := 1, 0; ; attempt++ {
+		resp, err := requestJoin(ctx, local, addr, fp, req)
+		switch {
+		case err == nil && resp.Redirect != "" && redirects < maxJoinRedirects:
+			logger.Info("hub member is not the leader; asking the leader", "leader", resp.Redirect)
+			addr = resp.Redirect
+			redirects++
+			continue
+		case err == nil:
+			return resp, nil
+		case errors.Is(err, transport.ErrFingerprintMismatch) || ctx.Err() != nil || time.Now().After(deadline):
+			return resp, fmt.Errorf("join %s: %w", addr, err)
+		}
+		wait := backoff/2 + mrand.N(backoff)
+		logger.Info("hub not reachable; retrying", "hub", addr, "attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
+		select {
+		case <-ctx.Done():
+			return resp, fmt.Errorf("join %s: %w", addr, ctx.Err())
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+// requestJoin sends one join request from the local IP local ("" lets the
+// system choose) and reads the answer.
+func requestJoin(ctx context.Context, local, addr, fingerprint string, req *joinRequest) (joinResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	s, _, err := transport.DialPinned(ctx, addr, fingerprint, transport.KindJoin)
+	s, _, err := transport.DialPinnedFrom(ctx, local, addr, fingerprint, transport.KindJoin)
 	if err != nil {
 		return joinResponse{}, err
 	}

@@ -5,8 +5,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -38,9 +40,17 @@ func (n *Node) serveJoin(ctx context.Context, s *transport.Stream) {
 	_ = writeMessage(s, resp)
 }
 
+// joinLocks serialize the joins that use one token on the hub leader, so
+// that many nodes booting with one token do not lose races for its use
+// count (striped by token ID).
+var joinLocks [64]sync.Mutex
+
 // admit checks a join request against its token and, when it passes,
 // consumes one use of the token and certifies the node.
 func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
+	mu := &joinLocks[fnv32(req.TokenID)%uint32(len(joinLocks))]
+	mu.Lock()
+	defer mu.Unlock()
 	refuse := func(format string, a ...any) joinResponse { return joinResponse{Error: fmt.Sprintf(format, a...)} }
 	if !n.group.IsLeader() {
 		if r := n.group.Raft(); r != nil {
@@ -201,6 +211,12 @@ func (n *Node) gossipSeeds(ctx context.Context, site string) []string {
 		}
 	}
 	return out
+}
+
+func fnv32(s string) uint32 {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(s))
+	return h.Sum32()
 }
 
 func raftID(name string) raft.ServerID { return raft.ServerID(name) }

@@ -218,10 +218,7 @@ func (n *Node) newGroup(logger *slog.Logger) error {
 }
 
 func (n *Node) newGossip() error {
-	gc := gossip.DefaultConfig()
-	if n.cfg.TuneGossip != nil {
-		n.cfg.TuneGossip(&gc)
-	}
+	gc := n.cfg.gossipConfig()
 	gc.Meta = n.meta()
 	gc.BindAddr = n.cfg.BindAddr
 	gc.BindPort = n.cfg.GossipPort
@@ -376,7 +373,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	if werr := eg.Wait(); werr != nil && !errors.Is(werr, context.Canceled) {
 		err = errors.Join(err, werr)
 	}
-	n.rememberSeeds()
+	rememberSeeds(n.id, n.gossip, n.log)
 	stopCore()
 	err = errors.Join(err, coreEG.Wait(), n.raftNet.Close())
 	stopNet()
@@ -385,19 +382,19 @@ func (n *Node) Run(ctx context.Context) (err error) {
 
 // rememberSeeds stores the site's live gossip members, so the next start
 // finds its site without asking the hub.
-func (n *Node) rememberSeeds() {
+func rememberSeeds(id *identity, g *gossip.Gossip, log *slog.Logger) {
 	var seeds []string
-	for _, m := range n.gossip.Members() {
-		if m.Name != n.id.Name && m.State == gossip.Alive {
+	for _, m := range g.Members() {
+		if m.Name != id.Name && m.State == gossip.Alive {
 			seeds = append(seeds, m.Addr)
 		}
 	}
 	if len(seeds) == 0 {
 		return
 	}
-	n.id.GossipSeeds = seeds
-	if err := n.id.save(); err != nil {
-		n.log.Warn("could not remember gossip peers", "err", err)
+	id.GossipSeeds = seeds
+	if err := id.save(); err != nil {
+		log.Warn("could not remember gossip peers", "err", err)
 	}
 }
 

@@ -21,7 +21,7 @@ const otaReportBatch = 512
 // members also run the hub's controller.
 func (n *Node) newOTA() error {
 	var err error
-	n.agent, err = newAgentService(n.cfg.DataDir, n.cfg.OTAPolicy, n.id, n.log)
+	n.agent, err = newAgentService(n.cfg.DataDir, n.cfg.OTAPolicy, n.id, nil, n.log)
 	if err != nil {
 		return err
 	}
@@ -111,8 +111,24 @@ func (r otaRunner) Cancel(ctx context.Context, node, uid string, attempt int) er
 	return n.callMember(ctx, node, methodOTACancel, otaCancelRequest{UID: uid, Attempt: attempt}, &resp)
 }
 
-// serveOTACancel kills a run for the leader of this node's site.
-func (n *Node) serveOTACancel(_ context.Context, s *transport.Stream) {
+// serve handles the agent's RPC methods, which every node serves; false
+// when method is not one of them.
+func (a *agentService) serve(ctx context.Context, method string, s *transport.Stream) bool {
+	switch method {
+	case methodOTARun:
+		a.serveRun(ctx, s)
+	case methodOTACancel:
+		a.serveCancel(ctx, s)
+	case methodOTALogs:
+		a.serveLogs(ctx, s)
+	default:
+		return false
+	}
+	return true
+}
+
+// serveCancel kills a run for the leader of this node's site.
+func (a *agentService) serveCancel(_ context.Context, s *transport.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(10 * time.Second))
 	var req otaCancelRequest
@@ -120,10 +136,10 @@ func (n *Node) serveOTACancel(_ context.Context, s *transport.Stream) {
 		return
 	}
 	var resp otaRunResponse
-	if peer := s.Peer(); peer.Site != n.id.Site {
-		resp.Error = fmt.Sprintf("%s of site %s may not cancel runs on site %s", peer.Name, peer.Site, n.id.Site)
+	if peer := s.Peer(); peer.Site != a.id.Site {
+		resp.Error = fmt.Sprintf("%s of site %s may not cancel runs on site %s", peer.Name, peer.Site, a.id.Site)
 	} else {
-		n.agent.cancel(req.UID, req.Attempt)
+		a.cancel(req.UID, req.Attempt)
 	}
 	_ = writeMessage(s, resp)
 }
@@ -144,8 +160,8 @@ type otaRunResponse struct {
 	Status ota.DeviceResultStatus `json:"status"`
 }
 
-// serveOTARun runs a device for the leader of this node's site.
-func (n *Node) serveOTARun(ctx context.Context, s *transport.Stream) {
+// serveRun runs a device for the leader of this node's site.
+func (a *agentService) serveRun(ctx context.Context, s *transport.Stream) {
 	defer s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var req control.RunRequest
@@ -154,12 +170,12 @@ func (n *Node) serveOTARun(ctx context.Context, s *transport.Stream) {
 	}
 	_ = s.SetReadDeadline(time.Time{})
 	var resp otaRunResponse
-	if peer := s.Peer(); peer.Site != n.id.Site {
-		resp.Error = fmt.Sprintf("%s of site %s may not run tasks on site %s", peer.Name, peer.Site, n.id.Site)
-	} else if req.Node != n.id.Name {
-		resp.Error = fmt.Sprintf("run for node %s reached node %s", req.Node, n.id.Name)
+	if peer := s.Peer(); peer.Site != a.id.Site {
+		resp.Error = fmt.Sprintf("%s of site %s may not run tasks on site %s", peer.Name, peer.Site, a.id.Site)
+	} else if req.Node != a.id.Name {
+		resp.Error = fmt.Sprintf("run for node %s reached node %s", req.Node, a.id.Name)
 	} else {
-		st, err := n.agent.run(ctx, req)
+		st, err := a.run(ctx, req)
 		if err != nil {
 			resp.Error = err.Error()
 		}

@@ -21,12 +21,14 @@ import (
 
 // agentService runs devices on this node. A run outlives the stream that
 // asked for it (a site leader that fails over asks again and gets the same
-// run); its steps are journaled in <data-dir>/ota/<task-uid>-<attempt>/, so
-// no step runs twice in an attempt, and the final result is kept there too.
+// run); its steps are journaled in a RunStore, so no step runs twice in an
+// attempt, and the final result is kept there too. Output goes to
+// <dir>/<task-uid>-<attempt>/.
 type agentService struct {
 	dir    string
 	policy agent.Policy
 	id     *identity
+	store  RunStore
 	log    *slog.Logger
 
 	mu      sync.Mutex
@@ -45,12 +47,17 @@ type agentRun struct {
 // unlike a shutdown, its result is final.
 var errTaskCanceled = errors.New("the task was canceled")
 
-func newAgentService(dataDir string, pol agent.Policy, id *identity, logger *slog.Logger) (*agentService, error) {
+// newAgentService keeps output in <dataDir>/ota; a nil store keeps the
+// journal and results there too, as files.
+func newAgentService(dataDir string, pol agent.Policy, id *identity, store RunStore, logger *slog.Logger) (*agentService, error) {
 	dir := filepath.Join(dataDir, "ota")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &agentService{dir: dir, policy: pol, id: id, log: logger, running: map[string]*agentRun{}}, nil
+	if store == nil {
+		store = fileRunStore{dir: dir}
+	}
+	return &agentService{dir: dir, policy: pol, id: id, store: store, log: logger, running: map[string]*agentRun{}}, nil
 }
 
 // Run owns the device runs until ctx ends; on return every run has ended
@@ -70,9 +77,10 @@ func (a *agentService) Run(ctx context.Context) error {
 // run returns the device's result: the stored one, the one of a run in
 // progress once it ends, or that of a new run.
 func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.DeviceResultStatus, error) {
-	key := fmt.Sprintf("%s-%d", req.UID, req.Attempt)
-	runDir := filepath.Join(a.dir, key)
-	if st, ok := readResult(runDir); ok {
+	key := runKey(req.UID, req.Attempt)
+	if st, ok, err := a.store.Result(key); err != nil {
+		return ota.DeviceResultStatus{}, err
+	} else if ok {
 		return st, nil
 	}
 	a.mu.Lock()
@@ -88,7 +96,7 @@ func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.Dev
 		a.eg.Go(func() error {
 			defer cancel(nil)
 			defer close(r.done)
-			r.status = a.execute(runCtx, req, runDir)
+			r.status = a.execute(runCtx, req, key)
 			a.mu.Lock()
 			delete(a.running, key)
 			a.mu.Unlock()
@@ -108,14 +116,15 @@ func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.Dev
 func (a *agentService) cancel(uid string, attempt int) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	r, ok := a.running[fmt.Sprintf("%s-%d", uid, attempt)]
+	r, ok := a.running[runKey(uid, attempt)]
 	if ok {
 		r.cancel(errTaskCanceled)
 	}
 	return ok
 }
 
-func (a *agentService) execute(ctx context.Context, req control.RunRequest, runDir string) ota.DeviceResultStatus {
+func (a *agentService) execute(ctx context.Context, req control.RunRequest, key string) ota.DeviceResultStatus {
+	runDir := filepath.Join(a.dir, key)
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return failed(req, "JournalError", err.Error())
 	}
@@ -123,17 +132,15 @@ func (a *agentService) execute(ctx context.Context, req control.RunRequest, runD
 		Env:     agent.Env{Node: a.id.Name, Site: a.id.Site, Task: req.Task},
 		Attempt: req.Attempt, Steps: req.Steps,
 		Timeout: time.Duration(req.DeviceTimeout) * time.Millisecond,
-		Policy:  a.policy, LogDir: runDir, Journal: fileJournal{dir: runDir},
+		Policy:  a.policy, LogDir: runDir, Journal: a.store.Journal(key),
 	}
 	a.log.Info("running task", "task", req.Task, "attempt", req.Attempt, "steps", len(req.Steps))
 	st := agent.RunDevice(ctx, d)
 	if ctx.Err() != nil && context.Cause(ctx) != errTaskCanceled {
 		return st // shutting down: not final; the next dispatch resumes
 	}
-	if b, err := json.Marshal(st); err == nil {
-		if err := atomicfile.Write(filepath.Join(runDir, "result.json"), b, 0o600); err != nil {
-			a.log.Warn("could not keep the task result", "task", req.Task, "err", err)
-		}
+	if err := a.store.SaveResult(key, st); err != nil {
+		a.log.Warn("could not keep the task result", "task", req.Task, "err", err)
 	}
 	a.log.Info("task finished on this node", "task", req.Task, "phase", st.Phase)
 	return st
@@ -143,14 +150,53 @@ func failed(req control.RunRequest, reason, msg string) ota.DeviceResultStatus {
 	return ota.DeviceResultStatus{Phase: ota.DeviceFailed, Attempt: req.Attempt, Reason: reason, Message: msg}
 }
 
-// readResult returns a run's stored final result.
-func readResult(runDir string) (ota.DeviceResultStatus, bool) {
+// runKey names a device's run: one attempt of one task.
+func runKey(uid string, attempt int) string { return fmt.Sprintf("%s-%d", uid, attempt) }
+
+// RunStore keeps what an agent must not forget across a crash: each step's
+// result (the journal) and each run's final result, keyed by run. Records
+// are durable when a call returns.
+type RunStore interface {
+	// Journal returns the step journal of a run.
+	Journal(run string) agent.Journal
+	// Result returns a run's final result, ok false when it has none.
+	Result(run string) (st ota.DeviceResultStatus, ok bool, err error)
+	// SaveResult keeps a run's final result.
+	SaveResult(run string, st ota.DeviceResultStatus) error
+}
+
+// fileRunStore is the daemon's RunStore: files in <dir>/<run>/, each
+// written atomically and fsynced.
+type fileRunStore struct{ dir string }
+
+func (s fileRunStore) Journal(run string) agent.Journal {
+	return fileJournal{dir: filepath.Join(s.dir, run)}
+}
+
+func (s fileRunStore) Result(run string) (ota.DeviceResultStatus, bool, error) {
 	var st ota.DeviceResultStatus
-	b, err := os.ReadFile(filepath.Join(runDir, "result.json"))
-	if err != nil || json.Unmarshal(b, &st) != nil {
-		return st, false
+	b, err := os.ReadFile(filepath.Join(s.dir, run, "result.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return st, false, nil
 	}
-	return st, true
+	if err != nil {
+		return st, false, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, false, fmt.Errorf("result of run %s: %w", run, err)
+	}
+	return st, true, nil
+}
+
+func (s fileRunStore) SaveResult(run string, st ota.DeviceResultStatus) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(s.dir, run), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(s.dir, run, "result.json"), b, 0o600)
 }
 
 // fileJournal records step results as files, each written atomically and

@@ -160,8 +160,8 @@ func (n *Node) fetchLogs(ctx context.Context, req logRequest) logReply {
 	return reply
 }
 
-// serveOTALogs answers a log request from a member of this node's site.
-func (n *Node) serveOTALogs(_ context.Context, s *transport.Stream) {
+// serveLogs answers a log request from a member of this node's site.
+func (a *agentService) serveLogs(_ context.Context, s *transport.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(logWait))
 	var req logRequest
@@ -169,9 +169,9 @@ func (n *Node) serveOTALogs(_ context.Context, s *transport.Stream) {
 		return
 	}
 	reply := logReply{ID: req.ID}
-	if p := s.Peer(); p.Site != n.id.Site {
+	if p := s.Peer(); p.Site != a.id.Site {
 		reply.Error = "only a member of this site may read its task output"
-	} else if text, err := n.agent.logs(req); err != nil {
+	} else if text, err := a.logs(req); err != nil {
 		reply.Error = err.Error()
 	} else {
 		reply.Text = text

@@ -25,8 +25,9 @@ const (
 // runRoster keeps, while this node leads its site's group, the group's
 // membership and the site's Node objects in step with gossip: live members
 // join Raft as voters up to --site-voters and as non-voters beyond; a voter
-// dead past --reap-after is removed and a non-voter promoted; every member's
-// state is written to its Node object.
+// dead past --reap-after is removed and a non-voter promoted; stateless
+// members (see Agent) stay out of Raft; every member's state is written to
+// its Node object.
 func (n *Node) runRoster(ctx context.Context) error {
 	t := time.NewTicker(rosterInterval)
 	defer t.Stop()
@@ -85,7 +86,7 @@ func (n *Node) reconcileRaft(members []gossip.Member) error {
 			if s.Suffrage == raft.Voter {
 				voters--
 			}
-		case !known && m.State == gossip.Alive && m.Site == n.id.Site && !n.revoked(m.Name):
+		case !known && m.State == gossip.Alive && !m.Stateless && m.Site == n.id.Site && !n.revoked(m.Name):
 			if voters < n.cfg.SiteVoters {
 				n.log.Info("adding voter", "peer", m.Name, "addr", m.QUICAddr)
 				if err := r.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
@@ -150,11 +151,15 @@ func (n *Node) writeRoster(ctx context.Context, members []gossip.Member) error {
 		if m.Site != n.id.Site || n.revoked(m.Name) {
 			continue
 		}
+		raftState := roles[m.Name]
+		if m.Stateless {
+			raftState = "None"
+		}
 		st := NodeStatus{
 			Role: m.Role, Site: m.Site, State: string(m.State), Version: m.Version, OS: m.OS, Arch: m.Arch,
 			Addresses: []NodeAddress{{Type: "InternalIP", Address: hostOf(m.QUICAddr)}},
 			QUICAddr:  m.QUICAddr, GossipAddr: m.Addr, APIEndpoint: m.APIAddr,
-			Raft: &NodeRaftState{State: roles[m.Name]},
+			Raft: &NodeRaftState{State: raftState},
 		}
 		labels := nodeLabels(m)
 		if err := upsertNode(ctx, n.group.Store(), m.Name, labels, st, now, n.cfg.HeartbeatInterval); err != nil {

@@ -25,15 +25,25 @@ const (
 	methodOTALogs   = "ota.logs"   // site member → node: a run's full output
 )
 
-// serveRPC dispatches a KindRPC stream by its method.
-func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
+// readRPCHeader reads the header of a KindRPC stream; on error it closes
+// the stream.
+func readRPCHeader(s *transport.Stream) (rpcHeader, bool) {
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
 	var h rpcHeader
 	if err := readMessage(s, &h, 4<<10); err != nil {
 		s.Close()
-		return
+		return h, false
 	}
 	_ = s.SetReadDeadline(time.Time{})
+	return h, true
+}
+
+// serveRPC dispatches a KindRPC stream by its method.
+func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
+	h, ok := readRPCHeader(s)
+	if !ok {
+		return
+	}
 	peer := s.Peer()
 	switch {
 	case h.Method == methodLink && n.id.Role == RoleHub && peer.Role == RoleEdge:
@@ -42,16 +52,17 @@ func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
 		n.serveForwarded(ctx, s)
 	case h.Method == methodRenew && n.id.Role == RoleHub:
 		n.serveRenew(ctx, s)
-	case h.Method == methodOTARun:
-		n.serveOTARun(ctx, s)
-	case h.Method == methodOTACancel:
-		n.serveOTACancel(ctx, s)
-	case h.Method == methodOTALogs:
-		n.serveOTALogs(ctx, s)
+	case n.agent.serve(ctx, h.Method, s):
 	default:
-		_ = writeMessage(s, map[string]string{"error": fmt.Sprintf("method %q is not served to %s/%s here", h.Method, peer.Site, peer.Name)})
-		s.Close()
+		refuseMethod(s, h.Method)
 	}
+}
+
+// refuseMethod answers a call this node does not serve to its caller.
+func refuseMethod(s *transport.Stream, method string) {
+	peer := s.Peer()
+	_ = writeMessage(s, map[string]string{"error": fmt.Sprintf("method %q is not served to %s/%s here", method, peer.Site, peer.Name)})
+	s.Close()
 }
 
 // dialRPC opens a KindRPC stream for method.

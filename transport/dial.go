@@ -187,6 +187,13 @@ func resolveUDP(ctx context.Context, addr string, v4 bool) (*net.UDPAddr, error)
 // once: read the peer's reply before closing. A mismatch fails with
 // ErrFingerprintMismatch.
 func DialPinned(ctx context.Context, addr string, caFingerprint string, k Kind) (*Stream, *x509.Certificate, error) {
+	return DialPinnedFrom(ctx, "", addr, caFingerprint, k)
+}
+
+// DialPinnedFrom is DialPinned from the local IP localIP (a node's
+// --bind-addr on a host with several addresses); "" or an unspecified IP
+// lets the system choose.
+func DialPinnedFrom(ctx context.Context, localIP, addr string, caFingerprint string, k Kind) (*Stream, *x509.Certificate, error) {
 	if !k.valid() {
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, ErrUnknownKind)
 	}
@@ -195,8 +202,30 @@ func DialPinned(ctx context.Context, addr string, caFingerprint string, k Kind) 
 	if err != nil {
 		return nil, nil, err
 	}
-	conn, err := quic.DialAddr(ctx, addr, tlsConf, &quic.Config{MaxIncomingStreams: -1, MaxIncomingUniStreams: -1})
+	local := &net.UDPAddr{}
+	if localIP != "" {
+		if local.IP = net.ParseIP(localIP); local.IP == nil {
+			return nil, nil, fmt.Errorf("dial %s from %q: not an IP address", addr, localIP)
+		}
+	}
+	var raddr *net.UDPAddr
+	if local.IP != nil {
+		raddr, err = resolveUDP(ctx, addr, local.IP.To4() != nil)
+	} else {
+		raddr, err = net.ResolveUDPAddr("udp", addr)
+	}
 	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+	}
+	udp, err := net.ListenUDP("udp", local)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s from %s: %w", addr, localIP, err)
+	}
+	tr := &quic.Transport{Conn: udp}
+	closeAll := func() { _ = tr.Close(); _ = udp.Close() }
+	conn, err := tr.Dial(ctx, raddr, tlsConf, &quic.Config{MaxIncomingStreams: -1, MaxIncomingUniStreams: -1})
+	if err != nil {
+		closeAll()
 		if errors.Is(err, ErrFingerprintMismatch) {
 			return nil, nil, fmt.Errorf("dial %s: %w", addr, ErrFingerprintMismatch)
 		}
@@ -205,8 +234,9 @@ func DialPinned(ctx context.Context, addr string, caFingerprint string, k Kind) 
 	s, err := openStream(ctx, conn, peerOfConn(conn), k)
 	if err != nil {
 		_ = conn.CloseWithError(codeConnClosed, "")
+		closeAll()
 		return nil, nil, fmt.Errorf("open %s stream to %s: %w", k, addr, err)
 	}
-	s.onClose = func() { _ = conn.CloseWithError(codeConnClosed, "") }
+	s.onClose = func() { _ = conn.CloseWithError(codeConnClosed, ""); closeAll() }
 	return s, ca, nil
 }

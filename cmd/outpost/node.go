@@ -69,6 +69,7 @@ Flags win over the environment, which wins over the file.`,
 	f.StringSliceVar(&cfg.OTAPolicy.Allow, "ota-allow", cfg.OTAPolicy.Allow, "task step types this node runs")
 	f.StringSliceVar(&cfg.OTAPolicy.Paths, "ota-paths", cfg.OTAPolicy.Paths, "directories read and write steps may touch (symlinks resolved)")
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "validity of the node certificates this hub signs (renewed at a third left)")
+	f.StringVar(&cfg.GossipProfile, "gossip-profile", cfg.GossipProfile, "gossip timings: lan, or wan for sites whose hosts answer slowly (slow links, very many hosts)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often a live node's lastSeen is refreshed (state changes are written at once)")
 	return cmd
 }

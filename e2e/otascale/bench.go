@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/outpost-mesh/outpost/node"
+)
+
+// runBench is `otascale run`.
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	sites := fs.Int("sites", 100, "sites (at most 250)")
+	perSite := fs.Int("per-site", 100, "nodes per site, the leader included (at most 250)")
+	procs := fs.Int("procs", 10, "simulator processes")
+	bin := fs.String("outpost", "bin/outpost", "the outpost binary")
+	dir := fs.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
+	profile := fs.String("heap-profiles", "", "directory for the simulators' heap profiles")
+	_ = fs.Parse(args)
+	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
+		return fmt.Errorf("-sites and -per-site must be between 10 and 250")
+	}
+	if os.Getenv("OTASCALE_NETNS") == "" {
+		return inNetns(args)
+	}
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
+		rl.Cur = rl.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
+	outpost, err := filepath.Abs(*bin)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "otascale-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		*dir = d
+	}
+	for _, d := range []string{"logs", "files"} {
+		if err := os.MkdirAll(filepath.Join(*dir, d), 0o755); err != nil {
+			return err
+		}
+	}
+	f := &fleet{bin: outpost, self: self, dir: *dir, sites: *sites, perSite: *perSite, profile: *profile}
+	defer f.stop(context.Background())
+	total := *sites * *perSite
+	phase := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "otascale: "+format+"\n", a...) }
+
+	t0 := time.Now()
+	phase("starting the hub")
+	if err := f.startHub(); err != nil {
+		return err
+	}
+	tokens, err := f.tokens()
+	if err != nil {
+		return err
+	}
+	tokensFile := filepath.Join(*dir, "tokens.json")
+	b, _ := json.Marshal(tokens)
+	if err := os.WriteFile(tokensFile, b, 0o600); err != nil {
+		return err
+	}
+	phase("starting %d site leaders", *sites)
+	if err := f.startLeaders(tokens); err != nil {
+		return err
+	}
+	if err := f.waitNodes(*sites+1, 5*time.Minute); err != nil {
+		return err
+	}
+	phase("starting %d simulated members in %d processes", total-*sites, *procs)
+	if err := f.startSims(*procs, tokensFile); err != nil {
+		return err
+	}
+	if err := f.waitNodes(total+1, 20*time.Minute); err != nil {
+		return err
+	}
+	phase("fleet of %d nodes up in %s; letting it settle for 30 s", total, time.Since(t0).Round(time.Second))
+	time.Sleep(30 * time.Second)
+
+	small := filepath.Join(*dir, "files", "small.txt")
+	if err := os.WriteFile(small, []byte("outpost scale benchmark: a small file to read\n"), 0o644); err != nil {
+		return err
+	}
+	var allSites []string
+	for k := 1; k <= *sites; k++ {
+		allSites = append(allSites, siteName(k))
+	}
+	every := map[string]any{"sites": allSites}
+	var rows []row
+	for _, tc := range []struct {
+		name  string
+		label string
+		step  map[string]any
+	}{
+		{"scale-read", "read of a small file", map[string]any{"name": "read", "type": "read", "path": small}},
+		{"scale-exec", "exec of `true`", map[string]any{"name": "true", "type": "exec", "command": []string{"true"}}},
+	} {
+		phase("task %s on %d nodes", tc.name, total)
+		r, err := f.runTask(tc.name, every, tc.step, total)
+		if err != nil {
+			return err
+		}
+		r.what = tc.label
+		rows = append(rows, r)
+	}
+
+	// The write: 10 nodes in each of 10 sites, inline content at its limit.
+	var ten []string
+	for k := 1; k <= 10; k++ {
+		for j := range 10 {
+			ten = append(ten, nodeName(k, j))
+		}
+	}
+	content := make([]byte, 1<<20)
+	_, _ = rand.Read(content)
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+	for i := range content {
+		content[i] = alphabet[content[i]&63]
+	}
+	if err := countHubBytes(); err != nil {
+		return err
+	}
+	idleStart, _ := hubBytes()
+	time.Sleep(10 * time.Second)
+	idleEnd, _ := hubBytes()
+	idleRate := float64(idleEnd-idleStart) / 10
+	phase("task scale-write (1 MiB to 10 nodes in 10 sites); idle hub traffic %.0f B/s", idleRate)
+	before, err := hubBytes()
+	if err != nil {
+		return err
+	}
+	w, err := f.runTask("scale-write", map[string]any{"nodes": ten},
+		map[string]any{"name": "write", "type": "write", "path": filepath.Join(*dir, "files", "written.bin"), "content": string(content)}, len(ten))
+	if err != nil {
+		return err
+	}
+	after, _ := hubBytes()
+	sent := float64(after-before) - idleRate*w.elapsed.Seconds()
+
+	mem := f.memory()
+	if f.profile != "" {
+		f.saveProfiles()
+	}
+	printTable(os.Stdout, tableInput{rows: rows, write: w, sent: sent, raw: float64(after - before), mem: mem, total: total, sites: *sites, perSite: *perSite, procs: *procs})
+	return nil
+}
+
+// row is one timed task.
+type row struct {
+	what     string
+	elapsed  time.Duration
+	counts   map[string]int
+	hubCPU   float64 // seconds
+	phase    string
+	failures string
+	spread   string
+}
+
+// runTask applies a task and waits for it to end, timing it from the
+// apply to the completion the hub reports.
+func (f *fleet) runTask(name string, targets map[string]any, step map[string]any, want int) (row, error) {
+	task := map[string]any{
+		"apiVersion": "ota.outpost.dev/v1alpha1", "kind": "Task",
+		"metadata": map[string]any{"name": name},
+		"spec": map[string]any{
+			"targets": targets, "steps": []any{step},
+			"concurrency": "100%", "deviceTimeout": "10m", "deliveryDeadline": "10m",
+		},
+	}
+	b, err := yaml.Marshal(task)
+	if err != nil {
+		return row{}, err
+	}
+	path := filepath.Join(f.dir, name+".yaml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return row{}, err
+	}
+	cpu0 := cpuSeconds(f.hub.Process.Pid)
+	start := time.Now()
+	if _, err := f.cli("apply", "-f", path); err != nil {
+		return row{}, err
+	}
+	var r row
+	err = waitFor("task "+name, 15*time.Minute, 100*time.Millisecond, func() (bool, error) {
+		out, err := f.cli("get", "tasks", name, "-o", "json")
+		if err != nil {
+			return false, err
+		}
+		var t struct {
+			Status struct {
+				Phase  string         `json:"phase"`
+				Counts map[string]int `json:"counts"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal(out, &t); err != nil {
+			return false, err
+		}
+		switch t.Status.Phase {
+		case "Succeeded", "Failed", "Halted", "Canceled":
+			r = row{elapsed: time.Since(start), counts: t.Status.Counts, phase: t.Status.Phase}
+			return true, nil
+		}
+		return false, nil
+	})
+	if err != nil {
+		return r, err
+	}
+	r.hubCPU = cpuSeconds(f.hub.Process.Pid) - cpu0
+	r.spread = f.spread(name, start)
+	if r.counts["succeeded"] != want {
+		r.failures = f.failures(name)
+		fmt.Fprintf(os.Stderr, "otascale: task %s ended %s with %v; failures:\n%s\n", name, r.phase, r.counts, r.failures)
+	}
+	fmt.Fprintf(os.Stderr, "otascale: task %s: %s in %.2fs, %v; %s\n", name, r.phase, r.elapsed.Seconds(), r.counts, r.spread)
+	return r, nil
+}
+
+// failures summarizes a task's failed results, grouped by reason.
+func (f *fleet) failures(task string) string {
+	out, err := f.cli("get", "deviceresults", "-l", "ota.outpost.dev/task="+task, "-o", "json")
+	if err != nil {
+		return err.Error()
+	}
+	var list struct {
+		Items []struct {
+			Spec struct {
+				Node string `json:"node"`
+			} `json:"spec"`
+			Status struct {
+				Phase   string `json:"phase"`
+				Reason  string `json:"reason"`
+				Message string `json:"message"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return err.Error()
+	}
+	groups := map[string][]string{}
+	for _, it := range list.Items {
+		if it.Status.Phase != "Succeeded" {
+			k := it.Status.Phase + " " + it.Status.Reason + ": " + it.Status.Message
+			groups[k] = append(groups[k], it.Spec.Node)
+		}
+	}
+	var b strings.Builder
+	for k, nodes := range groups {
+		fmt.Fprintf(&b, "  %d × %s (e.g. %s)\n", len(nodes), k, nodes[0])
+	}
+	return b.String()
+}
+
+// cpuSeconds is a process's user+system CPU time.
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(fields) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(fields[11], 64)
+	st, _ := strconv.ParseFloat(fields[12], 64)
+	return (u + st) / 100 // USER_HZ
+}
+
+// countHubBytes adds an iptables rule in this namespace that counts what
+// the hub's QUIC port sends.
+func countHubBytes() error {
+	out, err := exec.Command("iptables", "-w", "-A", "OUTPUT", "-p", "udp", "-s", hubAddr, "--sport", "7443", "-m", "comment", "--comment", "otascale-hub").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("iptables: %v: %s", err, out)
+	}
+	return nil
+}
+
+// hubBytes reads that counter.
+func hubBytes() (int64, error) {
+	out, err := exec.Command("iptables", "-w", "-L", "OUTPUT", "-v", "-x", "-n").Output()
+	if err != nil {
+		return 0, fmt.Errorf("iptables -L: %w", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "otascale-hub") {
+			fields := strings.Fields(line)
+			if len(fields) > 1 {
+				return strconv.ParseInt(fields[1], 10, 64)
+			}
+		}
+	}
+	return 0, fmt.Errorf("iptables: the otascale-hub rule is gone")
+}
+
+// saveProfiles fetches the heap profiles of the hub and the first site's
+// leader from their control sockets.
+func (f *fleet) saveProfiles() {
+	for name, dataDir := range map[string]string{"hub": filepath.Join(f.dir, "hub"), "leader": filepath.Join(f.dir, "leaders", siteName(1))} {
+		sock := filepath.Join(dataDir, node.SocketName)
+		c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+		resp, err := c.Get("http://outpost/debug/pprof/heap")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "otascale: heap profile of", name+":", err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_ = os.WriteFile(filepath.Join(f.profile, name+".pprof"), b, 0o644)
+	}
+}
+
+// spread says when the devices of a task started and ended, in seconds
+// after the apply (the API's times have one-second resolution).
+func (f *fleet) spread(task string, applied time.Time) string {
+	out, err := f.cli("get", "deviceresults", "-l", "ota.outpost.dev/task="+task, "-o", "json")
+	if err != nil {
+		return err.Error()
+	}
+	var list struct {
+		Items []struct {
+			Status struct {
+				StartTime      *time.Time `json:"startTime"`
+				CompletionTime *time.Time `json:"completionTime"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return err.Error()
+	}
+	var starts, ends []float64
+	for _, it := range list.Items {
+		if t := it.Status.StartTime; t != nil {
+			starts = append(starts, t.Sub(applied.Truncate(time.Second)).Seconds())
+		}
+		if t := it.Status.CompletionTime; t != nil {
+			ends = append(ends, t.Sub(applied.Truncate(time.Second)).Seconds())
+		}
+	}
+	q := func(v []float64, p float64) float64 {
+		if len(v) == 0 {
+			return -1
+		}
+		slices.Sort(v)
+		return v[int(p*float64(len(v)-1))]
+	}
+	return fmt.Sprintf("started at %.0f/%.0f/%.0f s, completed at %.0f/%.0f/%.0f s (min/median/max)",
+		q(starts, 0), q(starts, 0.5), q(starts, 1), q(ends, 0), q(ends, 0.5), q(ends, 1))
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// fleet is the hub, the site leaders and the simulator processes.
+type fleet struct {
+	bin     string // the outpost binary
+	self    string // this binary, for sim
+	dir     string
+	sites   int
+	perSite int
+	hub     *exec.Cmd
+	leaders []*exec.Cmd
+	sims    []*exec.Cmd
+	profile string // directory for the simulators' heap profiles, if any
+}
+
+// start runs a process with its output in dir/logs/name.log; it is killed
+// if this process dies.
+func (f *fleet) start(name string, bin string, args ...string) (*exec.Cmd, error) {
+	logf, err := os.Create(filepath.Join(f.dir, "logs", name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { _ = cmd.Wait(); logf.Close() }()
+	return cmd, nil
+}
+
+// cli runs the outpost CLI against the hub.
+func (f *fleet) cli(args ...string) ([]byte, error) {
+	cmd := exec.Command(f.bin, args...)
+	cmd.Env = append(os.Environ(), "OUTPOST_CONFIG="+filepath.Join(f.dir, "hub", "admin.yaml"))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("outpost %s: %v: %s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return out, nil
+}
+
+// waitFor polls cond every interval until it holds or timeout passes.
+func waitFor(what string, timeout, interval time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		ok, err := cond()
+		if ok {
+			return nil
+		}
+		last = err
+		time.Sleep(interval)
+	}
+	return fmt.Errorf("%s: not within %s (last error: %v)", what, timeout, last)
+}
+
+func (f *fleet) startHub() error {
+	var err error
+	f.hub, err = f.start("hub", f.bin, "node", "--name", "hub-1", "--site", "hub",
+		"--data-dir", filepath.Join(f.dir, "hub"), "--bind-addr", hubAddr, "--advertise-addr", hubAddr,
+		"--api-addr", hubAddr+":7080", "--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	return waitFor("hub API", time.Minute, 200*time.Millisecond, func() (bool, error) {
+		_, err := f.cli("get", "sites")
+		return err == nil, err
+	})
+}
+
+// tokens creates one join token per site, for its perSite nodes.
+func (f *fleet) tokens() (map[string]string, error) {
+	out := map[string]string{}
+	for k := 1; k <= f.sites; k++ {
+		b, err := f.cli("token", "create", "--site", siteName(k), "--uses", strconv.Itoa(f.perSite), "--ttl", "6h")
+		if err != nil {
+			return nil, err
+		}
+		out[siteName(k)] = strings.TrimSpace(string(b))
+	}
+	return out, nil
+}
+
+func (f *fleet) startLeaders(tokens map[string]string) error {
+	for k := 1; k <= f.sites; k++ {
+		ip := nodeIP(k, 0)
+		cmd, err := f.start(nodeName(k, 0), f.bin, "node", "--name", nodeName(k, 0), "--site", siteName(k),
+			"--data-dir", filepath.Join(f.dir, "leaders", siteName(k)), "--join", hubAddr+":7443", "--token", tokens[siteName(k)],
+			"--bind-addr", ip, "--advertise-addr", ip, "--log-level", "warn", "--gossip-profile", "wan")
+		if err != nil {
+			return err
+		}
+		f.leaders = append(f.leaders, cmd)
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// startSims spreads the sites over procs simulator processes and waits
+// until every one has all its members running.
+func (f *fleet) startSims(procs int, tokensFile string) error {
+	groups := make([][]string, procs)
+	for k := 1; k <= f.sites; k++ {
+		groups[(k-1)%procs] = append(groups[(k-1)%procs], strconv.Itoa(k))
+	}
+	ready := make(chan error, procs)
+	for i, g := range groups {
+		if len(g) == 0 {
+			continue
+		}
+		name := fmt.Sprintf("sim-%02d", i)
+		cmd := exec.Command(f.self, "sim", "-hub", hubAddr+":7443", "-tokens", tokensFile, "-sites", strings.Join(g, ","),
+			"-per-site", strconv.Itoa(f.perSite), "-dir", filepath.Join(f.dir, name))
+		if f.profile != "" {
+			cmd.Args = append(cmd.Args, "-heap-profile", filepath.Join(f.profile, name+".pprof"))
+		}
+		logf, err := os.Create(filepath.Join(f.dir, "logs", name+".log"))
+		if err != nil {
+			return err
+		}
+		cmd.Stderr = logf
+		// Simulated members trade CPU for memory: 10,000 of them share
+		// the machine with their leaders and the hub.
+		cmd.Env = append(os.Environ(), "GOGC=50")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return err
+		}
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", name, err)
+		}
+		f.sims = append(f.sims, cmd)
+		go func() {
+			defer logf.Close()
+			sc := bufio.NewScanner(stdout)
+			ok := false
+			for sc.Scan() {
+				if !ok && strings.HasPrefix(sc.Text(), "ready") {
+					ok = true
+					ready <- nil
+				}
+			}
+			_ = cmd.Wait()
+			if !ok {
+				ready <- fmt.Errorf("%s exited before it was ready; see %s", name, logf.Name())
+			}
+		}()
+	}
+	timeout := time.After(20 * time.Minute)
+	for range f.sims {
+		select {
+		case err := <-ready:
+			if err != nil {
+				return err
+			}
+		case <-timeout:
+			return fmt.Errorf("simulators not ready in 20 minutes; see %s/logs", f.dir)
+		}
+	}
+	return nil
+}
+
+// nodeStates counts the hub's Node objects by state.
+func (f *fleet) nodeStates() (map[string]int, error) {
+	out, err := f.cli("get", "nodes", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	var list struct {
+		Items []struct {
+			Status struct {
+				State string `json:"state"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		return nil, err
+	}
+	states := map[string]int{}
+	for _, it := range list.Items {
+		states[it.Status.State]++
+	}
+	return states, nil
+}
+
+// waitNodes waits until the hub sees want nodes alive.
+func (f *fleet) waitNodes(want int, timeout time.Duration) error {
+	start := time.Now()
+	last := -1
+	return waitFor(fmt.Sprintf("%d nodes alive at the hub", want), timeout, 3*time.Second, func() (bool, error) {
+		st, err := f.nodeStates()
+		if err != nil {
+			return false, err
+		}
+		if st["alive"] != last {
+			last = st["alive"]
+			fmt.Fprintf(os.Stderr, "  %6.1fs  nodes alive at the hub: %d/%d %v\n", time.Since(start).Seconds(), last, want, st)
+		}
+		return st["alive"] >= want, nil
+	})
+}
+
+// stop ends every process, the simulators first.
+func (f *fleet) stop(ctx context.Context) {
+	all := append(append(append([]*exec.Cmd{}, f.sims...), f.leaders...), f.hub)
+	for _, c := range all {
+		if c != nil && c.Process != nil {
+			_ = c.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for _, c := range all {
+		if c == nil || c.Process == nil {
+			continue
+		}
+		for time.Now().Before(deadline) && syscall.Kill(c.Process.Pid, 0) == nil && ctx.Err() == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_ = c.Process.Kill()
+	}
+}

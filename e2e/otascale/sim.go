@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/outpost-mesh/outpost/gossip"
+	"github.com/outpost-mesh/outpost/node"
+)
+
+// Fleet layout: site k (from 1) is "s%03d"; its node j (from 0; node 0 is
+// the site's leader, an `outpost node`) is "s%03d-n%02d" at 127.1.k.(j+1),
+// every node on ports quicPort and gossipPort of its own address.
+const (
+	quicPort   = 7443
+	gossipPort = 7946
+	hubAddr    = "127.0.0.1"
+)
+
+func siteName(k int) string    { return fmt.Sprintf("s%03d", k) }
+func nodeName(k, j int) string { return fmt.Sprintf("s%03d-n%02d", k, j) }
+func nodeIP(k, j int) string   { return fmt.Sprintf("127.1.%d.%d", k, j+1) }
+
+// slowGossip is the simulated members' gossip timing: one machine hosts
+// 10,000 memberlists, so each probes and pushes its state less often than
+// a real host would. Their site leaders run with --gossip-profile wan.
+func slowGossip(c *gossip.Config) {
+	c.ProbeInterval = 15 * time.Second
+	c.GossipInterval = time.Second
+	c.PushPullInterval = 5 * time.Minute
+}
+
+// runSim hosts the stateless members of some sites until SIGTERM.
+func runSim(args []string) error {
+	fs := flag.NewFlagSet("sim", flag.ExitOnError)
+	hub := fs.String("hub", hubAddr+":7443", "QUIC address of the hub")
+	tokensFile := fs.String("tokens", "", "JSON file mapping site names to join tokens")
+	sites := fs.String("sites", "", "site numbers to host, comma-separated")
+	perSite := fs.Int("per-site", 100, "nodes per site, the leader included")
+	dir := fs.String("dir", "", "directory for the members' data")
+	parallel := fs.Int("join-parallel", 8, "joins in flight")
+	heapProfile := fs.String("heap-profile", "", "write a heap profile here a minute after all members run")
+	_ = fs.Parse(args)
+	if *tokensFile == "" || *sites == "" || *dir == "" {
+		return fmt.Errorf("sim needs -tokens, -sites and -dir")
+	}
+	var tokens map[string]string
+	b, err := os.ReadFile(*tokensFile)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &tokens); err != nil {
+		return fmt.Errorf("%s: %w", *tokensFile, err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	db, err := openRunsDB(filepath.Join(*dir, "runs"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+
+	var cfgs []node.Config
+	for _, s := range strings.Split(*sites, ",") {
+		k, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("-sites %q: %w", s, err)
+		}
+		for j := 1; j < *perSite; j++ {
+			c := node.DefaultConfig()
+			c.Name, c.NameSet = nodeName(k, j), true
+			c.Site, c.SiteSet = siteName(k), true
+			c.DataDir = filepath.Join(*dir, c.Name)
+			c.JoinAddr, c.Token = *hub, tokens[c.Site]
+			c.BindAddr, c.AdvertiseAddr = nodeIP(k, j), nodeIP(k, j)
+			c.QUICPort, c.GossipPort = quicPort, gossipPort
+			c.GossipProfile, c.TuneGossip = "wan", slowGossip
+			cfgs = append(cfgs, c)
+		}
+	}
+
+	start := time.Now()
+	joinEG, joinCtx := errgroup.WithContext(ctx)
+	joinEG.SetLimit(*parallel)
+	for _, c := range cfgs {
+		joinEG.Go(func() error {
+			if err := node.Join(joinCtx, c, logger); err != nil {
+				return fmt.Errorf("join %s: %w", c.Name, err)
+			}
+			return nil
+		})
+	}
+	if err := joinEG.Wait(); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "sim: %d members joined in %s\n", len(cfgs), time.Since(start).Round(time.Millisecond))
+
+	agents := make([]*node.Agent, 0, len(cfgs))
+	for _, c := range cfgs {
+		a, err := node.NewAgent(c, badgerRuns{db: db, node: c.Name}, logger)
+		if err != nil {
+			return fmt.Errorf("member %s: %w", c.Name, err)
+		}
+		agents = append(agents, a)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(agents))
+	for _, a := range agents {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Run(ctx); err != nil {
+				errs <- fmt.Errorf("member %s: %w", a.Name(), err)
+			}
+		}()
+	}
+	fmt.Println("ready", len(agents))
+	if *heapProfile != "" {
+		go writeHeapProfile(ctx, *heapProfile)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		return err
+	}
+	return nil
+}
+
+func writeHeapProfile(ctx context.Context, path string) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(time.Minute):
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "heap profile:", err)
+		return
+	}
+	defer f.Close()
+	runtime.GC()
+	_ = pprof.WriteHeapProfile(f)
+}
