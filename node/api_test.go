@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,16 +135,23 @@ func newNode(t *testing.T, cfg node.Config, logger *slog.Logger) (*node.Node, er
 	}
 }
 
+// testPorts hands out ports below the kernel's ephemeral range (32768 and
+// up), so a port found free is not taken a moment later by some outgoing
+// connection; packages start at a random offset.
+var testPorts atomic.Int64
+
+func init() { testPorts.Store(rand.Int64N(12000)) }
+
 // freePort returns a loopback port that is free, right now, for UDP and,
 // when tcp is set, for TCP too.
 func freePort(t *testing.T, tcp bool) int {
 	t.Helper()
-	for range 100 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	for range 200 {
+		port := 20000 + int(testPorts.Add(1)%12000)
+		pc, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		port := pc.LocalAddr().(*net.UDPAddr).Port
 		pc.Close()
 		if !tcp {
 			return port

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Go: iproute2, iptables and ping for the
-# multi-host tests in network namespaces, Ansible for playbook steps, and
-# staticcheck; raises the UDP buffers quic-go asks for. Idempotent: it installs
+# multi-host tests in network namespaces, Ansible for playbook steps, skopeo
+# (a real OCI client) and the OCI conformance suite (built once into
+# .build/tools) for the registry, and staticcheck; raises the UDP buffers
+# quic-go asks for. Idempotent: it installs
 # only what is missing. Needs root for the packages and the sysctl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,7 @@ command -v tc >/dev/null || need+=(iproute2)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v ansible-playbook >/dev/null || need+=(ansible-core)
+command -v skopeo >/dev/null || need+=(skopeo)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; install them (as root: apt-get install ${need[*]}) or run make test as root" >&2
@@ -27,3 +30,5 @@ if [ "$(id -u)" = 0 ]; then
   sysctl -w net.core.rmem_max=7500000 net.core.wmem_max=7500000 >/dev/null 2>&1 ||
     echo "could not raise UDP buffers; QUIC runs slower" >&2
 fi
+
+images/registry/testdata/conformance.sh --build-only >/dev/null
