@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-.PHONY: help build test test-deps unit e2e bench demo demo-stop lint tools clean
+.PHONY: help build test test-deps unit e2e bench bench-ota demo demo-stop lint tools clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -30,6 +30,10 @@ e2e: ## Multi-host tests: real outpost processes in network namespaces (root)
 
 bench: ## Run the benchmarks and print the tables (README has the latest)
 	./scripts/bench.sh
+
+bench-ota: build ## The 10,000-node OTA benchmark: hub, 100 sites, simulated nodes in a namespace (root; ~10 min, ~20 GiB)
+	$(GO) build -o bin/otascale ./e2e/otascale
+	./bin/otascale run -outpost $(BIN)
 
 demo: build ## Start the embedded default (a one-node hub in ./outpost-data) and show it working
 	./scripts/demo.sh

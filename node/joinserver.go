@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"hash/fnv"
@@ -14,7 +16,6 @@ import (
 	"github.com/hashicorp/raft"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/outpost-mesh/outpost/consensus"
@@ -80,23 +81,11 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 		return refuse("the join token is wrong (its secret does not match)")
 	case spec.Expires != nil && time.Now().After(spec.Expires.Time):
 		return refuse("the join token expired at %s; create a new one with `outpost token create --site %s`", spec.Expires.UTC().Format(time.RFC3339), spec.Site)
-	case spec.MaxUses > 0 && status.Uses >= spec.MaxUses:
-		return refuse("the join token is used up (%d of %d joins); create a new one with `outpost token create --site %s`", status.Uses, spec.MaxUses, spec.Site)
 	case req.Site != "" && req.Site != spec.Site:
 		return refuse("the join token is for site %s, not --site %s", spec.Site, req.Site)
 	}
 	site := spec.Site
 	role := roleOf(site)
-	if m, err := store.Get(ctx, &MemberKind, "", req.Name, consensus.ReadOptions{}); err == nil {
-		var ms MemberSpec
-		_ = m.DecodeSpec(&ms)
-		return refuse("the name %s is taken by a node of site %s; choose another --name, or delete the old node with `outpost delete node %s`", req.Name, ms.Site, req.Name)
-	} else if !apierrors.IsNotFound(err) {
-		return refuse("check name: %v", err)
-	}
-	if _, err := store.Get(ctx, &NodeKind, "", req.Name, consensus.ReadOptions{}); err == nil {
-		return refuse("the name %s is taken by a registered node; choose another --name, or delete it with `outpost delete node %s`", req.Name, req.Name)
-	}
 	block, _ := pem.Decode(req.CSR)
 	if block == nil {
 		return refuse("the certificate request is not PEM")
@@ -105,7 +94,27 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 	if err != nil || csr.CheckSignature() != nil {
 		return refuse("the certificate request is invalid")
 	}
-	// Consume one use; a lost race re-reads the count.
+	keyHash, err := publicKeyHash(csr.PublicKey)
+	if err != nil {
+		return refuse("the certificate request's key: %v", err)
+	}
+	if m, err := store.Get(ctx, &MemberKind, "", req.Name, consensus.ReadOptions{}); err == nil {
+		var ms MemberSpec
+		_ = m.DecodeSpec(&ms)
+		if ms.KeyHash == keyHash && ms.Site == site {
+			return n.admitMember(ctx, req, csr, m, ms) // a retry of a join whose answer was lost
+		}
+		return refuse("the name %s is taken by a node of site %s; choose another --name, or delete the old node with `outpost delete node %s`", req.Name, ms.Site, req.Name)
+	} else if !apierrors.IsNotFound(err) {
+		return refuse("check name: %v", err)
+	}
+	if _, err := store.Get(ctx, &NodeKind, "", req.Name, consensus.ReadOptions{}); err == nil {
+		return refuse("the name %s is taken by a registered node; choose another --name, or delete it with `outpost delete node %s`", req.Name, req.Name)
+	}
+	if spec.MaxUses > 0 && status.Uses >= spec.MaxUses {
+		return refuse("the join token is used up (%d of %d joins); create a new one with `outpost token create --site %s`", status.Uses, spec.MaxUses, spec.Site)
+	}
+	// Consume one use.
 	status.Uses++
 	now := metav1.Now()
 	status.LastUsed, status.LastNode = &now, req.Name
@@ -118,6 +127,22 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 		}
 		return refuse("record token use: %v", err)
 	}
+	member := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: req.Name}}
+	_ = member.SetSpec(MemberSpec{Site: site, Role: role, GossipAddr: req.GossipAddr, Joined: &now, KeyHash: keyHash})
+	return n.admitMember(ctx, req, csr, member, MemberSpec{})
+}
+
+// admitMember signs the node's certificate, records it in the node's Member
+// (created when new, else updated with the new serial) and answers the
+// join.
+func (n *Node) admitMember(ctx context.Context, req *joinRequest, csr *x509.CertificateRequest, member *consensus.Object, ms MemberSpec) joinResponse {
+	refuse := func(format string, a ...any) joinResponse { return joinResponse{Error: fmt.Sprintf(format, a...)} }
+	store := n.group.Store()
+	exists := member.ResourceVersion != ""
+	if !exists {
+		_ = member.DecodeSpec(&ms)
+	}
+	site, role := ms.Site, ms.Role
 	var ips []net.IP
 	if ip := net.ParseIP(hostOf(req.QUICAddr)); ip != nil {
 		ips = append(ips, ip)
@@ -126,14 +151,23 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 	if err != nil {
 		return refuse("sign certificate: %v", err)
 	}
-	member := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: req.Name}}
-	_ = member.SetSpec(MemberSpec{Site: site, Role: role, GossipAddr: req.GossipAddr, Serials: []string{leaf.SerialNumber.Text(16)}, Joined: &now})
-	if _, err := store.Create(ctx, &MemberKind, member); err != nil {
+	ms.Serials = append(ms.Serials, leaf.SerialNumber.Text(16))
+	next := member.DeepCopy()
+	if err := next.SetSpec(ms); err != nil {
+		return refuse("%v", err)
+	}
+	if exists {
+		_, err = store.Update(ctx, &MemberKind, next)
+	} else {
+		_, err = store.Create(ctx, &MemberKind, next)
+	}
+	if err != nil {
 		return refuse("record member: %v", err)
 	}
 	if _, err := store.Delete(ctx, &RevocationKind, "", req.Name, 0, ""); err != nil && !apierrors.IsNotFound(err) {
 		return refuse("clear old revocation: %v", err)
 	}
+	n.seeds.joined(site, req.GossipAddr)
 	key, first, err := n.siteKeyCreated(ctx, site, nil)
 	if err != nil {
 		return refuse("site key: %v", err)
@@ -149,6 +183,16 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 		}
 	}
 	return resp
+}
+
+// publicKeyHash is the SHA-256, hex, of a public key's PKIX encoding.
+func publicKeyHash(pub any) (string, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:]), nil
 }
 
 // hubAddrs lists the QUIC addresses of the hub group's servers, the
@@ -175,42 +219,103 @@ func (n *Node) hubAddrs() []string {
 	return out
 }
 
-// gossipSeeds lists the gossip addresses of a site's members: the live
-// members this hub sees when the site is its own, else those recorded at
-// join and in the roster the site reports.
+// gossipSeeds lists gossip addresses of a site's members for a joining
+// node: the live members this hub sees when the site is its own, else a few
+// from the seed cache.
 func (n *Node) gossipSeeds(ctx context.Context, site string) []string {
-	var out []string
-	add := func(a string) {
-		if a != "" && !slices.Contains(out, a) {
-			out = append(out, a)
-		}
-	}
 	if site == n.id.Site {
+		var out []string
 		for _, m := range n.gossip.Members() {
-			if m.State == gossip.Alive {
-				add(m.Addr)
+			if m.State == gossip.Alive && !slices.Contains(out, m.Addr) {
+				out = append(out, m.Addr)
 			}
 		}
 		return out
 	}
-	sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": site})
-	if list, err := n.group.Store().List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true}); err == nil {
-		for _, o := range list.Items {
-			var st NodeStatus
-			if o.DecodeStatus(&st) == nil && st.State == string(gossip.Alive) {
-				add(st.GossipAddr)
+	return n.seeds.get(ctx, n.group.Store(), site)
+}
+
+// maxSeeds bounds the gossip seeds a joining node is given.
+const maxSeeds = 8
+
+// seedCache keeps a few gossip addresses per site for joining nodes. It is
+// rebuilt from the roster (live nodes first) and the member records at most
+// every seedCacheTTL, and the nodes admitted since are added as they join,
+// so the second node of a new site finds the first: thousands of joins do
+// not each read every node of the mesh.
+type seedCache struct {
+	mu     sync.Mutex
+	built  time.Time
+	bySite map[string][]string
+	recent map[string][]string // admitted since built, newest last
+}
+
+const seedCacheTTL = 10 * time.Second
+
+func (c *seedCache) get(ctx context.Context, store *consensus.Store, site string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.built) > seedCacheTTL || c.bySite == nil {
+		c.rebuild(ctx, store)
+	}
+	var out []string
+	add := func(addrs []string) {
+		for _, a := range addrs {
+			if a != "" && len(out) < maxSeeds && !slices.Contains(out, a) {
+				out = append(out, a)
 			}
 		}
 	}
-	if members, err := n.group.Store().List(ctx, &MemberKind, "", nil, consensus.ReadOptions{Stale: true}); err == nil {
-		for _, o := range members.Items {
-			var ms MemberSpec
-			if o.DecodeSpec(&ms) == nil && ms.Site == site {
-				add(ms.GossipAddr)
-			}
-		}
-	}
+	add(c.bySite[site])
+	recent := slices.Clone(c.recent[site])
+	slices.Reverse(recent)
+	add(recent)
 	return out
+}
+
+// rebuild reads the seeds from the store; on error it keeps what it had.
+func (c *seedCache) rebuild(ctx context.Context, store *consensus.Store) {
+	by := map[string][]string{}
+	add := func(site, addr string) {
+		if addr != "" && len(by[site]) < maxSeeds && !slices.Contains(by[site], addr) {
+			by[site] = append(by[site], addr)
+		}
+	}
+	nodes, err := store.List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return
+	}
+	for _, o := range nodes.Items {
+		var st NodeStatus
+		if o.DecodeStatus(&st) == nil && st.State == string(gossip.Alive) {
+			add(st.Site, st.GossipAddr)
+		}
+	}
+	members, err := store.List(ctx, &MemberKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return
+	}
+	for _, o := range members.Items {
+		var ms MemberSpec
+		if o.DecodeSpec(&ms) == nil {
+			add(ms.Site, ms.GossipAddr)
+		}
+	}
+	c.bySite, c.recent, c.built = by, map[string][]string{}, time.Now()
+}
+
+// joined records a node admitted to site, for the joins that follow.
+func (c *seedCache) joined(site, addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.recent == nil {
+		c.recent = map[string][]string{}
+	}
+	r := append(c.recent[site], addr)
+	if len(r) > maxSeeds {
+		r = r[len(r)-maxSeeds:]
+	}
+	c.recent[site] = r
 }
 
 func fnv32(s string) uint32 {

@@ -35,6 +35,10 @@ type MemberSpec struct {
 	// joiners of the site as a seed.
 	GossipAddr string       `json:"gossipAddr,omitempty"`
 	Joined     *metav1.Time `json:"joined,omitempty"`
+	// KeyHash is the SHA-256 (hex) of the public key the node joined
+	// with: a join retried with that key (its answer was lost) is answered
+	// again rather than refused as a taken name.
+	KeyHash string `json:"keyHash,omitempty"`
 }
 
 // SecretSpec holds key material replicated in the hub group: the mesh CA

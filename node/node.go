@@ -52,6 +52,7 @@ type Node struct {
 	outLogs   []logReply
 	otaSite   *control.Site
 	otaHub    *control.Hub // hub members only
+	seeds     seedCache    // hub members: gossip seeds for joining nodes
 	reg       *prometheus.Registry
 	started   time.Time
 }

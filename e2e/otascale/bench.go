@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -67,6 +68,15 @@ func runBench(args []string) error {
 	}
 	f := &fleet{bin: outpost, self: self, dir: *dir, sites: *sites, perSite: *perSite, profile: *profile}
 	defer f.stop(context.Background())
+	go guardMemory(f)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "otascale: interrupted; stopping the fleet")
+		f.stop(context.Background())
+		os.Exit(1)
+	}()
 	total := *sites * *perSite
 	phase := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "otascale: "+format+"\n", a...) }
 
@@ -372,4 +382,29 @@ func (f *fleet) spread(task string, applied time.Time) string {
 	}
 	return fmt.Sprintf("started at %.0f/%.0f/%.0f s, completed at %.0f/%.0f/%.0f s (min/median/max)",
 		q(starts, 0), q(starts, 0.5), q(starts, 1), q(ends, 0), q(ends, 0.5), q(ends, 1))
+}
+
+// guardMemory stops the benchmark before the machine runs out of memory:
+// below 1 GiB available it kills the fleet and exits.
+func guardMemory(f *fleet) {
+	for range time.Tick(time.Second) {
+		b, err := os.ReadFile("/proc/meminfo")
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				if kb < 1<<20 {
+					fmt.Fprintf(os.Stderr, "otascale: only %d MiB of memory left; stopping the fleet (use fewer -sites or -per-site)\n", kb>>10)
+					for _, c := range f.procs() {
+						if c != nil && c.Process != nil {
+							_ = c.Process.Kill()
+						}
+					}
+					os.Exit(1)
+				}
+			}
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -26,6 +27,15 @@ type fleet struct {
 	leaders []*exec.Cmd
 	sims    []*exec.Cmd
 	profile string // directory for the simulators' heap profiles, if any
+
+	mu sync.Mutex // guards the process lists for guardMemory
+}
+
+// procs lists every process started, the simulators first.
+func (f *fleet) procs() []*exec.Cmd {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append(append(append([]*exec.Cmd{}, f.sims...), f.leaders...), f.hub)
 }
 
 // start runs a process with its output in dir/logs/name.log; it is killed
@@ -75,13 +85,15 @@ func waitFor(what string, timeout, interval time.Duration, cond func() (bool, er
 }
 
 func (f *fleet) startHub() error {
-	var err error
-	f.hub, err = f.start("hub", f.bin, "node", "--name", "hub-1", "--site", "hub",
+	hub, err := f.start("hub", f.bin, "node", "--name", "hub-1", "--site", "hub",
 		"--data-dir", filepath.Join(f.dir, "hub"), "--bind-addr", hubAddr, "--advertise-addr", hubAddr,
 		"--api-addr", hubAddr+":7080", "--log-level", "warn")
 	if err != nil {
 		return err
 	}
+	f.mu.Lock()
+	f.hub = hub
+	f.mu.Unlock()
 	return waitFor("hub API", time.Minute, 200*time.Millisecond, func() (bool, error) {
 		_, err := f.cli("get", "sites")
 		return err == nil, err
@@ -110,7 +122,9 @@ func (f *fleet) startLeaders(tokens map[string]string) error {
 		if err != nil {
 			return err
 		}
+		f.mu.Lock()
 		f.leaders = append(f.leaders, cmd)
+		f.mu.Unlock()
 		time.Sleep(50 * time.Millisecond)
 	}
 	return nil
@@ -150,7 +164,9 @@ func (f *fleet) startSims(procs int, tokensFile string) error {
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("start %s: %w", name, err)
 		}
+		f.mu.Lock()
 		f.sims = append(f.sims, cmd)
+		f.mu.Unlock()
 		go func() {
 			defer logf.Close()
 			sc := bufio.NewScanner(stdout)
@@ -223,7 +239,7 @@ func (f *fleet) waitNodes(want int, timeout time.Duration) error {
 
 // stop ends every process, the simulators first.
 func (f *fleet) stop(ctx context.Context) {
-	all := append(append(append([]*exec.Cmd{}, f.sims...), f.leaders...), f.hub)
+	all := f.procs()
 	for _, c := range all {
 		if c != nil && c.Process != nil {
 			_ = c.Process.Signal(syscall.SIGTERM)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"syscall"
 )
@@ -37,5 +38,18 @@ func inNetns(args []string) error {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, self, "run"}, args...)...)
 	cmd.Env = append(os.Environ(), "OTASCALE_NETNS="+ns)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	return cmd.Run()
+	// On SIGINT or SIGTERM the inner run stops its fleet; this process
+	// waits for it, then removes the namespace.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		for sig := range sigs {
+			_ = cmd.Process.Signal(sig)
+		}
+	}()
+	return cmd.Wait()
 }
