@@ -199,6 +199,11 @@ func (c Config) memberlistConfig(d *delegate, keyring *memberlist.Keyring, logOu
 	mc.Keyring = keyring
 	mc.GossipVerifyIncoming = true
 	mc.GossipVerifyOutgoing = true
+	// Compression saves little on packets this small and allocates an LZW
+	// table per message: at thousands of members, most of gossip's CPU
+	// and garbage (e2e/otascale). Members decompress what others send
+	// either way.
+	mc.EnableCompression = false
 	mc.Delegate = d
 	mc.Events = d
 	mc.Ping = d

@@ -253,6 +253,7 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 		return linkReply{Error: "a node of site " + peer.Site + " cannot report for site " + rep.Site}
 	}
 	if !n.group.IsLeader() {
+		n.hubRoster.reset()
 		if r := n.group.Raft(); r != nil {
 			if addr, _ := r.LeaderWithID(); addr != "" {
 				return linkReply{Redirect: string(addr)}
@@ -274,7 +275,7 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 			labels = map[string]string{}
 		}
 		labels["outpost.dev/site"] = rep.Site
-		if err := upsertNode(ctx, store, nd.Name, labels, nd.Status, now, n.cfg.HeartbeatInterval); err != nil {
+		if err := n.hubRoster.upsert(ctx, store, nd.Name, labels, nd.Status, now, n.cfg.HeartbeatInterval); err != nil {
 			return linkReply{Error: "record roster: " + err.Error()}
 		}
 		if nd.Status.Version != "" {

@@ -53,8 +53,11 @@ type Node struct {
 	otaSite   *control.Site
 	otaHub    *control.Hub // hub members only
 	seeds     seedCache    // hub members: gossip seeds for joining nodes
-	reg       *prometheus.Registry
-	started   time.Time
+	// siteRoster and hubRoster skip unchanged Nodes: the site's own
+	// roster, and (hub members) the rosters sites report.
+	siteRoster, hubRoster rosterCache
+	reg                   *prometheus.Registry
+	started               time.Time
 }
 
 // New validates cfg, takes the data dir, loads (or, for a new hub, creates)

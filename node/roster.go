@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -43,6 +44,7 @@ func (n *Node) runRoster(ctx context.Context) error {
 			}
 		}
 		if !n.group.IsLeader() {
+			n.siteRoster.reset()
 			continue
 		}
 		members := n.gossip.Members()
@@ -162,7 +164,7 @@ func (n *Node) writeRoster(ctx context.Context, members []gossip.Member) error {
 			Raft: &NodeRaftState{State: raftState},
 		}
 		labels := nodeLabels(m)
-		if err := upsertNode(ctx, n.group.Store(), m.Name, labels, st, now, n.cfg.HeartbeatInterval); err != nil {
+		if err := n.siteRoster.upsert(ctx, n.group.Store(), m.Name, labels, st, now, n.cfg.HeartbeatInterval); err != nil {
 			return err
 		}
 	}
@@ -217,6 +219,56 @@ func upsertNode(ctx context.Context, store *consensus.Store, name string, labels
 	next.ResourceVersion = ""
 	_, err = store.UpdateStatus(ctx, &NodeKind, next)
 	return err
+}
+
+// rosterCache remembers what a leader last wrote to each Node, so that it
+// reads and writes a Node only when its state changed or its lastSeen is
+// due: ten thousand unchanged nodes cost no store reads per report. A
+// leader resets it when it loses leadership.
+type rosterCache struct {
+	mu sync.Mutex
+	m  map[string]rosterEntry
+}
+
+type rosterEntry struct {
+	fingerprint string    // labels and status, lastSeen left out
+	at          time.Time // when the store was last brought in line
+}
+
+func (c *rosterCache) reset() {
+	c.mu.Lock()
+	c.m = nil
+	c.mu.Unlock()
+}
+
+// upsert is upsertNode, skipped while the node is as last written and its
+// lastSeen is not due.
+func (c *rosterCache) upsert(ctx context.Context, store *consensus.Store, name string, labels map[string]string, st NodeStatus, now time.Time, refresh time.Duration) error {
+	st.LastSeen, st.HeartbeatTime = nil, nil
+	b, _ := json.Marshal(struct {
+		L map[string]string
+		S NodeStatus
+	}{labels, st})
+	fp := string(b)
+	c.mu.Lock()
+	e, ok := c.m[name]
+	c.mu.Unlock()
+	if ok && e.fingerprint == fp && now.Sub(e.at) < refresh {
+		return nil
+	}
+	if err := upsertNode(ctx, store, name, labels, st, now, refresh); err != nil {
+		c.mu.Lock()
+		delete(c.m, name)
+		c.mu.Unlock()
+		return err
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]rosterEntry{}
+	}
+	c.m[name] = rosterEntry{fingerprint: fp, at: now}
+	c.mu.Unlock()
+	return nil
 }
 
 func jsonEq(a, b any) bool {

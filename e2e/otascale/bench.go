@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -32,7 +33,7 @@ func runBench(args []string) error {
 	procs := fs.Int("procs", 10, "simulator processes")
 	bin := fs.String("outpost", "bin/outpost", "the outpost binary")
 	dir := fs.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
-	profile := fs.String("heap-profiles", "", "directory for the simulators' heap profiles")
+	profile := fs.String("profiles", "", "directory for profiles: the simulators' heap, and the hub's and a leader's CPU (idle) and heap")
 	_ = fs.Parse(args)
 	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
 		return fmt.Errorf("-sites and -per-site must be between 10 and 250")
@@ -109,7 +110,18 @@ func runBench(args []string) error {
 		return err
 	}
 	phase("fleet of %d nodes up in %s; letting it settle for 30 s", total, time.Since(t0).Round(time.Second))
-	time.Sleep(30 * time.Second)
+	time.Sleep(15 * time.Second)
+	cpu0 := f.fleetCPU()
+	if f.profile != "" {
+		f.saveProfiles("idle-")
+	} else {
+		time.Sleep(15 * time.Second)
+	}
+	var idle [3]float64
+	for i, v := range f.fleetCPU() {
+		idle[i] = (v - cpu0[i]) / 15
+	}
+	phase("the idle fleet uses %.2f cores (hub, leaders, simulated members: %.2f)", idle[0]+idle[1]+idle[2], idle)
 
 	small := filepath.Join(*dir, "files", "small.txt")
 	if err := os.WriteFile(small, []byte("outpost scale benchmark: a small file to read\n"), 0o644); err != nil {
@@ -173,9 +185,9 @@ func runBench(args []string) error {
 
 	mem := f.memory()
 	if f.profile != "" {
-		f.saveProfiles()
+		f.saveProfiles("")
 	}
-	printTable(os.Stdout, tableInput{rows: rows, write: w, sent: sent, raw: float64(after - before), mem: mem, total: total, sites: *sites, perSite: *perSite, procs: *procs})
+	printTable(os.Stdout, tableInput{idle: idle, rows: rows, write: w, sent: sent, raw: float64(after - before), mem: mem, total: total, sites: *sites, perSite: *perSite, procs: *procs})
 	return nil
 }
 
@@ -327,22 +339,58 @@ func hubBytes() (int64, error) {
 	return 0, fmt.Errorf("iptables: the otascale-hub rule is gone")
 }
 
-// saveProfiles fetches the heap profiles of the hub and the first site's
-// leader from their control sockets.
-func (f *fleet) saveProfiles() {
+// saveProfiles fetches profiles of the hub and the first site's leader
+// from their control sockets: heap profiles, or with prefix "idle-" 15 s CPU
+// profiles (taken together).
+func (f *fleet) saveProfiles(prefix string) {
+	path := "/debug/pprof/heap"
+	if prefix != "" {
+		path = "/debug/pprof/profile?seconds=15"
+	}
+	var wg sync.WaitGroup
 	for name, dataDir := range map[string]string{"hub": filepath.Join(f.dir, "hub"), "leader": filepath.Join(f.dir, "leaders", siteName(1))} {
-		sock := filepath.Join(dataDir, node.SocketName)
-		c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
-		}}}
-		resp, err := c.Get("http://outpost/debug/pprof/heap")
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sock := filepath.Join(dataDir, node.SocketName)
+			c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			}}}
+			resp, err := c.Get("http://outpost" + path)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "otascale: profile of", name+":", err)
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			_ = os.WriteFile(filepath.Join(f.profile, prefix+name+".pprof"), b, 0o644)
+		}()
+	}
+	wg.Wait()
+}
+
+// guardMemory stops the benchmark before the machine runs out of memory:
+// below 1 GiB available it kills the fleet and exits.
+func guardMemory(f *fleet) {
+	for range time.Tick(time.Second) {
+		b, err := os.ReadFile("/proc/meminfo")
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "otascale: heap profile of", name+":", err)
-			continue
+			return
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		_ = os.WriteFile(filepath.Join(f.profile, name+".pprof"), b, 0o644)
+		for _, line := range strings.Split(string(b), "\n") {
+			if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+				if kb < 1<<20 {
+					fmt.Fprintf(os.Stderr, "otascale: only %d MiB of memory left; stopping the fleet (use fewer -sites or -per-site)\n", kb>>10)
+					for _, c := range f.procs() {
+						if c != nil && c.Process != nil {
+							_ = c.Process.Kill()
+						}
+					}
+					os.Exit(1)
+				}
+			}
+		}
 	}
 }
 
@@ -382,29 +430,4 @@ func (f *fleet) spread(task string, applied time.Time) string {
 	}
 	return fmt.Sprintf("started at %.0f/%.0f/%.0f s, completed at %.0f/%.0f/%.0f s (min/median/max)",
 		q(starts, 0), q(starts, 0.5), q(starts, 1), q(ends, 0), q(ends, 0.5), q(ends, 1))
-}
-
-// guardMemory stops the benchmark before the machine runs out of memory:
-// below 1 GiB available it kills the fleet and exits.
-func guardMemory(f *fleet) {
-	for range time.Tick(time.Second) {
-		b, err := os.ReadFile("/proc/meminfo")
-		if err != nil {
-			return
-		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
-				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-				if kb < 1<<20 {
-					fmt.Fprintf(os.Stderr, "otascale: only %d MiB of memory left; stopping the fleet (use fewer -sites or -per-site)\n", kb>>10)
-					for _, c := range f.procs() {
-						if c != nil && c.Process != nil {
-							_ = c.Process.Kill()
-						}
-					}
-					os.Exit(1)
-				}
-			}
-		}
-	}
 }

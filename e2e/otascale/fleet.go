@@ -130,71 +130,96 @@ func (f *fleet) startLeaders(tokens map[string]string) error {
 	return nil
 }
 
-// startSims spreads the sites over procs simulator processes and waits
-// until every one has all its members running.
+// startSims spreads the sites over procs simulator processes and starts
+// them one at a time, each once the previous one's members are alive at
+// the hub: on one machine, 10,000 members joining at once starve each
+// other's gossip of CPU.
 func (f *fleet) startSims(procs int, tokensFile string) error {
 	groups := make([][]string, procs)
 	for k := 1; k <= f.sites; k++ {
 		groups[(k-1)%procs] = append(groups[(k-1)%procs], strconv.Itoa(k))
 	}
-	ready := make(chan error, procs)
+	alive := f.sites + 1
 	for i, g := range groups {
 		if len(g) == 0 {
 			continue
 		}
-		name := fmt.Sprintf("sim-%02d", i)
-		cmd := exec.Command(f.self, "sim", "-hub", hubAddr+":7443", "-tokens", tokensFile, "-sites", strings.Join(g, ","),
-			"-per-site", strconv.Itoa(f.perSite), "-dir", filepath.Join(f.dir, name))
-		if f.profile != "" {
-			cmd.Args = append(cmd.Args, "-heap-profile", filepath.Join(f.profile, name+".pprof"))
-		}
-		logf, err := os.Create(filepath.Join(f.dir, "logs", name+".log"))
-		if err != nil {
+		if err := f.startSim(fmt.Sprintf("sim-%02d", i), g, tokensFile); err != nil {
 			return err
 		}
-		cmd.Stderr = logf
-		// Simulated members trade CPU for memory: 10,000 of them share
-		// the machine with their leaders and the hub.
-		cmd.Env = append(os.Environ(), "GOGC=50")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
+		alive += len(g) * (f.perSite - 1)
+		if err := f.waitNodes(alive, 10*time.Minute); err != nil {
 			return err
-		}
-		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("start %s: %w", name, err)
-		}
-		f.mu.Lock()
-		f.sims = append(f.sims, cmd)
-		f.mu.Unlock()
-		go func() {
-			defer logf.Close()
-			sc := bufio.NewScanner(stdout)
-			ok := false
-			for sc.Scan() {
-				if !ok && strings.HasPrefix(sc.Text(), "ready") {
-					ok = true
-					ready <- nil
-				}
-			}
-			_ = cmd.Wait()
-			if !ok {
-				ready <- fmt.Errorf("%s exited before it was ready; see %s", name, logf.Name())
-			}
-		}()
-	}
-	timeout := time.After(20 * time.Minute)
-	for range f.sims {
-		select {
-		case err := <-ready:
-			if err != nil {
-				return err
-			}
-		case <-timeout:
-			return fmt.Errorf("simulators not ready in 20 minutes; see %s/logs", f.dir)
 		}
 	}
 	return nil
+}
+
+// startSim starts one simulator process and waits until all its members
+// run.
+func (f *fleet) startSim(name string, sites []string, tokensFile string) error {
+	cmd := exec.Command(f.self, "sim", "-hub", hubAddr+":7443", "-tokens", tokensFile, "-sites", strings.Join(sites, ","),
+		"-per-site", strconv.Itoa(f.perSite), "-dir", filepath.Join(f.dir, name))
+	if f.profile != "" {
+		cmd.Args = append(cmd.Args, "-heap-profile", filepath.Join(f.profile, name+".pprof"))
+	}
+	logf, err := os.Create(filepath.Join(f.dir, "logs", name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = logf
+	// Simulated members trade CPU for memory: 10,000 of them share the
+	// machine with their leaders and the hub.
+	cmd.Env = append(os.Environ(), "GOGC=50")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	f.mu.Lock()
+	f.sims = append(f.sims, cmd)
+	f.mu.Unlock()
+	ready := make(chan error, 1)
+	go func() {
+		defer logf.Close()
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			if !ok && strings.HasPrefix(sc.Text(), "ready") {
+				ok = true
+				ready <- nil
+			}
+		}
+		_ = cmd.Wait()
+		if !ok {
+			ready <- fmt.Errorf("%s exited before it was ready; see %s", name, logf.Name())
+		}
+	}()
+	select {
+	case err := <-ready:
+		return err
+	case <-time.After(10 * time.Minute):
+		return fmt.Errorf("%s not ready in 10 minutes; see %s", name, logf.Name())
+	}
+}
+
+// fleetCPU is the CPU seconds used so far by the hub, the site leaders
+// and the simulators.
+func (f *fleet) fleetCPU() [3]float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out [3]float64
+	for i, cmds := range [][]*exec.Cmd{{f.hub}, f.leaders, f.sims} {
+		for _, c := range cmds {
+			if c != nil && c.Process != nil {
+				out[i] += cpuSeconds(c.Process.Pid)
+			}
+		}
+	}
+	return out
 }
 
 // nodeStates counts the hub's Node objects by state.

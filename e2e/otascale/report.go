@@ -60,6 +60,7 @@ type tableInput struct {
 	mem                   memStats
 	total, sites, perSite int
 	procs                 int
+	idle                  [3]float64 // cores: hub, leaders, simulators
 }
 
 // printTable prints the README's table.
@@ -78,6 +79,7 @@ func printTable(w io.Writer, in tableInput) {
 	fmt.Fprintf(w, "\n| measure | value |\n|---|--:|\n")
 	fmt.Fprintf(w, "| bytes the hub sent during the write (idle traffic taken off) | %.1f MiB (%.2f× the 10 MiB of once per site; 100 MiB if sent per node) |\n", in.sent/mib, in.sent/(10*mib))
 	fmt.Fprintf(w, "| the same, raw | %.1f MiB |\n", in.raw/mib)
+	fmt.Fprintf(w, "| CPU of the idle fleet: hub / site leaders / simulated members | %.2f / %.2f / %.2f cores |\n", in.idle[0], in.idle[1], in.idle[2])
 	fmt.Fprintf(w, "| hub peak memory (VmHWM) | %.0f MiB |\n", in.mem.hub)
 	fmt.Fprintf(w, "| site leader peak memory, max / mean | %.0f / %.0f MiB |\n", in.mem.leaderMax, in.mem.leaderMean)
 	fmt.Fprintf(w, "| simulated members, all processes / per member | %.0f MiB / %.2f MiB |\n", in.mem.simTotal, in.mem.simPerMember)

@@ -40,9 +40,11 @@ func nodeIP(k, j int) string   { return fmt.Sprintf("127.1.%d.%d", k, j+1) }
 // 10,000 memberlists, so each probes and pushes its state less often than
 // a real host would. Their site leaders run with --gossip-profile wan.
 func slowGossip(c *gossip.Config) {
-	c.ProbeInterval = 15 * time.Second
-	c.GossipInterval = time.Second
-	c.PushPullInterval = 5 * time.Minute
+	c.ProbeInterval = 30 * time.Second
+	c.ProbeTimeout = 5 * time.Second
+	c.SuspicionMult = 8
+	c.GossipInterval = 2 * time.Second
+	c.PushPullInterval = 10 * time.Minute
 }
 
 // runSim hosts the stateless members of some sites until SIGTERM.
@@ -54,7 +56,7 @@ func runSim(args []string) error {
 	perSite := fs.Int("per-site", 100, "nodes per site, the leader included")
 	dir := fs.String("dir", "", "directory for the members' data")
 	parallel := fs.Int("join-parallel", 8, "joins in flight")
-	heapProfile := fs.String("heap-profile", "", "write a heap profile here a minute after all members run")
+	heapProfile := fs.String("heap-profile", "", "write a heap profile here a minute after all members run, and a CPU profile of the 15 s before it")
 	_ = fs.Parse(args)
 	if *tokensFile == "" || *sites == "" || *dir == "" {
 		return fmt.Errorf("sim needs -tokens, -sites and -dir")
@@ -146,7 +148,13 @@ func writeHeapProfile(ctx context.Context, path string) {
 	select {
 	case <-ctx.Done():
 		return
-	case <-time.After(time.Minute):
+	case <-time.After(45 * time.Second):
+	}
+	if cf, err := os.Create(path + ".cpu"); err == nil {
+		_ = pprof.StartCPUProfile(cf)
+		time.Sleep(15 * time.Second)
+		pprof.StopCPUProfile()
+		cf.Close()
 	}
 	f, err := os.Create(path)
 	if err != nil {
