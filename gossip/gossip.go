@@ -115,8 +115,34 @@ func (g *Gossip) Run(ctx context.Context) (err error) {
 	defer func() { err = errors.Join(err, g.stop(ml)) }()
 
 	g.join(ctx, ml)
-	<-ctx.Done()
-	return nil
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			g.clearRefuted(ml)
+		}
+	}
+}
+
+// clearRefuted marks alive again the suspects that memberlist holds alive:
+// a suspect that refutes the suspicion (an alive message with a higher
+// incarnation) raises no memberlist event, and this node's next direct
+// probe of it may be minutes away in a large site.
+func (g *Gossip) clearRefuted(ml *memberlist.Memberlist) {
+	var alive []string
+	for _, n := range ml.Members() {
+		if n.State == memberlist.StateAlive {
+			alive = append(alive, n.Name)
+		}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, name := range alive {
+		g.emitLocked(g.members.refuted(name, time.Now(), time.Second))
+	}
 }
 
 // create makes the memberlist, holding mlMu so that an UpdateMeta cannot

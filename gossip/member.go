@@ -155,6 +155,16 @@ func (t *table) acked(name string, now time.Time) []Event {
 	return []Event{{Type: EventAlive, Member: e.export()}}
 }
 
+// refuted records that memberlist holds name alive again, once its
+// suspicion is older than grace (memberlist logs a suspicion, which is how
+// this table learns of it, a moment before it marks the node suspect).
+func (t *table) refuted(name string, now time.Time, grace time.Duration) []Event {
+	if e, ok := t.members[name]; !ok || e.State != Suspect || now.Sub(e.Since) < grace {
+		return nil
+	}
+	return t.acked(name, now)
+}
+
 // prune forgets the members that have been Dead or Left for longer than the
 // retention. The local member is never pruned.
 func (t *table) prune(now time.Time) {

@@ -187,3 +187,24 @@ func TestEventTypeString(t *testing.T) {
 		}
 	}
 }
+
+// TestTableRefuted checks that a suspicion memberlist no longer holds is
+// cleared, but not in the moment between memberlist's log line and its
+// own suspect mark.
+func TestTableRefuted(t *testing.T) {
+	t.Parallel()
+	tb := newTable("self", time.Hour)
+	t0 := time.Unix(1000, 0)
+	tb.alive(Meta{Name: "a"}, false, "", t0)
+	tb.suspect("a", t0)
+	if evs := tb.refuted("a", t0.Add(500*time.Millisecond), time.Second); len(evs) != 0 {
+		t.Errorf("refuted within the grace: %v", evs)
+	}
+	evs := tb.refuted("a", t0.Add(2*time.Second), time.Second)
+	if len(evs) != 1 || evs[0].Type != EventAlive {
+		t.Fatalf("refuted after the grace: %v, want one EventAlive", evs)
+	}
+	if evs := tb.refuted("a", t0.Add(3*time.Second), time.Second); len(evs) != 0 {
+		t.Errorf("refuted an alive member: %v", evs)
+	}
+}
