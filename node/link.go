@@ -398,6 +398,7 @@ func (n *Node) markNodesUnknown(ctx context.Context, site string) {
 		_ = next.SetStatus(st)
 		next.ResourceVersion = o.ResourceVersion
 		_, _ = store.UpdateStatus(ctx, &NodeKind, next)
+		n.hubRoster.forget(o.Name) // the site's next report writes it again
 	}
 }
 

@@ -241,6 +241,13 @@ func (c *rosterCache) reset() {
 	c.mu.Unlock()
 }
 
+// forget drops what the cache knows of a Node written by someone else.
+func (c *rosterCache) forget(name string) {
+	c.mu.Lock()
+	delete(c.m, name)
+	c.mu.Unlock()
+}
+
 // upsert is upsertNode, skipped while the node is as last written and its
 // lastSeen is not due.
 func (c *rosterCache) upsert(ctx context.Context, store *consensus.Store, name string, labels map[string]string, st NodeStatus, now time.Time, refresh time.Duration) error {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond Go: iproute2, iptables and ping for the
 # multi-host tests in network namespaces, Ansible for playbook steps, skopeo
-# (a real OCI client) and the OCI conformance suite (built once into
+# (a real OCI client), CNCF Distribution (docker-registry, an origin registry
+# for the fetch tests) and the OCI conformance suite (built once into
 # .build/tools) for the registry, and staticcheck; raises the UDP buffers
 # quic-go asks for. Idempotent: it installs
 # only what is missing. Needs root for the packages and the sysctl.
@@ -15,6 +16,7 @@ command -v iptables >/dev/null || need+=(iptables)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v ansible-playbook >/dev/null || need+=(ansible-core)
 command -v skopeo >/dev/null || need+=(skopeo)
+command -v docker-registry >/dev/null || need+=(docker-registry)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; install them (as root: apt-get install ${need[*]}) or run make test as root" >&2

@@ -12,9 +12,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain fails the package when a test leaves a goroutine running.
+// TestMain fails the package when a test leaves a goroutine running. A
+// server connection that closes after a request body it did not read
+// (an upload over the limit) lingers 500 ms in closeWriteAndWait, longer
+// than goleak retries: it ends by itself and is not a leak.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("net/http.(*conn).closeWriteAndWait"))
 }
 
 // testToken is the API token the push tests authenticate with.

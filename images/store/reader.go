@@ -21,7 +21,9 @@ import (
 // yet, until they arrive, the write is aborted (the read fails with
 // ErrAborted) or the context given to Open is done. Bytes served before an
 // abort were not verified: a server streaming them must abort its response
-// so the client does not take them for a whole blob.
+// so the client does not take them for a whole blob. The last byte of the
+// blob is returned only once the write is committed, so a follower never
+// reads a whole blob that fails verification.
 type Reader struct {
 	s   *Store
 	d   digest.Digest
@@ -181,8 +183,15 @@ func (r *Reader) readAvailable(p []byte, off int64) (int, error) {
 		if st.size >= 0 && off >= st.size {
 			return 0, io.EOF
 		}
-		if st.n > off {
-			want := min(int64(len(p)), st.n-off)
+		// The last byte of a blob of known size is held back until the
+		// write is committed (verified): a follower that reads to the end
+		// never holds a whole blob that later fails its digest.
+		avail := st.n
+		if !st.done && st.size >= 0 && avail >= st.size {
+			avail = st.size - 1
+		}
+		if avail > off {
+			want := min(int64(len(p)), avail-off)
 			k, rerr := r.f.ReadAt(p[:want], off)
 			if rerr == io.EOF && k > 0 {
 				rerr = nil

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 )
@@ -494,5 +496,63 @@ func TestCloseAbortsWrites(t *testing.T) {
 	}
 	if files := f.files(); len(files) != 0 {
 		t.Fatalf("files left: %v", files)
+	}
+}
+
+// TestFollowerHoldsBackTheLastByte: a follower of a blob of known size
+// reads all but its last byte while the write is open, so it never holds
+// a whole blob that then fails verification; the last byte comes with the
+// commit.
+func TestFollowerHoldsBackTheLastByte(t *testing.T) {
+	t.Parallel()
+	for _, good := range []bool{true, false} {
+		t.Run(fmt.Sprintf("verified=%v", good), func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, nil)
+			content := randomBytes(t, 50_000)
+			d := digest.FromBytes(content)
+			w, err := f.Begin(d, int64(len(content)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := f.Open(context.Background(), d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			written := append([]byte(nil), content...)
+			if !good {
+				written[10] ^= 1
+			}
+			if _, err := w.Write(written); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(content))
+			n, err := io.ReadAtLeast(r, got, len(content)-1)
+			if err != nil || n != len(content)-1 {
+				t.Fatalf("read %d bytes before the commit (%v), want all but the last", n, err)
+			}
+			last := make(chan error, 1)
+			go func() {
+				_, err := io.ReadFull(r, got[n:])
+				last <- err
+			}()
+			select {
+			case err := <-last:
+				t.Fatalf("the last byte was read before the commit: %v", err)
+			case <-time.After(50 * time.Millisecond):
+			}
+			cerr := w.Commit()
+			err = <-last
+			if good {
+				if cerr != nil || err != nil || !bytes.Equal(got, content) {
+					t.Fatalf("commit %v, last read %v", cerr, err)
+				}
+				return
+			}
+			if !errors.Is(cerr, ErrDigestMismatch) || !errors.Is(err, ErrAborted) {
+				t.Fatalf("commit %v, last read %v: want a mismatch and an aborted read", cerr, err)
+			}
+		})
 	}
 }
