@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -264,6 +265,7 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	store := n.group.Store()
 	revoked := n.revokedNames(ctx)
 	now := time.Now()
+	n.siteClock.mark(n.group.Status().Term, rep.Site, now)
 	versions := map[string]bool{}
 	for _, nd := range rep.Nodes {
 		if slices.Contains(revoked, nd.Name) {
@@ -319,7 +321,7 @@ func (n *Node) writeSiteStatus(ctx context.Context, site string, st SiteStatus) 
 	_ = cur.DecodeStatus(&old)
 	now := metav1.Now()
 	st.LastSeen = &now
-	if old.LastSeen != nil && st.Connected && jsonEq(withoutSeen(old), withoutSeen(st)) && now.Sub(old.LastSeen.Time) < linkTimeout/2 {
+	if old.LastSeen != nil && st.Connected && jsonEq(withoutSeen(old), withoutSeen(st)) && now.Sub(old.LastSeen.Time) < siteSeenPersist {
 		return nil
 	}
 	next := cur.DeepCopy()
@@ -329,6 +331,48 @@ func (n *Node) writeSiteStatus(ctx context.Context, site string, st SiteStatus) 
 	next.ResourceVersion = ""
 	_, err = store.UpdateStatus(ctx, &SiteKind, next)
 	return err
+}
+
+// siteSeenPersist is how often a reporting site's stored lastSeen is
+// refreshed; the hub leader keeps the exact time of each report in memory
+// (siteClock), so a hundred sites cost a few writes a second, not one per
+// report, and a slow Raft log does not make a reporting site look silent.
+const siteSeenPersist = 30 * time.Second
+
+// siteClock is the hub leader's memory of when each site last reported,
+// for the current Raft term: a new term (a new leader) starts from a grace
+// in which every site counts as just heard.
+type siteClock struct {
+	mu   sync.Mutex
+	term uint64
+	seen map[string]time.Time
+}
+
+func (c *siteClock) at(term uint64) {
+	if c.term != term || c.seen == nil {
+		c.term, c.seen = term, map[string]time.Time{}
+	}
+}
+
+// mark records a report from site.
+func (c *siteClock) mark(term uint64, site string, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at(term)
+	c.seen[site] = t
+}
+
+// last returns when site last reported in term, now when not yet.
+func (c *siteClock) last(term uint64, site string, now time.Time) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.at(term)
+	t, ok := c.seen[site]
+	if !ok {
+		c.seen[site] = now
+		return now
+	}
+	return t
 }
 
 func withoutSeen(s SiteStatus) SiteStatus { s.LastSeen = nil; return s }
@@ -358,12 +402,17 @@ func (n *Node) monitorSites(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	term, now := n.group.Status().Term, time.Now()
 	for _, o := range sites.Items {
 		var st SiteStatus
-		if o.Name == HubSite || o.DecodeStatus(&st) != nil || !st.Connected || st.LastSeen == nil || time.Since(st.LastSeen.Time) < linkTimeout {
+		if o.Name == HubSite || o.DecodeStatus(&st) != nil || !st.Connected {
 			continue
 		}
-		n.log.Warn("site link silent; marking the site disconnected", "peer_site", o.Name, "last_seen", st.LastSeen.Time)
+		last := n.siteClock.last(term, o.Name, now)
+		if now.Sub(last) < linkTimeout {
+			continue
+		}
+		n.log.Warn("site link silent; marking the site disconnected", "peer_site", o.Name, "last_seen", last)
 		st.Connected = false
 		next := o.DeepCopy()
 		_ = next.SetStatus(st)

@@ -56,6 +56,7 @@ type Node struct {
 	// siteRoster and hubRoster skip unchanged Nodes: the site's own
 	// roster, and (hub members) the rosters sites report.
 	siteRoster, hubRoster rosterCache
+	siteClock             siteClock // hub leader: when each site last reported
 	reg                   *prometheus.Registry
 	started               time.Time
 }
