@@ -168,9 +168,9 @@ func (f *fleet) startSim(name string, sites []string, tokensFile string) error {
 		return err
 	}
 	cmd.Stderr = logf
-	// Simulated members trade CPU for memory: 10,000 of them share the
-	// machine with their leaders and the hub.
-	cmd.Env = append(os.Environ(), "GOGC=50")
+	// Go's default GOGC, set so that a GOGC in the environment does not
+	// change the simulators' CPU and memory.
+	cmd.Env = append(os.Environ(), "GOGC=100")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

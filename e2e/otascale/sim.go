@@ -40,7 +40,7 @@ func nodeIP(k, j int) string   { return fmt.Sprintf("127.1.%d.%d", k, j+1) }
 // 10,000 memberlists, so each probes and pushes its state less often than
 // a real host would. Their site leaders run with --gossip-profile wan.
 func slowGossip(c *gossip.Config) {
-	c.ProbeInterval = 30 * time.Second
+	c.ProbeInterval = time.Minute
 	c.ProbeTimeout = 5 * time.Second
 	c.SuspicionMult = 8
 	c.GossipInterval = 2 * time.Second
