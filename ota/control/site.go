@@ -304,6 +304,10 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 			queued = append(queued, o)
 		}
 	}
+	// Devices that start are marked Running concurrently, so that Raft
+	// commits them together rather than one fsync after another.
+	starts, sctx := errgroup.WithContext(ctx)
+	starts.SetLimit(64)
 	for _, o := range queued {
 		var st DeviceRunStatus
 		_ = o.DecodeStatus(&st)
@@ -327,14 +331,17 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 		default:
 			start := metav1.NewTime(now)
 			st.Result.Phase, st.Result.StartTime = ota.DeviceRunning, &start
-			if err := s.setRun(ctx, o, st); err != nil {
-				return err
-			}
 			running++
-			s.launch(ctx, eg, a, spec)
+			starts.Go(func() error {
+				if err := s.setRun(sctx, o, st); err != nil {
+					return err
+				}
+				s.launch(ctx, eg, a, spec)
+				return nil
+			})
 		}
 	}
-	return nil
+	return starts.Wait()
 }
 
 // watchRunning fails a run past its device timeout and re-launches a run
