@@ -48,6 +48,10 @@ type Site struct {
 	mu       sync.Mutex
 	inflight map[string]context.CancelFunc // DeviceRun name → cancel
 	canceled map[string]bool               // DeviceRuns whose kill was sent
+	// done maps assignment UIDs to the version whose runs had all ended
+	// when last listed: dispatch skips them until the hub sends a new
+	// version, so finished tasks cost no work per pass.
+	done map[string]int
 }
 
 // NewSite validates cfg.
@@ -254,6 +258,7 @@ func (s *Site) Run(ctx context.Context) error {
 func (s *Site) cancelAll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.done = nil
 	for name, cancel := range s.inflight {
 		cancel()
 		delete(s.inflight, name)
@@ -267,15 +272,30 @@ func (s *Site) dispatch(ctx context.Context, eg *errgroup.Group) error {
 	if err != nil {
 		return err
 	}
+	live := map[string]bool{}
 	for _, t := range tasks.Items {
 		var spec SiteTaskSpec
 		if t.DecodeSpec(&spec) != nil || spec.Assignment.Spec == nil {
+			continue
+		}
+		live[spec.Assignment.UID] = true
+		s.mu.Lock()
+		v, ended := s.done[spec.Assignment.UID]
+		s.mu.Unlock()
+		if ended && v == spec.Assignment.Version {
 			continue
 		}
 		if err := s.dispatchTask(ctx, eg, &spec.Assignment); err != nil {
 			return fmt.Errorf("task %s: %w", spec.Assignment.Task, err)
 		}
 	}
+	s.mu.Lock()
+	for uid := range s.done {
+		if !live[uid] {
+			delete(s.done, uid)
+		}
+	}
+	s.mu.Unlock()
 	return nil
 }
 
@@ -303,6 +323,15 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 		case ota.DeviceQueued, "":
 			queued = append(queued, o)
 		}
+	}
+	if running == 0 && len(queued) == 0 {
+		s.mu.Lock()
+		if s.done == nil {
+			s.done = map[string]int{}
+		}
+		s.done[a.UID] = a.Version
+		s.mu.Unlock()
+		return nil
 	}
 	// Devices that start are marked Running concurrently, so that Raft
 	// commits them together rather than one fsync after another.
