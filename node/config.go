@@ -84,10 +84,30 @@ type Config struct {
 	GossipProfile string
 	// ShutdownTimeout bounds a graceful stop.
 	ShutdownTimeout time.Duration
+
+	// RegistryAddr is where the node's image mirror (the OCI pull API for
+	// the host's container runtime) listens, plain HTTP (--registry-addr;
+	// "" turns the mirror off).
+	RegistryAddr string
+	// RegistryAddrSet says --registry-addr was given explicitly: only then
+	// is an address in use an error; the default address in use (a local
+	// registry on port 5000) turns the mirror off with a warning.
+	RegistryAddrSet bool
+	// CacheSize bounds the bytes of image blobs the node keeps; the least
+	// recently used are evicted beyond it (--cache-size; 0: no bound).
+	CacheSize int64
+	// RegistryPush lets a hub member accept authenticated pushes to the
+	// hub's own registry on its mirror (--registry-push).
+	RegistryPush bool
+	// RegistryDefaultNS is the registry a mirror request without ?ns= is
+	// for (--registry-default-ns): "" the hub's own registry, "docker.io"
+	// for Docker's registry-mirrors, which sends no ns.
+	RegistryDefaultNS string
 }
 
 // DefaultConfig returns the embedded default: a one-node hub in
-// ./outpost-data with its API on 127.0.0.1:7080.
+// ./outpost-data with its API on 127.0.0.1:7080 and its image mirror on
+// 127.0.0.1:5000 (a 20 GiB cache).
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
@@ -107,6 +127,8 @@ func DefaultConfig() Config {
 		OTAPolicy:         agent.DefaultPolicy(),
 		ShutdownTimeout:   15 * time.Second,
 		GossipProfile:     "lan",
+		RegistryAddr:      DefaultRegistryAddr,
+		CacheSize:         DefaultCacheSize,
 	}
 }
 
@@ -181,6 +203,7 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval))
 	}
+	errs = append(errs, c.validateImages()...)
 	return errors.Join(errs...)
 }
 

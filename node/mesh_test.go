@@ -196,7 +196,8 @@ func TestCertificateRenewal(t *testing.T) {
 		return nil
 	})
 	renewed := time.Now()
-	eventually(t, 30*time.Second, func() error {
+	// The hub persists a reporting site's lastSeen every 30 s.
+	eventually(t, 60*time.Second, func() error {
 		var site object
 		code, b := hub.do(t, call{method: http.MethodGet, path: sitesPath + "/r"})
 		if code != http.StatusOK {

@@ -59,6 +59,7 @@ type Node struct {
 	siteClock             siteClock // hub leader: when each site last reported
 	reg                   *prometheus.Registry
 	started               time.Time
+	images                *imageCache // nil: no image cache (an edge node with the mirror off)
 }
 
 // New validates cfg, takes the data dir, loads (or, for a new hub, creates)
@@ -108,8 +109,14 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if err = n.newOTA(); err != nil {
 		return n, err
 	}
+	if err = n.newImages(); err != nil {
+		return n, err
+	}
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(n.group.Collector())
+	if n.images != nil {
+		n.images.register(n.reg)
+	}
 	if n.id.Role == RoleHub {
 		n.api = newAPIServer(n.group, &authenticator{store: n.group.Store(), now: time.Now}, n.log.With("component", "api"))
 		n.api.forward = n.forwardToLeader
@@ -184,7 +191,12 @@ func (n *Node) newTransport() error {
 	}
 	tc.GetCertificate = n.id.certificate
 	tc.CAs = n.id.caPool()
-	tc.Authorize = n.authorizeStream
+	tc.Authorize = func(p transport.Peer, k transport.Kind) error {
+		if k == transport.KindBlob {
+			return n.authorizeBlobStream(p)
+		}
+		return n.authorizeStream(p, k)
+	}
 	tc.Revoked = n.isRevoked
 	tc.Logger = n.log
 	ep, err := transport.New(tc)
@@ -214,7 +226,9 @@ func (n *Node) newGroup(logger *slog.Logger) error {
 	gcfg.Bootstrap = n.id.BootstrapSite
 	gcfg.Transport = n.raftNet
 	gcfg.Logger = logger.With("node", n.id.Name, "site", n.id.Site)
-	g, err := consensus.New(gcfg, CoreKinds())
+	kinds := CoreKinds()
+	kinds.MustRegister(BlobHoldersKind) // the site's blob index (images)
+	g, err := consensus.New(gcfg, kinds)
 	if err != nil {
 		return err
 	}
@@ -351,6 +365,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	ctlSrv := &http.Server{Handler: n.controlHandler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return loopCtx }}
 	servers = append(servers, ctlSrv)
 	eg.Go(func() error { return serve(ctlSrv.Serve(n.ctlLn)) })
+	if n.images != nil {
+		servers = append(servers, n.images.serve(loopCtx, eg)...)
+	}
 	eg.Go(func() error { return n.runMember(loopCtx) })
 	eg.Go(func() error { return n.runRoster(loopCtx) })
 	eg.Go(func() error { return n.runRenewal(loopCtx) })
@@ -461,6 +478,14 @@ func (n *Node) close() error {
 	var errs []error
 	if n.fwd != nil {
 		n.fwd.Close()
+	}
+	if n.images != nil {
+		errs = append(errs, n.images.close())
+	}
+	if n.raftNet != nil {
+		// Run closes it too; a New that failed after newTransport has
+		// only this to stop its accept goroutine. Close is idempotent.
+		errs = append(errs, n.raftNet.Close())
 	}
 	if n.group != nil {
 		errs = append(errs, n.group.Close())

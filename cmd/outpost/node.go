@@ -37,6 +37,7 @@ Flags win over the environment, which wins over the file.`,
 			}
 			cfg.NameSet = cmd.Flags().Changed("name") || os.Getenv("OUTPOST_NAME") != ""
 			cfg.SiteSet = cmd.Flags().Changed("site") || os.Getenv("OUTPOST_SITE") != ""
+			cfg.RegistryAddrSet = cmd.Flags().Changed("registry-addr") || os.Getenv("OUTPOST_REGISTRY_ADDR") != "" || cfg.RegistryAddr != node.DefaultRegistryAddr
 			if err := node.Join(cmd.Context(), cfg, logger); err != nil {
 				return err
 			}
@@ -71,6 +72,10 @@ Flags win over the environment, which wins over the file.`,
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "validity of the node certificates this hub signs (renewed at a third left)")
 	f.StringVar(&cfg.GossipProfile, "gossip-profile", cfg.GossipProfile, "gossip timings: lan, or wan for sites whose hosts answer slowly (slow links, very many hosts)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often a live node's lastSeen is refreshed (state changes are written at once)")
+	f.StringVar(&cfg.RegistryAddr, "registry-addr", cfg.RegistryAddr, "address of the image mirror, the plain-HTTP OCI pull API for this host's container runtime (\"\" turns it off; see: outpost images mirror-config)")
+	f.Var(newByteSizeValue(&cfg.CacheSize), "cache-size", "most bytes of image blobs this node keeps, least recently used evicted first (e.g. 20GiB, 500MB; 0: no bound)")
+	f.BoolVar(&cfg.RegistryPush, "registry-push", false, "hub members: accept pushes to the hub's own registry on --registry-addr, with an admin or operator API token as the password")
+	f.StringVar(&cfg.RegistryDefaultNS, "registry-default-ns", "", "registry a mirror request without ?ns= is for: \"\" the hub's own registry; docker.io for Docker's registry-mirrors, which sends no ns")
 	return cmd
 }
 

@@ -34,6 +34,7 @@ func newRootCommand() *cobra.Command {
 		newVersionCommand(g),
 		newTokenCommand(g),
 		newTaskCommand(g),
+		newImagesCommand(),
 	)
 	return root
 }

@@ -118,7 +118,8 @@ func (f *fleet) startLeaders(tokens map[string]string) error {
 		ip := nodeIP(k, 0)
 		cmd, err := f.start(nodeName(k, 0), f.bin, "node", "--name", nodeName(k, 0), "--site", siteName(k),
 			"--data-dir", filepath.Join(f.dir, "leaders", siteName(k)), "--join", hubAddr+":7443", "--token", tokens[siteName(k)],
-			"--bind-addr", ip, "--advertise-addr", ip, "--log-level", "warn", "--gossip-profile", "wan")
+			"--bind-addr", ip, "--advertise-addr", ip, "--log-level", "warn", "--gossip-profile", "wan",
+			"--registry-addr", ip+":5000")
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"path/filepath"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 )
 
 // Config configures a Store. Start from DefaultConfig.
@@ -22,6 +24,19 @@ type Config struct {
 	// least recently used blobs that are neither pinned nor open are
 	// evicted. Zero means no quota (a hub's own registry).
 	Quota int64
+	// RetainOwnRegistry keeps every blob linked to the hub's own registry
+	// (namespace "") out of eviction: on a hub those are pushed images with
+	// no other copy. Edge nodes leave it off: what they hold of the hub's
+	// registry is a cache like any other.
+	RetainOwnRegistry bool
+	// OnChange, if set, is told when the store starts or stops holding
+	// content by digest: a blob committed (held true) or removed by
+	// eviction, Delete, UnlinkBlob or a repair (held false); a manifest
+	// put (true) or its bytes deleted with its last link (false). The node
+	// keeps its site's blob index with it. For blobs it is called with
+	// the store's lock held: it must return quickly and must not call the
+	// Store (queue the change and return).
+	OnChange func(d digest.Digest, held bool)
 	// Logger receives the store's logs. Nil discards.
 	Logger *slog.Logger
 	// Now is the clock for access times, tag resolutions and pulls. Nil

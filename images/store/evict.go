@@ -144,5 +144,26 @@ func (s *Store) protected() (map[digest.Digest]bool, error) {
 		}
 		walk(p.Namespace, p.Repository, d, 0)
 	}
+	if s.retainOwn {
+		if err := s.ownRegistryBlobs(keep); err != nil {
+			return nil, err
+		}
+	}
 	return keep, nil
+}
+
+// ownRegistryBlobs adds every blob linked to a repository of the hub's own
+// registry (namespace "") to keep.
+func (s *Store) ownRegistryBlobs(keep map[digest.Digest]bool) error {
+	return s.db.View(func(txn *badger.Txn) error {
+		prefix := s.k.space(spaceLink, "")
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+		defer it.Close()
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			if p := s.k.parts(it.Item().Key()); len(p) == 4 && p[2] == string(kindBlob) {
+				keep[digest.Digest(p[3])] = true
+			}
+		}
+		return nil
+	})
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -159,5 +160,35 @@ func (s *Store) Repositories() ([]Repository, error) {
 		}
 		return out[i].Name < out[j].Name
 	})
+	return out, nil
+}
+
+// Digests lists every digest the store holds content of: each stored blob
+// and each stored manifest, sorted, without duplicates. The node reports
+// it to its site's blob index after a restart.
+func (s *Store) Digests() ([]digest.Digest, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	seen := map[digest.Digest]bool{}
+	err := s.db.View(func(txn *badger.Txn) error {
+		for _, space := range []byte{spaceBlob, spaceManifest} {
+			prefix := s.k.space(space)
+			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+				seen[digest.Digest(it.Item().Key()[len(prefix):])] = true
+			}
+			it.Close()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("images store: list digests: %w", err)
+	}
+	out := make([]digest.Digest, 0, len(seen))
+	for d := range seen {
+		out = append(out, d)
+	}
+	slices.Sort(out)
 	return out, nil
 }

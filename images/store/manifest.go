@@ -119,6 +119,7 @@ func (s *Store) PutManifest(ns, repo string, d digest.Digest, mediaType string, 
 	if err != nil {
 		return fmt.Errorf("put manifest %s in %s: %w", d, repoName(ns, repo), err)
 	}
+	s.changed(d, true)
 	return nil
 }
 
@@ -337,7 +338,9 @@ func (s *Store) DeleteManifest(ns, repo string, d digest.Digest) error {
 	if err := checkDigest(d); err != nil {
 		return fmt.Errorf("delete manifest: %w", err)
 	}
+	var gone bool
 	err := s.update(func(txn *badger.Txn) error {
+		gone = false
 		ok, err := exists(txn, s.k.link(ns, repo, kindManifest, d))
 		if err != nil {
 			return err
@@ -389,6 +392,7 @@ func (s *Store) DeleteManifest(ns, repo string, d digest.Digest) error {
 			}
 		}
 		it.Close()
+		gone = last
 		if last {
 			return txn.Delete(s.k.manifest(d))
 		}
@@ -396,6 +400,9 @@ func (s *Store) DeleteManifest(ns, repo string, d digest.Digest) error {
 	})
 	if err != nil {
 		return fmt.Errorf("delete manifest %s from %s: %w", d, repoName(ns, repo), err)
+	}
+	if gone {
+		s.changed(d, false)
 	}
 	return nil
 }

@@ -26,6 +26,8 @@ type Store struct {
 	db        *badger.DB
 	k         keys
 	quota     int64
+	retainOwn bool
+	onChange  func(d digest.Digest, held bool)
 	log       *slog.Logger
 	now       func() time.Time
 	blobsDir  string
@@ -72,6 +74,8 @@ func New(cfg Config, db *badger.DB) (*Store, error) {
 		db:        db,
 		k:         keys{prefix: append([]byte(nil), cfg.Prefix...)},
 		quota:     cfg.Quota,
+		retainOwn: cfg.RetainOwnRegistry,
+		onChange:  cfg.OnChange,
 		log:       logger.With("component", "images_store"),
 		now:       now,
 		blobsDir:  filepath.Join(cfg.Dir, "blobs"),
@@ -347,7 +351,15 @@ func (s *Store) removeBlobLocked(d digest.Digest, size int64) error {
 	if err := os.Remove(s.blobPath(d)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.log.Warn("remove blob file", "digest", d, "err", err)
 	}
+	s.changed(d, false)
 	return nil
+}
+
+// changed reports a change of what the store holds to Config.OnChange.
+func (s *Store) changed(d digest.Digest, held bool) {
+	if s.onChange != nil {
+		s.onChange(d, held)
+	}
 }
 
 // repairLocked handles a record whose file has gone: the metadata is dropped

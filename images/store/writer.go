@@ -387,6 +387,7 @@ func (s *Store) placeLocked(w *write, d digest.Digest, n int64) error {
 		s.bytes += n
 		s.count++
 	}
+	s.changed(d, true)
 	return nil
 }
 
