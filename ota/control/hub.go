@@ -68,6 +68,15 @@ type hubTask struct {
 	total   int
 	halted  bool
 	cancel  bool
+	// counts and siteCounts are kept up to date by Ingest between full
+	// recounts (every recountEvery, and before the task may end), so
+	// that a task of 10,000 devices is not re-listed on every pass.
+	// counted is false until a full recount; anything else that changes
+	// results (a retry) clears it.
+	counted    bool
+	countedAt  time.Time
+	counts     ota.Counts
+	siteCounts map[string]ota.Counts
 }
 
 // NewHub validates cfg.

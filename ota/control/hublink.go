@@ -102,5 +102,29 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport) error {
 	if _, err := store.UpdateWithStatus(ctx, &ota.DeviceResultKind, next); err != nil {
 		return fmt.Errorf("record %s: %w", next.Name, err)
 	}
+	h.countDelta(r.UID, spec.Site, cur.Phase, st.Phase)
 	return nil
+}
+
+// countDelta moves one device of a task's in-memory counts from phase
+// from to phase to.
+func (h *Hub) countDelta(uid, site string, from, to ota.DevicePhase) {
+	if from == "" {
+		from = ota.DeviceQueued
+	}
+	if from == to {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, ok := h.tasks[uid]
+	if !ok || !t.counted {
+		return
+	}
+	t.counts.Add(from, -1)
+	t.counts.Add(to, 1)
+	c := t.siteCounts[site]
+	c.Add(from, -1)
+	c.Add(to, 1)
+	t.siteCounts[site] = c
 }

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"maps"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -35,44 +36,52 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if cached && !dirty && time.Since(lastCount(st)) < recountEvery {
 		return nil
 	}
-	results, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: obj.Name}), consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return err
-	}
-	if !cached {
-		t = &hubTask{name: obj.Name, uid: uid, attempt: max(st.Attempt, 1), version: 1, spec: *spec,
-			sites: map[string][]string{}, retry: map[string][]string{}, halted: spec.Halted || policyHalted(st), cancel: spec.Canceled}
+	next := *st
+	if cached && h.countsFromMemory(t, &next) {
+		// Ingest keeps the counts; no listing needed.
+	} else {
+		results, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: obj.Name}), consensus.ReadOptions{Stale: true})
+		if err != nil {
+			return err
+		}
+		if !cached {
+			t = &hubTask{name: obj.Name, uid: uid, attempt: max(st.Attempt, 1), version: 1, spec: *spec,
+				sites: map[string][]string{}, retry: map[string][]string{}, halted: spec.Halted || policyHalted(st), cancel: spec.Canceled}
+			for _, r := range results.Items {
+				var rs ota.DeviceResultSpec
+				var rst ota.DeviceResultStatus
+				if r.DecodeSpec(&rs) == nil && r.DecodeStatus(&rst) == nil {
+					t.sites[rs.Site] = append(t.sites[rs.Site], rs.Node)
+					if rst.Attempt == t.attempt && t.attempt > 1 {
+						t.retry[rs.Site] = append(t.retry[rs.Site], rs.Node)
+					}
+				}
+			}
+			t.total = len(results.Items)
+			h.mu.Lock()
+			h.tasks[uid] = t
+			h.mu.Unlock()
+		}
+		next.Counts, next.Sites = ota.Counts{}, map[string]ota.Counts{}
 		for _, r := range results.Items {
 			var rs ota.DeviceResultSpec
 			var rst ota.DeviceResultStatus
-			if r.DecodeSpec(&rs) == nil && r.DecodeStatus(&rst) == nil {
-				t.sites[rs.Site] = append(t.sites[rs.Site], rs.Node)
-				if rst.Attempt == t.attempt && t.attempt > 1 {
-					t.retry[rs.Site] = append(t.retry[rs.Site], rs.Node)
-				}
+			if r.DecodeSpec(&rs) != nil || r.DecodeStatus(&rst) != nil {
+				continue
 			}
+			phase := rst.Phase
+			if phase == "" {
+				phase = ota.DeviceQueued
+			}
+			next.Counts.Add(phase, 1)
+			c := next.Sites[rs.Site]
+			c.Add(phase, 1)
+			next.Sites[rs.Site] = c
 		}
-		t.total = len(results.Items)
 		h.mu.Lock()
-		h.tasks[uid] = t
+		t.counted, t.countedAt = true, time.Now()
+		t.counts, t.siteCounts = next.Counts, maps.Clone(next.Sites)
 		h.mu.Unlock()
-	}
-	next := *st
-	next.Counts, next.Sites = ota.Counts{}, map[string]ota.Counts{}
-	for _, r := range results.Items {
-		var rs ota.DeviceResultSpec
-		var rst ota.DeviceResultStatus
-		if r.DecodeSpec(&rs) != nil || r.DecodeStatus(&rst) != nil {
-			continue
-		}
-		phase := rst.Phase
-		if phase == "" {
-			phase = ota.DeviceQueued
-		}
-		next.Counts.Add(phase, 1)
-		c := next.Sites[rs.Site]
-		c.Add(phase, 1)
-		next.Sites[rs.Site] = c
 	}
 	if !spec.Halted && next.Phase == ota.TaskHalted && !policyHalted(&next) {
 		next.Phase = ota.TaskRunning
@@ -88,6 +97,20 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	meta.SetStatusCondition(&next.Conditions, metav1.Condition{Type: "Counted", Status: metav1.ConditionTrue, Reason: "Counted",
 		Message: fmt.Sprintf("%d of %d devices finished", finished(next.Counts), next.Counts.Total), LastTransitionTime: now})
 	return writeStatus(ctx, h.cfg.Store, obj, next)
+}
+
+// countsFromMemory fills st's counts from Ingest's running totals, unless
+// a full recount is due: none yet, the last one older than recountEvery, or
+// totals that say every device has finished (the task may end on them, so
+// they are checked against the store first).
+func (h *Hub) countsFromMemory(t *hubTask, st *ota.TaskStatus) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !t.counted || time.Since(t.countedAt) > recountEvery || finished(t.counts) >= t.counts.Total {
+		return false
+	}
+	st.Counts, st.Sites = t.counts, maps.Clone(t.siteCounts)
+	return true
 }
 
 // lastCount is when the counts were last written.
@@ -197,6 +220,7 @@ func (h *Hub) retry(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if t, ok := h.tasks[string(obj.UID)]; ok {
 		t.attempt, t.retry = attempt, again
 		t.version++
+		t.counted = false
 	}
 	h.dirty[obj.Name] = true
 	h.mu.Unlock()
