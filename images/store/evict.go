@@ -43,15 +43,7 @@ func (s *Store) evictLocked(extra int64) (int64, error) {
 	}
 	var cands []candidate
 	err = s.db.View(func(txn *badger.Txn) error {
-		prefix := s.k.space(spaceBlob)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
-		defer it.Close()
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			d := digest.Digest(it.Item().Key()[len(prefix):])
-			var rec blobRecord
-			if err := it.Item().Value(func(v []byte) error { return decodeJSON(v, &rec, "blob") }); err != nil {
-				return err
-			}
+		return s.eachBlob(txn, func(d digest.Digest, rec blobRecord) error {
 			c := candidate{d: d, size: rec.Size, access: rec.Stored}
 			if item, err := txn.Get(s.k.access(d)); err == nil {
 				_ = item.Value(func(v []byte) error { c.access = decodeTime(v).UnixNano(); return nil })
@@ -59,8 +51,8 @@ func (s *Store) evictLocked(extra int64) (int64, error) {
 				return err
 			}
 			cands = append(cands, c)
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("evict: list blobs: %w", err)

@@ -156,29 +156,21 @@ func (s *Store) recover() error {
 	recorded := map[digest.Digest]bool{}
 	var broken []digest.Digest
 	err = s.db.View(func(txn *badger.Txn) error {
-		prefix := s.k.space(spaceBlob)
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
-		defer it.Close()
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-			d := digest.Digest(it.Item().Key()[len(prefix):])
-			var rec blobRecord
-			if err := it.Item().Value(func(v []byte) error { return decodeJSON(v, &rec, "blob") }); err != nil {
-				return err
-			}
+		return s.eachBlob(txn, func(d digest.Digest, rec blobRecord) error {
 			if checkDigest(d) != nil {
 				broken = append(broken, d)
-				continue
+				return nil
 			}
 			fi, err := os.Stat(s.blobPath(d))
 			if err != nil || fi.Size() != rec.Size || !fi.Mode().IsRegular() {
 				broken = append(broken, d)
-				continue
+				return nil
 			}
 			recorded[d] = true
 			s.bytes += rec.Size
 			s.count++
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("images store: scan blob records: %w", err)
@@ -391,4 +383,22 @@ func syncDir(dir string) error {
 	}
 	defer f.Close()
 	return f.Sync()
+}
+
+// eachBlob calls fn with every blob record, in digest order.
+func (s *Store) eachBlob(txn *badger.Txn, fn func(digest.Digest, blobRecord) error) error {
+	prefix := s.k.space(spaceBlob)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
+	defer it.Close()
+	for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		d := digest.Digest(it.Item().Key()[len(prefix):])
+		var rec blobRecord
+		if err := it.Item().Value(func(v []byte) error { return decodeJSON(v, &rec, "blob") }); err != nil {
+			return err
+		}
+		if err := fn(d, rec); err != nil {
+			return err
+		}
+	}
+	return nil
 }
