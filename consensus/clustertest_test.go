@@ -77,8 +77,10 @@ func widgetKindDef() Kind {
 func newTestRegistry(t testing.TB) (*Registry, *Kind) {
 	t.Helper()
 	reg := NewRegistry()
-	if err := reg.Register(widgetKindDef()); err != nil {
-		t.Fatal(err)
+	for _, k := range []Kind{widgetKindDef(), safeKindDef()} {
+		if err := reg.Register(k); err != nil {
+			t.Fatal(err)
+		}
 	}
 	k, ok := reg.ForKind("test.outpost.dev/v1", "Widget")
 	if !ok {

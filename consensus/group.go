@@ -48,6 +48,9 @@ type Config struct {
 	// Logger receives the group's logs, Raft's and Badger's included. Nil
 	// discards.
 	Logger *slog.Logger
+	// Sealer encrypts the secret fields of kinds that have them (see
+	// Kind.Secrets). A store without one refuses to write them.
+	Sealer Sealer
 }
 
 // DefaultConfig returns the production settings.

@@ -44,6 +44,13 @@ type Kind struct {
 	// ReadOnly kinds are served for reading only; their controllers write
 	// them (DeviceResults).
 	ReadOnly bool
+	// Secrets are the spec fields that are write-only, as dot paths
+	// ("connection.kubeconfig", "credentials.password"); each holds a JSON
+	// string (a string or []byte field). The Store seals them with its
+	// Sealer before they reach Raft and keeps the sealed value when an
+	// update leaves the field out; Redact takes them out of what the API
+	// returns; a controller reads them with Store.Unseal.
+	Secrets []string
 }
 
 // Column is a printer column: a JSONPath into the object, as in a

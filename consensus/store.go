@@ -138,6 +138,9 @@ func (s *Store) Create(ctx context.Context, k *Kind, obj *Object) (*Object, erro
 	if err := k.validateCreate(obj); err != nil {
 		return nil, err
 	}
+	if err := s.sealSecrets(k, obj, nil); err != nil {
+		return nil, err
+	}
 	obj.UID = uuidFor()
 	return s.propose(ctx, k, &command{Op: opCreate, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name, Obj: obj})
 }
@@ -193,6 +196,9 @@ func (s *Store) updateCmd(ctx context.Context, k *Kind, obj, cur *Object, expect
 		return nil, err
 	}
 	if err := k.validateUpdate(obj, cur); err != nil {
+		return nil, err
+	}
+	if err := s.sealSecrets(k, obj, cur); err != nil {
 		return nil, err
 	}
 	return s.propose(ctx, k, &command{Op: opUpdate, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name, Obj: obj,

@@ -216,7 +216,7 @@ func (n *Node) newTransport() error {
 	return nil
 }
 
-func (n *Node) newGroup(logger *slog.Logger) error {
+func (n *Node) newGroup(logger *slog.Logger) (err error) {
 	gcfg := consensus.DefaultConfig()
 	if n.cfg.TuneRaft != nil {
 		n.cfg.TuneRaft(&gcfg)
@@ -226,6 +226,13 @@ func (n *Node) newGroup(logger *slog.Logger) error {
 	gcfg.Bootstrap = n.id.BootstrapSite
 	gcfg.Transport = n.raftNet
 	gcfg.Logger = logger.With("node", n.id.Name, "site", n.id.Site)
+	if n.ca != nil {
+		// Hub members hold the mesh CA's key; the key that seals secrets
+		// at rest is derived from it, so each of them has it already.
+		if gcfg.Sealer, err = n.stateSealer(); err != nil {
+			return err
+		}
+	}
 	kinds := CoreKinds()
 	kinds.MustRegister(BlobHoldersKind) // the site's blob index (images)
 	g, err := consensus.New(gcfg, kinds)

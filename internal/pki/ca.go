@@ -217,3 +217,7 @@ func serial() *big.Int {
 	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	return n
 }
+
+// KeyDER returns the CA's private key in PKCS #8 DER: secret material to
+// derive other keys from (see internal/seal).
+func (ca *CA) KeyDER() ([]byte, error) { return x509.MarshalPKCS8PrivateKey(ca.key) }
