@@ -17,6 +17,8 @@ command -v ping >/dev/null || need+=(iputils-ping)
 command -v ansible-playbook >/dev/null || need+=(ansible-core)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v containerd >/dev/null || need+=(containerd)
+command -v etcd >/dev/null || need+=(etcd-server)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; install them (as root: apt-get install ${need[*]}) or run make test as root" >&2
