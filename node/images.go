@@ -38,6 +38,7 @@ type imageCache struct {
 	db    *badger.DB
 	store *store.Store
 	index *blobIndex
+	agree *siteAgreement // who fetches a blob for the site; tags agreed on
 	auth  *authenticator // hub members: API tokens for pushes
 
 	// chain is the node's full fetch chain: store, site peers, then the
@@ -82,6 +83,7 @@ func (n *Node) newImages() error {
 	c := &imageCache{n: n, log: n.log.With("component", "images"), hub: hub, mirrorLn: ln}
 	n.images = c
 	c.index = newBlobIndex(c)
+	c.agree = newSiteAgreement(c)
 	c.peers = newPeerTiers(c)
 	dir := filepath.Join(n.cfg.DataDir, "images")
 	if c.db, err = openImageDB(filepath.Join(dir, "meta"), c.log); err != nil {
@@ -109,6 +111,8 @@ func (n *Node) newImages() error {
 	fcfg.Store, fcfg.Self, fcfg.Logger = c.store, n.id.Name, n.log
 	fcfg.Peers = c.index
 	fcfg.OnCorrupt = c.peers.corrupt
+	fcfg.SiteFetch = c.agree
+	fcfg.OnTagResolved, fcfg.LookupTag = c.agree.tagResolved, c.agree.lookupTag
 	fcfg.Upstream = []fetch.Tier{origin}
 	if !hub {
 		if c.hubT, err = c.peers.hubTier(); err != nil {
@@ -270,6 +274,7 @@ func (c *imageCache) serve(ctx context.Context, eg *errgroup.Group) []*http.Serv
 	eg.Go(func() error { return c.chain.Run(ctx) })
 	eg.Go(func() error { return c.local.Run(ctx) })
 	eg.Go(func() error { return c.index.run(ctx) })
+	eg.Go(func() error { return c.agree.run(ctx) })
 	eg.Go(func() error { return c.peers.runVerify(ctx) })
 	blobSrv := &http.Server{
 		Handler:           c.blobHandler(),

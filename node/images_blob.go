@@ -91,7 +91,9 @@ func streamPeer(ctx context.Context) (transport.Peer, bool) {
 // index reports (site leader) and re-verification requests.
 func (c *imageCache) blobHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /outpost/v1/holdings", c.index.serveReport)
+	mux.HandleFunc("POST /outpost/v1/holdings", c.index.serveLeaderOp(c.index.serveReportOp, maxHoldingsReport))
+	mux.HandleFunc("POST /outpost/v1/claim", c.index.serveLeaderOp(c.agree.serveClaimOp, maxLeaderOp))
+	mux.HandleFunc("POST /outpost/v1/tag", c.index.serveLeaderOp(c.agree.serveTagOp, maxLeaderOp))
 	mux.HandleFunc("POST /outpost/v1/verify", c.serveVerify)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		p, ok := streamPeer(r.Context())

@@ -1,14 +1,10 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -200,39 +196,9 @@ func (x *blobIndex) restore(rep holdingsReport) {
 // send delivers a report to the site leader, or applies it when this node
 // leads.
 func (x *blobIndex) send(ctx context.Context, rep holdingsReport) error {
-	n := x.c.n
-	r := n.group.Raft()
-	if r == nil {
-		return errors.New("raft not started")
-	}
-	_, leader := r.LeaderWithID()
-	switch string(leader) {
-	case "":
-		return fmt.Errorf("site %s has no leader", n.id.Site)
-	case n.id.Name:
-		return x.apply(ctx, n.id.Name, rep)
-	}
-	body, err := json.Marshal(rep)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+string(leader)+"/outpost/v1/holdings", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := x.c.peers.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-		return fmt.Errorf("site leader %s: %s: %s", leader, resp.Status, strings.TrimSpace(string(b)))
-	}
-	return nil
+	return x.callLeader(ctx, "/outpost/v1/holdings", x.serveReportOp, rep, nil)
 }
 
 // leaderAddr is the QUIC (Raft) address of the site's leader when name is
@@ -249,37 +215,19 @@ func (x *blobIndex) leaderAddr(name string) string {
 	return string(addr)
 }
 
-// serveReport applies a report of a node of this site (the sender is the
-// node the report is about: the stream's certificate names it).
-func (x *blobIndex) serveReport(w http.ResponseWriter, r *http.Request) {
-	n := x.c.n
-	p, ok := streamPeer(r.Context())
-	if !ok || p.Site != n.id.Site {
-		http.Error(w, "only nodes of this site report to its blob index", http.StatusForbidden)
-		return
-	}
-	if !n.group.IsLeader() {
-		http.Error(w, "not the site leader", http.StatusServiceUnavailable)
-		return
-	}
+// serveReportOp applies a report of a node of this site (the sender is
+// the node the report is about: the stream's certificate names it).
+func (x *blobIndex) serveReportOp(ctx context.Context, from string, body []byte) (any, error) {
 	var rep holdingsReport
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxHoldingsReport))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&rep); err != nil {
-		http.Error(w, "decode report: "+err.Error(), http.StatusBadRequest)
-		return
+	if err := decodeStrict(body, &rep); err != nil {
+		return nil, err
 	}
 	for _, s := range slices.Concat(rep.Add, rep.Remove) {
 		if _, err := store.ParseDigest(s); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
+			return nil, apierrors.NewBadRequest(err.Error())
 		}
 	}
-	if err := x.apply(r.Context(), p.Name, rep); err != nil {
-		http.Error(w, err.Error(), http.StatusServiceUnavailable)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil, x.apply(ctx, from, rep)
 }
 
 // apply writes a node's report into the index; only the leader can.

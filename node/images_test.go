@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"sync"
 	"strconv"
 	"strings"
 	"testing"
@@ -217,6 +218,30 @@ func TestImagesThroughTheMesh(t *testing.T) {
 		}
 		return nil
 	})
+	// Both nodes pull a new image at the same moment, cold: the site
+	// agrees on one of them fetching each blob, the other reads that copy
+	// as it arrives, and the hub sends each blob once.
+	img2, err := random.Image(2_000_000, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, blobBytes2 := imageBlobs(t, img2)
+	ref2, err := name.ParseReference(hubMirror+"/team/big:v1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref2, img2, remote.WithAuth(&authn.Basic{Username: "outpost", Password: hub.token}), remote.WithContext(t.Context())); err != nil {
+		t.Fatal(err)
+	}
+	before := hubMetric(t, hub, sample)
+	var wg sync.WaitGroup
+	for _, m := range []string{mirror1, mirror2} {
+		wg.Go(func() { pull(t, m, "team/big:v1", img2) })
+	}
+	wg.Wait()
+	if got := hubMetric(t, hub, sample) - before; got != float64(blobBytes2) {
+		t.Fatalf("two nodes pulling at once made the hub send %v blob bytes, want the image's %d once", got, blobBytes2)
+	}
 }
 
 // TestImagesConfigNamesFlags checks the image cache's settings are

@@ -234,7 +234,7 @@ func (n *Node) newGroup(logger *slog.Logger) (err error) {
 		}
 	}
 	kinds := CoreKinds()
-	kinds.MustRegister(BlobHoldersKind) // the site's blob index (images)
+	kinds.MustRegister(BlobHoldersKind, BlobFetchKind, SiteTagKind) // the site's image index and agreement
 	g, err := consensus.New(gcfg, kinds)
 	if err != nil {
 		return err
