@@ -71,6 +71,9 @@ type meshNode struct {
 	proc    *netlab.Proc
 	// down says the test stopped or killed it on purpose.
 	down bool
+	// args are extra flags of every start (a test sets them before
+	// bootstrap).
+	args []string
 }
 
 func (n *meshNode) hub() bool { return n.site == "hub" }
@@ -184,7 +187,7 @@ func (m *mesh) nodeArgs(n *meshNode) []string {
 	if n.hub() {
 		args = append(args, "--api-addr", net.JoinHostPort(n.host.IP(), strconv.Itoa(apiPort)))
 	}
-	return args
+	return append(args, n.args...)
 }
 
 // startNode starts `outpost node` for n, with extra flags (--join, --token)
