@@ -18,7 +18,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/outpost-mesh/outpost/e2e/netlab"
 )
@@ -137,12 +139,18 @@ func adminToken(t *testing.T, m *mesh) string {
 	return tok
 }
 
-// writeLayout writes a random image of n layers of size bytes each as an
-// OCI layout with the tag "v1", and returns it.
+// writeLayout writes a random OCI image of n layers of size bytes each as
+// an OCI layout with the tag "v1", and returns it.
 func writeLayout(t *testing.T, dir string, size, n int64) v1.Image {
-	img, err := random.Image(size, n)
-	if err != nil {
-		t.Fatal(err)
+	img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
+	for range n {
+		l, err := random.Layer(size, types.OCILayer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
 	}
 	p, err := layout.Write(dir, empty.Index)
 	if err != nil {
