@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -445,4 +446,24 @@ func (n *Node) MirrorAddr() string {
 		return ""
 	}
 	return n.images.mirrorLn.Addr().String()
+}
+
+// openContent opens a blob of the hub's own registry for an OTA step's
+// contentFrom: from the store on hub members, else through the fetch
+// chain (peers, the site's one fetch, the hub tier), so the site's nodes
+// share one WAN transfer.
+func (c *imageCache) openContent(ctx context.Context, repo, d string) (io.ReadCloser, int64, error) {
+	dg, err := store.ParseDigest(d)
+	if err != nil {
+		return nil, 0, err
+	}
+	var src registry.Source = c.chain
+	if c.hub {
+		src = registry.NewStoreSource(c.store)
+	}
+	b, err := src.Blob(ctx, "", repo, dg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return b.Content, b.Size, nil
 }

@@ -112,6 +112,9 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if err = n.newImages(); err != nil {
 		return n, err
 	}
+	if n.images != nil {
+		n.agent.blobs = n.images.openContent
+	}
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(n.group.Collector())
 	if n.images != nil {

@@ -30,6 +30,9 @@ type agentService struct {
 	id     *identity
 	store  RunStore
 	log    *slog.Logger
+	// blobs opens contentFrom blobs through the node's image cache; nil
+	// on a node without one.
+	blobs agent.BlobOpener
 
 	mu      sync.Mutex
 	eg      *errgroup.Group
@@ -133,6 +136,7 @@ func (a *agentService) execute(ctx context.Context, req control.RunRequest, key 
 		Attempt: req.Attempt, Steps: req.Steps,
 		Timeout: time.Duration(req.DeviceTimeout) * time.Millisecond,
 		Policy:  a.policy, LogDir: runDir, Journal: a.store.Journal(key),
+		Blobs: a.blobs,
 	}
 	a.log.Info("running task", "task", req.Task, "attempt", req.Attempt, "steps", len(req.Steps))
 	st := agent.RunDevice(ctx, d)

@@ -84,13 +84,29 @@ type Step struct {
 	Playbook string `json:"playbook,omitempty"`
 }
 
-// ContentFrom names content held in the image store's blob store, so that
-// large payloads cross the WAN once per site.
+// ContentFrom names content held in the image cache: a blob of a
+// repository of the hub's own registry (`outpost blob push FILE` puts it
+// there), which each site fetches over the WAN once and its nodes share.
 type ContentFrom struct {
 	// Blob is the content's digest, "sha256:<64 hex digits>".
 	Blob string `json:"blob"`
 	// Size is the content's length in bytes; when set it is checked too.
 	Size int64 `json:"size,omitempty"`
+	// Repository is the repository of the hub's registry that holds the
+	// blob; DefaultContentRepository when empty.
+	Repository string `json:"repository,omitempty"`
+}
+
+// DefaultContentRepository is where `outpost blob push` puts files and
+// where contentFrom looks when it names no repository.
+const DefaultContentRepository = "outpost/files"
+
+// RepositoryOrDefault returns the repository the blob is read from.
+func (c *ContentFrom) RepositoryOrDefault() string {
+	if c.Repository == "" {
+		return DefaultContentRepository
+	}
+	return c.Repository
 }
 
 // ReadLimit returns a read step's maxBytes, or DefaultReadBytes when it is

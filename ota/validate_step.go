@@ -148,8 +148,14 @@ func validateContentFrom(c *ContentFrom, path *field.Path) field.ErrorList {
 	if c.Size < 0 {
 		errs = append(errs, field.Invalid(path.Child("size"), c.Size, "must not be negative"))
 	}
+	if c.Repository != "" && (len(c.Repository) > 255 || !repositoryName.MatchString(c.Repository)) {
+		errs = append(errs, field.Invalid(path.Child("repository"), c.Repository, "must be an OCI repository name: lowercase path components of [a-z0-9] joined by '.', '_', '__' or '-', separated by '/'"))
+	}
 	return errs
 }
+
+// repositoryName is the OCI distribution spec's repository name.
+var repositoryName = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 func validatePlaybook(s *Step, path *field.Path) field.ErrorList {
 	pp := path.Child("playbook")

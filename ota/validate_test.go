@@ -78,6 +78,9 @@ func TestValidateTaskSpecInvalid(t *testing.T) {
 		{"bad blob digest", func(s *TaskSpec) {
 			s.Steps[2].Content, s.Steps[2].ContentFrom = "", &ContentFrom{Blob: "md5:abc"}
 		}, "spec.steps[2].contentFrom.blob", field.ErrorTypeInvalid},
+		{"bad contentFrom repository", func(s *TaskSpec) {
+			s.Steps[2].Content, s.Steps[2].ContentFrom = "", &ContentFrom{Blob: "sha256:" + strings.Repeat("a", 64), Repository: "../Files"}
+		}, "spec.steps[2].contentFrom.repository", field.ErrorTypeInvalid},
 		{"oversized inline playbook", func(s *TaskSpec) { s.Steps[3].Playbook = big }, "spec.steps[3].playbook", field.ErrorTypeTooLong},
 		{"playbook missing", func(s *TaskSpec) { s.Steps[3].Playbook = "" }, "spec.steps[3].playbook", field.ErrorTypeRequired},
 		{"playbook not a list", func(s *TaskSpec) { s.Steps[3].Playbook = "hosts: all\n" }, "spec.steps[3].playbook", field.ErrorTypeInvalid},

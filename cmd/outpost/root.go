@@ -35,6 +35,7 @@ func newRootCommand() *cobra.Command {
 		newTokenCommand(g),
 		newTaskCommand(g),
 		newImagesCommand(),
+		newBlobCommand(g),
 	)
 	return root
 }

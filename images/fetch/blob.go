@@ -38,8 +38,62 @@ func (s *Source) Blob(ctx context.Context, ns, repo string, d digest.Digest) (re
 	if err != nil {
 		return registry.Blob{}, err
 	}
-	return registry.Blob{Size: r.Size(), Content: r}, nil
+	return registry.Blob{Size: r.Size(), Content: &follower{s: s, ctx: ctx, ns: ns, repo: repo, d: d, r: r}}, nil
 }
+
+// follower is a client's read of a blob. When the write it follows is
+// aborted before the client got a byte of it (a peer's copy, held back
+// until verified, failed verification, and the chain fetches the blob
+// again from the next source), it follows the next write from the same
+// position instead of failing the client.
+type follower struct {
+	s        *Source
+	ctx      context.Context
+	ns, repo string
+	d        digest.Digest
+	r        *store.Reader
+	pos      int64 // where the next Read starts
+	sent     bool  // the client got bytes of r
+	retries  int
+}
+
+// followerRetries bounds how often one read moves to a new write.
+const followerRetries = 3
+
+func (f *follower) Read(p []byte) (int, error) {
+	for {
+		n, err := f.r.Read(p)
+		f.pos += int64(n)
+		if n > 0 {
+			f.sent = true
+		}
+		if err == nil || err == io.EOF || n > 0 || f.sent || f.retries >= followerRetries || f.ctx.Err() != nil {
+			return n, err
+		}
+		f.retries++
+		r, oerr := f.s.open(f.ctx, f.ns, f.repo, f.d)
+		if oerr != nil {
+			return 0, err
+		}
+		if _, serr := r.Seek(f.pos, io.SeekStart); serr != nil {
+			r.Close()
+			return 0, err
+		}
+		f.r.Close()
+		f.r = r
+		f.s.log.Debug("following the next write of a blob", "digest", f.d, "offset", f.pos, "after", err)
+	}
+}
+
+func (f *follower) Seek(offset int64, whence int) (int64, error) {
+	pos, err := f.r.Seek(offset, whence)
+	if err == nil {
+		f.pos, f.sent = pos, false
+	}
+	return pos, err
+}
+
+func (f *follower) Close() error { return f.r.Close() }
 
 // StatBlob returns a blob's size: from the store, else by starting (or
 // joining) its fetch and waiting for the first source's answer, so that a
@@ -329,6 +383,12 @@ func (s *Source) attempt(ctx context.Context, j *job, w *store.Writer, c candida
 		}
 	}
 	tc.blobHits.Add(1)
+	if c.peer {
+		// A peer's copy may have rotted on its disk: clients get none
+		// of it before it is verified, and follow the next write if
+		// it is not.
+		w.HoldUntilCommit()
+	}
 	if off > 0 {
 		s.m.resumes.Add(1)
 		s.log.Info("resuming a blob", "tier", c.t.Name(), "digest", j.d, "offset", off)

@@ -190,6 +190,9 @@ func (r *Reader) readAvailable(p []byte, off int64) (int, error) {
 		if !st.done && st.size >= 0 && avail >= st.size {
 			avail = st.size - 1
 		}
+		if !st.done && st.hold {
+			avail = 0
+		}
 		if avail > off {
 			want := min(int64(len(p)), avail-off)
 			k, rerr := r.f.ReadAt(p[:want], off)

@@ -24,6 +24,7 @@ type write struct {
 	n       int64 // bytes written and readable by followers
 	size    int64 // announced size, -1 while unknown
 	done    bool
+	hold    bool          // followers read nothing until the commit
 	err     error         // after done: nil when committed, else why it was aborted
 	changed chan struct{} // closed (and replaced) on every change above
 }
@@ -37,6 +38,7 @@ func (w *write) notifyLocked() {
 type progress struct {
 	n, size int64
 	done    bool
+	hold    bool
 	err     error
 	changed <-chan struct{} // closed at the next change
 }
@@ -45,7 +47,7 @@ type progress struct {
 func (w *write) snapshot() progress {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return progress{n: w.n, size: w.size, done: w.done, err: w.err, changed: w.changed}
+	return progress{n: w.n, size: w.size, done: w.done, hold: w.hold, err: w.err, changed: w.changed}
 }
 
 func (w *write) finish(err error) {
@@ -169,6 +171,17 @@ func (s *Store) newWriterLocked(d digest.Digest, size int64) (*Writer, error) {
 	}
 	w := &write{s: s, d: d, path: f.Name(), size: size, changed: make(chan struct{})}
 	return &Writer{s: s, w: w, f: f, h: h}, nil
+}
+
+// HoldUntilCommit makes followers read nothing of this write until it is
+// committed (verified): for bytes from a source less trusted than the
+// tiers above (a peer's copy may have rotted on its disk), so that a copy
+// that fails verification reaches no client at all and a follower can go
+// on with the next write of the blob.
+func (wr *Writer) HoldUntilCommit() {
+	wr.w.mu.Lock()
+	defer wr.w.mu.Unlock()
+	wr.w.hold = true
 }
 
 // Digest returns the digest the Writer was begun with ("" for an upload).

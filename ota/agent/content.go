@@ -46,7 +46,7 @@ func copyContent(ctx context.Context, inline string, from *ota.ContentFrom, blob
 	if blobs == nil {
 		return 0, "", stepErr(ota.ReasonBlobUnavailable, "contentFrom %s: this node has no blob store to fetch it from", from.Blob)
 	}
-	rc, size, err := blobs(ctx, from.Blob)
+	rc, size, err := blobs(ctx, from.RepositoryOrDefault(), from.Blob)
 	if err != nil {
 		return 0, "", stepErr(ota.ReasonBlobUnavailable, "contentFrom %s: %v", from.Blob, err)
 	}

@@ -20,11 +20,11 @@ type Env struct {
 	Task string
 }
 
-// BlobOpener opens the blob with the given digest ("sha256:<hex>") for a
-// contentFrom, returning its size (-1 when unknown). The agent verifies the
-// digest itself. A nil BlobOpener means the node has no blob store: steps
-// with contentFrom fail.
-type BlobOpener func(ctx context.Context, digest string) (io.ReadCloser, int64, error)
+// BlobOpener opens the blob with the given digest ("sha256:<hex>") of a
+// repository of the hub's registry for a contentFrom, returning its size
+// (-1 when unknown). The agent verifies the digest itself. A nil
+// BlobOpener means the node has no blob store: steps with contentFrom fail.
+type BlobOpener func(ctx context.Context, repository, digest string) (io.ReadCloser, int64, error)
 
 // RunStep runs one step on this node and returns its result; it never
 // panics on bad input and reports every failure in the result. The step

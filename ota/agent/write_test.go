@@ -134,7 +134,7 @@ func TestWriteRefused(t *testing.T) {
 
 // blobStore serves blobs from a map, as the image store would.
 func blobStore(blobs map[string]string) BlobOpener {
-	return func(_ context.Context, digest string) (io.ReadCloser, int64, error) {
+	return func(_ context.Context, _, digest string) (io.ReadCloser, int64, error) {
 		b, ok := blobs[digest]
 		if !ok {
 			return nil, 0, errors.New("blob not found")
