@@ -4,8 +4,12 @@ package e2e
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +25,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/outpost-mesh/outpost/e2e/netlab"
 )
@@ -124,6 +130,57 @@ func TestImagesSiteCache(t *testing.T) {
 		}
 		return nil
 	})
+
+	// An OTA write of a 100 MiB file to every node of the site, its
+	// content from the cache: the file crosses the hub link once.
+	payload := filepath.Join(m.dir, "payload.bin")
+	writeRandomFile(t, payload, 100<<20)
+	out, err := m.run(hub.host, "--config", m.admin[hub.name], "blob", "push", payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var from otaContentFrom
+	if err := yaml.Unmarshal([]byte(out), &struct {
+		ContentFrom *otaContentFrom `json:"contentFrom"`
+	}{&from}); err != nil || from.Size != 100<<20 {
+		t.Fatalf("outpost blob push printed %q (%v)", out, err)
+	}
+	dest := filepath.Join(m.dir, "written", "payload.bin")
+	before = sent.read(t)
+	m.otaApply(hub, newOTATask("payload", otaSpec{Steps: []otaStep{{Name: "install", Type: "write", Path: dest, ContentFrom: &from}}}))
+	m.otaWaitPhase(hub, "payload", "Succeeded", otaWait)
+	got := sent.read(t) - before
+	m.logf("a 100 MiB contentFrom write on the site's 4 nodes: the hub sent %d bytes (%.3f× the file)", got, float64(got)/float64(from.Size))
+	if got < from.Size || float64(got) > 1.1*float64(from.Size) {
+		t.Fatalf("the hub sent %d bytes for a %d-byte contentFrom written on 4 nodes; want the file once (at most 1.1×)", got, from.Size)
+	}
+	if sum := fileSHA256(t, dest); "sha256:"+sum != from.Blob {
+		t.Fatalf("written file has sha256 %s, want %s", sum, from.Blob)
+	}
+}
+
+func writeRandomFile(t *testing.T, path string, size int64) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.CopyN(f, rand.Reader, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileSHA256(t *testing.T, path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // adminToken reads the API token of hub-1's admin.yaml.

@@ -52,9 +52,17 @@ type otaSpec struct {
 }
 
 type otaStep struct {
-	Name   string `json:"name"`
-	Type   string `json:"type"`
-	Script string `json:"script"`
+	Name        string          `json:"name"`
+	Type        string          `json:"type"`
+	Script      string          `json:"script,omitempty"`
+	Path        string          `json:"path,omitempty"`
+	ContentFrom *otaContentFrom `json:"contentFrom,omitempty"`
+}
+
+// otaContentFrom is a write step's contentFrom.
+type otaContentFrom struct {
+	Blob string `json:"blob"`
+	Size int64  `json:"size"`
 }
 
 // otaCounts are a task's counts, as `get tasks -o json` shows them.
