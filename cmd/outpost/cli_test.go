@@ -146,10 +146,10 @@ var errAddrInUse = errors.New("API address in use")
 // port, and waits until it leads its Raft group and admin.yaml names it. A
 // port taken between choosing and binding it is retried once on another.
 // The process is killed on cleanup if still running.
-func startDaemon(t *testing.T, bin, dir string) *daemon {
+func startDaemon(t *testing.T, bin, dir string, extra ...string) *daemon {
 	t.Helper()
 	for attempt := 0; ; attempt++ {
-		d, err := tryStartDaemon(t, bin, dir)
+		d, err := tryStartDaemon(t, bin, dir, extra...)
 		if errors.Is(err, errAddrInUse) && attempt == 0 {
 			t.Logf("retrying on another port: %v", err)
 			continue
@@ -161,13 +161,14 @@ func startDaemon(t *testing.T, bin, dir string) *daemon {
 	}
 }
 
-func tryStartDaemon(t *testing.T, bin, dir string) (*daemon, error) {
+func tryStartDaemon(t *testing.T, bin, dir string, extra ...string) (*daemon, error) {
 	t.Helper()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t, "tcp")))
 	d := &daemon{bin: bin, name: "cli-node", dir: dir, addr: addr, stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(bin, "node", "--name", d.name, "--data-dir", dir, "--api-addr", addr,
 		"--bind-addr", "127.0.0.1", "--quic-port", strconv.Itoa(freePort(t, "udp")), "--gossip-port", strconv.Itoa(freePort(t, "tcp", "udp")),
 		"--heartbeat-interval", "200ms", "--log-level", "info")
+	d.cmd.Args = append(d.cmd.Args, extra...)
 	d.cmd.Env = childEnv()
 	d.cmd.Stdout = d.stderr
 	d.cmd.Stderr = d.stderr
