@@ -2,7 +2,8 @@
 # The embedded default, shown working: a one-node hub in ./outpost-data plus a
 # site "lab" of two nodes joined with a token (all on this host: the site's
 # nodes listen on 127.0.0.1 with their own ports), then a real OTA task across
-# both sites, all through the real CLI. Processes already running from an
+# both sites and a real image pull through the site's cache, all through the
+# real CLI. Processes already running from an
 # earlier `make demo` are reused. `scripts/demo.sh stop` stops them all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,8 +53,8 @@ if running hub; then
   echo "the hub is already running from ./$DATA (pid $(cat "$(pidfile hub)"))"
 else
   # The embedded default, kept on loopback for the demo.
-  echo "starting the embedded default, a one-node hub: $BIN node --bind-addr 127.0.0.1   (log: $DATA/outpost.log)"
-  nohup "$BIN" node --bind-addr 127.0.0.1 >"$DATA/outpost.log" 2>&1 &
+  echo "starting the embedded default, a one-node hub: $BIN node --bind-addr 127.0.0.1 --registry-push   (log: $DATA/outpost.log)"
+  nohup "$BIN" node --bind-addr 127.0.0.1 --registry-push >"$DATA/outpost.log" 2>&1 &
   echo $! >"$(pidfile hub)"
 fi
 wait_for "the hub's start" "$DATA/outpost.log" hub hub_alive
@@ -66,7 +67,7 @@ for n in "${SITE_NODES[@]}"; do
   if running "$n"; then
     echo "$n is already running"
   else
-    args=(node --name "$n" --data-dir "$dir" --bind-addr 127.0.0.1 --quic-port "$port" --gossip-port $((port + 500)) --api-addr "127.0.0.1:$((port + 1000))")
+    args=(node --name "$n" --data-dir "$dir" --bind-addr 127.0.0.1 --quic-port "$port" --gossip-port $((port + 500)) --api-addr "127.0.0.1:$((port + 1000))" --registry-addr "127.0.0.1:$((port + 2000))")
     if [ ! -f "$dir/identity/identity.yaml" ]; then
       [ -n "${TOKEN:-}" ] || TOKEN=$("$BIN" token create --site lab --uses ${#SITE_NODES[@]} --ttl 10m)
       args+=(--join 127.0.0.1:7443 --token "$TOKEN")
@@ -91,6 +92,13 @@ step "$BIN" apply -f examples/onboard-demo.yaml
 step "$BIN" task watch onboard-demo || true
 step "$BIN" task results onboard-demo
 step "$BIN" task logs onboard-demo --node edge-1 --step register
+
+# An image: loaded into the hub's own registry, then pulled through edge-1's
+# mirror (from the hub over QUIC) and edge-2's (from edge-1, its site peer).
+step "$BIN" images push examples/hello-image:v1 127.0.0.1:5000/demo/hello:v1
+step "$BIN" images pull 127.0.0.1:9453/demo/hello:v1 --mirror 127.0.0.1:9453
+sleep 1 # the site's blob index learns that edge-1 holds the image
+step "$BIN" images pull 127.0.0.1:9463/demo/hello:v1 --mirror 127.0.0.1:9463
 
 cat <<MSG
 

@@ -26,7 +26,7 @@ func newImagesCommand() *cobra.Command {
 		Use:   "images",
 		Short: "The image cache: point this host's container runtime at its node's mirror",
 	}
-	cmd.AddCommand(newMirrorConfigCommand())
+	cmd.AddCommand(newMirrorConfigCommand(), newImagesPushCommand(), newImagesPullCommand())
 	return cmd
 }
 
