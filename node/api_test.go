@@ -56,6 +56,7 @@ func startNode(t *testing.T, opts ...func(*node.Config)) *testNode {
 	cfg.DataDir = t.TempDir()
 	cfg.APIAddr = "127.0.0.1:0"
 	cfg.BindAddr = "127.0.0.1" // dialable, and no fixed port of the host's
+	cfg.RegistryAddr = ""      // no mirror on port 5000 either; tests opt in with mirrorAt
 	cfg.HeartbeatInterval = 50 * time.Millisecond
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.TuneRaft = func(c *consensus.Config) {

@@ -55,6 +55,7 @@ type imageCache struct {
 
 	peers *peerTiers
 	hubT  *fetch.HTTPTier // edge nodes: the hub's tier
+	res   *imageResources // figures, pins and syncs (images_sync.go)
 
 	servedPeers, servedSites atomic.Uint64 // blob bytes sent on blob streams
 	verifyMu                 sync.Mutex    // one re-verification reads the disk at a time
@@ -86,6 +87,7 @@ func (n *Node) newImages() error {
 	c.index = newBlobIndex(c)
 	c.agree = newSiteAgreement(c)
 	c.peers = newPeerTiers(c)
+	c.res = newImageResources(c)
 	dir := filepath.Join(n.cfg.DataDir, "images")
 	if c.db, err = openImageDB(filepath.Join(dir, "meta"), c.log); err != nil {
 		return err
@@ -104,7 +106,17 @@ func (n *Node) newImages() error {
 	if c.store, err = store.New(scfg, c.db); err != nil {
 		return err
 	}
-	origin, err := fetch.NewOrigin(fetch.OriginConfig{Logger: n.log})
+	ocfg := fetch.OriginConfig{Logger: n.log}
+	if hub {
+		// Hub members reach origins with the credentials of the matching
+		// Registry/ClusterRegistry (images_resources.go); edge nodes,
+		// which hold none, go anonymously when the hub is unreachable.
+		if err := n.registerImageKinds(); err != nil {
+			return err
+		}
+		ocfg.Auth, ocfg.Insecure = c.originAuth, c.originInsecure
+	}
+	origin, err := fetch.NewOrigin(ocfg)
 	if err != nil {
 		return err
 	}
@@ -277,6 +289,7 @@ func (c *imageCache) serve(ctx context.Context, eg *errgroup.Group) []*http.Serv
 	eg.Go(func() error { return c.index.run(ctx) })
 	eg.Go(func() error { return c.agree.run(ctx) })
 	eg.Go(func() error { return c.peers.runVerify(ctx) })
+	c.res.serve(ctx, eg) // figures, pins, syncs (images_sync.go)
 	blobSrv := &http.Server{
 		Handler:           c.blobHandler(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -82,6 +82,7 @@ func joinConfig(t *testing.T, hubAddr, token, name, site string) node.Config {
 	cfg.Name = name
 	cfg.DataDir = t.TempDir()
 	cfg.BindAddr = "127.0.0.1"
+	cfg.RegistryAddr = "" // no mirror on the host's port 5000; tests opt in with mirrorAt
 	cfg.JoinAddr = hubAddr
 	cfg.Token = token
 	if site != "" {

@@ -35,6 +35,8 @@ type linkReport struct {
 	Leader string         `json:"leader"`
 	Nodes  []linkNode     `json:"nodes"`
 	OTA    *otaLinkReport `json:"ota,omitempty"`
+	// Images carries node figures and sync progress (images_sync.go).
+	Images *imagesLinkReport `json:"images,omitempty"`
 }
 
 // linkNode is one node of a site's roster.
@@ -51,6 +53,8 @@ type linkReply struct {
 	HubAddrs []string      `json:"hubAddrs,omitempty"`
 	Revoked  []string      `json:"revoked,omitempty"`
 	OTA      *otaLinkReply `json:"ota,omitempty"`
+	// Images carries sync assignments and pins (images_sync.go).
+	Images *imagesLinkReply `json:"images,omitempty"`
 }
 
 // errRedirected ends a link to a hub member that does not lead.
@@ -149,6 +153,7 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 		if err := n.otaInbox(ctx, reply.OTA); err != nil {
 			n.log.Warn("could not record the hub's task assignments", "err", err)
 		}
+		n.imagesInbox(reply.Images) // images_sync.go
 		// With task traffic in flight, report again soon.
 		wait := t.C
 		if reply.OTA != nil && (len(reply.OTA.Assignments) > 0 || len(reply.OTA.Acked) > 0) || n.otaBusy(ctx) {
@@ -194,6 +199,7 @@ func (n *Node) report(ctx context.Context) (*linkReport, error) {
 	if rep.OTA, err = n.otaOutbox(ctx); err != nil {
 		return nil, err
 	}
+	rep.Images = n.imagesOutbox() // images_sync.go
 	for _, o := range list.Items {
 		var st NodeStatus
 		_ = o.DecodeStatus(&st)
@@ -291,7 +297,11 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	if err != nil {
 		return linkReply{Error: "record task results: " + err.Error()}
 	}
-	return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked, OTA: otaReply}
+	imagesReply, err := n.imagesExchange(ctx, rep.Site, rep.Images) // images_sync.go
+	if err != nil {
+		return linkReply{Error: "record image figures: " + err.Error()}
+	}
+	return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked, OTA: otaReply, Images: imagesReply}
 }
 
 func (n *Node) revokedNames(ctx context.Context) []string {

@@ -24,9 +24,10 @@ import (
 func newImagesCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "images",
-		Short: "The image cache: point this host's container runtime at its node's mirror",
+		Short: "The image cache: mirror configuration, syncs ahead of need, pins and figures",
 	}
 	cmd.AddCommand(newMirrorConfigCommand(), newImagesPushCommand(), newImagesPullCommand())
+	addImageResourceCommands(cmd) // images_sync.go
 	return cmd
 }
 
