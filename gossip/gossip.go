@@ -157,8 +157,19 @@ func (g *Gossip) create() (*memberlist.Memberlist, error) {
 	}
 	lw := &logWriter{log: g.log, onSuspect: g.onSuspect}
 	mc := g.cfg.memberlistConfig(&delegate{g: g}, keyring, newMemberlistLogger(lw))
+	t, err := newTransport(g.cfg.BindAddr, g.cfg.BindPort, g.log)
+	if err != nil {
+		g.phase = phaseStopped
+		return nil, fmt.Errorf("start gossip on %s: %w",
+			net.JoinHostPort(g.cfg.BindAddr, strconv.Itoa(g.cfg.BindPort)), err)
+	}
+	mc.Transport = t
+	if mc.BindPort == 0 {
+		mc.BindPort = t.port()
+	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		_ = t.Shutdown()
 		g.phase = phaseStopped
 		return nil, fmt.Errorf("start gossip on %s: %w",
 			net.JoinHostPort(g.cfg.BindAddr, strconv.Itoa(g.cfg.BindPort)), err)
