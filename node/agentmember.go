@@ -88,6 +88,7 @@ func NewAgent(cfg Config, store RunStore, logger *slog.Logger) (a *Agent, err er
 	if a.gossip, err = gossip.New(gc); err != nil {
 		return a, err
 	}
+	a.agent.blobs = siteContent{self: a.id.Name, ep: a.ep, gossip: a.gossip}.open
 	return a, nil
 }
 

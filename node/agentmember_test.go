@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
 
 	"github.com/outpost-mesh/outpost/gossip"
 	"github.com/outpost-mesh/outpost/node"
@@ -52,10 +58,11 @@ func startAgent(t *testing.T, hubAddr, token, name string) {
 // a write of the largest inline content a task may carry.
 func TestStatelessAgent(t *testing.T) {
 	t.Parallel()
-	hub := startNode(t)
+	var hubMirror, leaderMirror string
+	hub := startNode(t, mirrorAt(t, &hubMirror), func(c *node.Config) { c.RegistryPush = true })
 	addr := hub.hubQUIC(t)
 	token := hub.createToken(t, "sa", 0, time.Time{})
-	leader := startEdge(t, addr, token, "sa-0")
+	leader := startEdge(t, addr, token, "sa-0", mirrorAt(t, &leaderMirror))
 	startAgent(t, addr, token, "sa-agent")
 	eventually(t, 60*time.Second, func() error {
 		var n struct {
@@ -93,5 +100,31 @@ func TestStatelessAgent(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "ran")); string(b) != "sa-agent\n" {
 		t.Errorf("exec ran as %q, want sa-agent", b)
+	}
+
+	// A contentFrom write: the agent, which has no image cache, reads the
+	// blob through its site leader's, which fetches it from the hub.
+	payload := bytes.Repeat([]byte("driver "), 3<<20/7)
+	layer := static.NewLayer(payload, "application/octet-stream")
+	repo, err := name.NewRepository(hubMirror+"/"+ota.DefaultContentRepository, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.WriteLayer(repo, layer, remote.WithAuth(&authn.Basic{Username: "outpost", Password: hub.token}), remote.WithContext(t.Context())); err != nil {
+		t.Fatal(err)
+	}
+	d, _ := layer.Digest()
+	hub.mustDo(t, call{method: http.MethodPost, path: tasksPath, body: taskJSON("agent-content", map[string]any{
+		"targets": map[string]any{"nodes": []string{"sa-agent", "sa-0"}},
+		"steps": []map[string]any{
+			{"name": "write", "type": "write", "path": dir + "/driver", "contentFrom": map[string]any{"blob": d.String(), "size": len(payload)}},
+		},
+	})}, http.StatusCreated, nil)
+	v = hub.waitTask(t, "agent-content", ended)
+	if v.Status.Phase != ota.TaskSucceeded || v.Status.Counts.Succeeded != 2 {
+		t.Fatalf("contentFrom task ended %s with %+v, want Succeeded 2/2", v.Status.Phase, v.Status.Counts)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "driver")); err != nil || !bytes.Equal(b, payload) {
+		t.Errorf("written driver: %d bytes, %v; want the %d bytes pushed", len(b), err, len(payload))
 	}
 }

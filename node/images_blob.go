@@ -95,6 +95,7 @@ func (c *imageCache) blobHandler() http.Handler {
 	mux.HandleFunc("POST /outpost/v1/claim", c.index.serveLeaderOp(c.agree.serveClaimOp, maxLeaderOp))
 	mux.HandleFunc("POST /outpost/v1/tag", c.index.serveLeaderOp(c.agree.serveTagOp, maxLeaderOp))
 	mux.HandleFunc("POST /outpost/v1/verify", c.serveVerify)
+	mux.HandleFunc("GET "+contentPath, c.serveContent)
 	mux.HandleFunc("POST /outpost/v1/imagestats", c.serveStatsPost) // images_sync.go
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		p, ok := streamPeer(r.Context())

@@ -114,6 +114,8 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	if n.images != nil {
 		n.agent.blobs = n.images.openContent
+	} else {
+		n.agent.blobs = siteContent{self: n.id.Name, ep: n.ep, gossip: n.gossip}.open
 	}
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(n.group.Collector())
