@@ -150,18 +150,30 @@ func runBench(args []string) error {
 		rows = append(rows, r)
 	}
 
-	// The write: 10 nodes in each of 10 sites, inline content at its limit.
+	// The write: a 10 MiB file, in the hub's registry (outpost blob
+	// push), to 10 nodes in each of 10 sites: each site should fetch it
+	// over the WAN once.
 	var ten []string
 	for k := 1; k <= 10; k++ {
 		for j := range 10 {
 			ten = append(ten, nodeName(k, j))
 		}
 	}
-	content := make([]byte, 1<<20)
+	payload := filepath.Join(*dir, "payload.bin")
+	content := make([]byte, 10<<20)
 	_, _ = rand.Read(content)
-	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
-	for i := range content {
-		content[i] = alphabet[content[i]&63]
+	if err := os.WriteFile(payload, content, 0o600); err != nil {
+		return err
+	}
+	out, err := f.cli("blob", "push", payload, "--registry", hubAddr+":5000")
+	if err != nil {
+		return err
+	}
+	var pushed struct {
+		ContentFrom map[string]any `json:"contentFrom"`
+	}
+	if err := yaml.Unmarshal(out, &pushed); err != nil || pushed.ContentFrom == nil {
+		return fmt.Errorf("outpost blob push printed %q: %v", out, err)
 	}
 	if err := countHubBytes(); err != nil {
 		return err
@@ -170,13 +182,13 @@ func runBench(args []string) error {
 	time.Sleep(10 * time.Second)
 	idleEnd, _ := hubBytes()
 	idleRate := float64(idleEnd-idleStart) / 10
-	phase("task scale-write (1 MiB to 10 nodes in 10 sites); idle hub traffic %.0f B/s", idleRate)
+	phase("task scale-write (10 MiB contentFrom to 10 nodes in 10 sites); idle hub traffic %.0f B/s", idleRate)
 	before, err := hubBytes()
 	if err != nil {
 		return err
 	}
 	w, err := f.runTask("scale-write", map[string]any{"nodes": ten},
-		map[string]any{"name": "write", "type": "write", "path": filepath.Join(*dir, "files", "written.bin"), "content": string(content)}, len(ten))
+		map[string]any{"name": "write", "type": "write", "path": filepath.Join(*dir, "files", "written.bin"), "contentFrom": pushed.ContentFrom}, len(ten))
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@
 // their journals, keyed by node. It then runs three tasks through the hub's
 // API and prints a Markdown table: a read of a small file and an exec of
 // `true` on every node, timed from the apply to the task's completion, and
-// a 1 MiB inline write to 10 nodes in each of 10 sites, with the bytes the
+// a 10 MiB contentFrom write to 10 nodes in each of 10 sites, with the bytes the
 // hub's QUIC port sent while it ran (an iptables counter in the namespace).
 // Memory is each process's peak resident set (VmHWM).
 //

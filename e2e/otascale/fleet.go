@@ -87,7 +87,7 @@ func waitFor(what string, timeout, interval time.Duration, cond func() (bool, er
 func (f *fleet) startHub() error {
 	hub, err := f.start("hub", f.bin, "node", "--name", "hub-1", "--site", "hub",
 		"--data-dir", filepath.Join(f.dir, "hub"), "--bind-addr", hubAddr, "--advertise-addr", hubAddr,
-		"--api-addr", hubAddr+":7080", "--log-level", "warn")
+		"--api-addr", hubAddr+":7080", "--registry-addr", hubAddr+":5000", "--registry-push", "--log-level", "warn")
 	if err != nil {
 		return err
 	}
