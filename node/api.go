@@ -39,13 +39,20 @@ type apiServer struct {
 	// subresources serves GET of read-only subresources other than
 	// status, keyed "plural/sub" (tasks/logs).
 	subresources map[string]func(w http.ResponseWriter, r *http.Request, name string)
+	// audit records mutating and refused calls (audit.go); nil records
+	// nothing.
+	audit *auditLog
+	// admin serves the /outpost/v1/ admin calls (backup.go), when set.
+	admin http.Handler
 }
 
 func newAPIServer(g *consensus.Group, auth *authenticator, logger *slog.Logger) *apiServer {
-	return &apiServer{
+	a := &apiServer{
 		group: g, store: g.Store(), reg: g.Store().Registry(), auth: auth,
 		log: logger, table: newTableConvertor(),
 	}
+	auth.refused = a.refuseUnauthenticated // audit.go
+	return a
 }
 
 // register adds the API's routes to mux.
@@ -55,6 +62,11 @@ func (a *apiServer) register(mux *http.ServeMux) {
 	mux.Handle("/api", a.auth.require(http.HandlerFunc(a.serveLegacy)))
 	mux.Handle("/api/", a.auth.require(http.HandlerFunc(a.serveLegacy)))
 	mux.Handle("GET /version", a.auth.require(http.HandlerFunc(serveVersion)))
+	a.registerKubectl(mux) // api_kubectl.go: OpenAPI v3 for kubectl apply
+	a.registerUI(mux)      // ui.go: the web dashboard and whoami
+	if a.admin != nil {
+		mux.Handle("/outpost/v1/", a.auth.require(a.admin)) // backup.go: admin calls (backup)
+	}
 }
 
 // request is a parsed resource path.
@@ -102,6 +114,9 @@ func (a *apiServer) serveAPIs(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(rest) == 3 {
 		if h, ok := a.subresources[kind.Plural+"/"+rest[2]]; ok && r.Method == http.MethodGet {
+			if !a.authorize(w, r, request{kind: kind, namespace: req.namespace, name: rest[1], subresource: rest[2]}, verbGet) { // rbac.go
+				return
+			}
 			if a.forward != nil && !a.group.IsLeader() && !queryBool(r, "stale") {
 				a.forward(w, r)
 				return
@@ -119,11 +134,15 @@ func (a *apiServer) serveAPIs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("%s is namespaced: use /apis/%s/%s/namespaces/{namespace}/%s/%s", kind.Plural, group, version, kind.Plural, req.name)), a.log)
 		return
 	}
+	verb := requestVerb(r, req)
+	if !a.authorize(w, r, req, verb) { // rbac.go: every call is checked against the caller's role
+		return
+	}
 	if a.forward != nil && needsLeader(r) && !a.group.IsLeader() {
 		a.forward(w, r)
 		return
 	}
-	a.serveResource(w, r, req)
+	a.audited(w, r, req, verb, func(w http.ResponseWriter) { a.serveResource(w, r, req) }) // audit.go
 }
 
 // needsLeader reports whether a call must be served by the group's leader:

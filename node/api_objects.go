@@ -69,7 +69,7 @@ func (a *apiServer) list(w http.ResponseWriter, r *http.Request, req request) {
 	items := list.Items[:0]
 	for _, o := range list.Items {
 		if matchesFields(fsel, o) {
-			items = append(items, req.kind.Redact(o))
+			items = append(items, a.redact(r, req.kind, o))
 		}
 	}
 	if wantsTable(r) {
@@ -89,7 +89,7 @@ func (a *apiServer) get(w http.ResponseWriter, r *http.Request, req request) {
 		writeError(w, err, a.log)
 		return
 	}
-	obj = req.kind.Redact(obj)
+	obj = a.redact(r, req.kind, obj)
 	if wantsTable(r) {
 		writeJSON(w, http.StatusOK, a.table.convert(req.kind, []*consensus.Object{obj}, obj.Revision(), r))
 		return
@@ -142,7 +142,7 @@ func (a *apiServer) create(w http.ResponseWriter, r *http.Request, req request) 
 		writeError(w, err, a.log)
 		return
 	}
-	writeJSON(w, http.StatusCreated, req.kind.Redact(out))
+	writeJSON(w, http.StatusCreated, a.redact(r, req.kind, out))
 }
 
 func (a *apiServer) update(w http.ResponseWriter, r *http.Request, req request) {
@@ -161,7 +161,7 @@ func (a *apiServer) update(w http.ResponseWriter, r *http.Request, req request) 
 		writeError(w, err, a.log)
 		return
 	}
-	writeJSON(w, http.StatusOK, req.kind.Redact(out))
+	writeJSON(w, http.StatusOK, a.redact(r, req.kind, out))
 }
 
 func (a *apiServer) patch(w http.ResponseWriter, r *http.Request, req request) {
@@ -183,7 +183,7 @@ func (a *apiServer) patch(w http.ResponseWriter, r *http.Request, req request) {
 		writeError(w, err, a.log)
 		return
 	}
-	writeJSON(w, http.StatusOK, req.kind.Redact(out))
+	writeJSON(w, http.StatusOK, a.redact(r, req.kind, out))
 }
 
 func (a *apiServer) delete(w http.ResponseWriter, r *http.Request, req request) {
@@ -219,7 +219,7 @@ func (a *apiServer) delete(w http.ResponseWriter, r *http.Request, req request) 
 		writeError(w, err, a.log)
 		return
 	}
-	writeJSON(w, http.StatusOK, req.kind.Redact(out))
+	writeJSON(w, http.StatusOK, a.redact(r, req.kind, out))
 }
 
 func schemaGR(group, resource string) schema.GroupResource {

@@ -41,6 +41,7 @@ type testNode struct {
 	url    string
 	token  string
 	client *http.Client
+	node   *node.Node
 	// stop ends Run and waits for it; cleanup calls it too.
 	stop func(t *testing.T)
 }
@@ -118,6 +119,7 @@ func startNode(t *testing.T, opts ...func(*node.Config)) *testNode {
 	return &testNode{
 		name: cfg.Name, dir: cfg.DataDir, url: n.APIURL(), token: creds.Token,
 		client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		node:   n,
 		stop:   stop,
 	}
 }
@@ -322,7 +324,7 @@ func TestAPIRejectsBadInput(t *testing.T) {
 		{"malformed token", getAs("/apis", "Bearer no-dot"), 401, []string{"malformed bearer token"}},
 		{"basic auth instead of a bearer token", getAs("/apis", "Basic YWRtaW46YWRtaW4="), 401, []string{"missing bearer token"}},
 		{"unknown resource", get("/apis/core.outpost.dev/v1alpha1/bogus"), 404, []string{`no resource "bogus"`}},
-		{"hidden resource", get("/apis/core.outpost.dev/v1alpha1/accesstokens"), 404, []string{`no resource "accesstokens"`}},
+		{"hidden resource", get("/apis/core.outpost.dev/v1alpha1/members"), 404, []string{`no resource "members"`}},
 		{"unknown group", get("/apis/bogus.example.com"), 404, []string{"bogus.example.com"}},
 		{"path past the subresource", get(sitesPath + "/stale/status/x"), 404, []string{"stale/status/x"}},
 		{"unknown subresource", get(sitesPath + "/stale/scale"), 404, []string{"stale/scale"}},
@@ -420,8 +422,8 @@ func TestAPIDiscovery(t *testing.T) {
 			t.Errorf("resources %v lack %s", names, want)
 		}
 	}
-	if slices.Contains(names, "accesstokens") {
-		t.Errorf("resources %v list the hidden accesstokens", names)
+	if slices.Contains(names, "members") {
+		t.Errorf("resources %v list the hidden members", names)
 	}
 
 	// The server's version needs a token too.

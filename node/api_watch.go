@@ -80,7 +80,7 @@ func (a *apiServer) watch(w http.ResponseWriter, r *http.Request, req request) {
 	tables, columns := wantsTable(r), true
 	send := func(t watch.EventType, v any) error {
 		if o, ok := v.(*consensus.Object); ok {
-			v = req.kind.Redact(o)
+			v = a.redact(r, req.kind, o)
 		}
 		if o, ok := v.(*consensus.Object); ok && tables {
 			tbl := a.table.convert(req.kind, []*consensus.Object{o}, o.Revision(), r)

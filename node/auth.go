@@ -31,6 +31,9 @@ func PrincipalFrom(ctx context.Context) (Principal, bool) {
 type authenticator struct {
 	store *consensus.Store
 	now   func() time.Time
+	// refused, when set, answers (and audits) a call that failed
+	// authentication; the API server sets it (audit.go).
+	refused func(w http.ResponseWriter, r *http.Request, err error)
 }
 
 func (a *authenticator) authenticate(ctx context.Context, header string) (Principal, error) {
@@ -44,6 +47,11 @@ func (a *authenticator) authenticate(ctx context.Context, header string) (Princi
 	}
 	obj, err := a.store.Get(ctx, &AccessTokenKind, "", id, consensus.ReadOptions{Stale: true})
 	if err != nil {
+		return Principal{}, apierrors.NewUnauthorized("invalid bearer token")
+	}
+	// The hash is a sealed field (rbac.go's kinds); a token written before
+	// it was sealed opens as it is.
+	if obj, err = a.store.Unseal(&AccessTokenKind, obj); err != nil {
 		return Principal{}, apierrors.NewUnauthorized("invalid bearer token")
 	}
 	var spec AccessTokenSpec
@@ -61,6 +69,10 @@ func (a *authenticator) require(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, err := a.authenticate(r.Context(), r.Header.Get("Authorization"))
 		if err != nil {
+			if a.refused != nil {
+				a.refused(w, r, err)
+				return
+			}
 			writeError(w, err, nil)
 			return
 		}

@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/outpost-mesh/outpost/clusters"
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/gossip"
 	"github.com/outpost-mesh/outpost/ota/agent"
@@ -103,6 +104,22 @@ type Config struct {
 	// for (--registry-default-ns): "" the hub's own registry, "docker.io"
 	// for Docker's registry-mirrors, which sends no ns.
 	RegistryDefaultNS string
+
+	// ClusterWorkers is how many edge clusters the hub leader reconciles
+	// at once (--cluster-workers).
+	ClusterWorkers int
+	// TunnelPorts is the range proxy clusters' tunnel ports are taken from,
+	// FIRST-LAST (--tunnel-ports).
+	TunnelPorts string
+	// TuneClusters adjusts the cluster controller's settings after the
+	// defaults; tests use it for tight timings.
+	TuneClusters func(*clusters.Config)
+
+	// AuditMaxAge and AuditMaxEvents bound the audit log (audit.go):
+	// older events, and the oldest beyond the count, are pruned
+	// (--audit-max-age, --audit-max-events; 0: no bound).
+	AuditMaxAge    time.Duration
+	AuditMaxEvents int
 }
 
 // DefaultConfig returns the embedded default: a one-node hub in
@@ -129,6 +146,10 @@ func DefaultConfig() Config {
 		GossipProfile:     "lan",
 		RegistryAddr:      DefaultRegistryAddr,
 		CacheSize:         DefaultCacheSize,
+		ClusterWorkers:    3,
+		AuditMaxAge:       DefaultAuditMaxAge,
+		AuditMaxEvents:    DefaultAuditMaxEvents,
+		TunnelPorts:       clusters.DefaultTunnelPorts,
 	}
 }
 
@@ -204,6 +225,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval))
 	}
 	errs = append(errs, c.validateImages()...)
+	errs = append(errs, c.validateClusters()...)
+	if c.AuditMaxAge < 0 || c.AuditMaxEvents < 0 {
+		errs = append(errs, fmt.Errorf("--audit-max-age %s and --audit-max-events %d must not be negative", c.AuditMaxAge, c.AuditMaxEvents))
+	}
 	return errors.Join(errs...)
 }
 

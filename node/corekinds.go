@@ -4,6 +4,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/outpost-mesh/outpost/clusters"
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
 	"github.com/outpost-mesh/outpost/ota/control"
@@ -108,8 +109,9 @@ var (
 		},
 	}
 	AccessTokenKind = consensus.Kind{
-		Group: CoreGroup, Version: "v1alpha1", Kind: "AccessToken", Plural: "accesstokens", Hidden: true,
+		Group: CoreGroup, Version: "v1alpha1", Kind: "AccessToken", Plural: "accesstokens",
 		NewSpec:  func() any { return &AccessTokenSpec{} },
+		Secrets:  []string{"secretHash"}, // served to admins only (rbac.go), never with its hash
 		Validate: validateAccessToken,
 		Columns: []consensus.Column{
 			{Name: "Role", Type: "string", JSONPath: ".spec.role"},
@@ -134,7 +136,8 @@ func validateAccessToken(obj *consensus.Object) field.ErrorList {
 // CoreKinds returns a registry with the core kinds.
 func CoreKinds() *consensus.Registry {
 	r := consensus.NewRegistry()
-	r.MustRegister(NodeKind, SiteKind, AccessTokenKind, JoinTokenKind, MemberKind, SecretKind, RevocationKind,
-		ota.TaskKind, ota.DeviceResultKind, control.SiteTaskKind, control.DeviceRunKind)
+	r.MustRegister(NodeKind, SiteKind, AccessTokenKind, AuditEventKind, JoinTokenKind, MemberKind, SecretKind, RevocationKind,
+		ota.TaskKind, ota.DeviceResultKind, control.SiteTaskKind, control.DeviceRunKind,
+		clusters.ClusterKind)
 	return r
 }

@@ -39,7 +39,8 @@ func (n *Node) forwardToLeader(w http.ResponseWriter, r *http.Request) {
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = "outpost-leader"
-			pr.Out.Header.Set("X-Outpost-Forwarded-By", n.id.Name)
+			pr.Out.Header.Set(forwardedByHeader, n.id.Name)
+			pr.SetXForwarded() // the leader audits the client's address (audit.go)
 		},
 		Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {

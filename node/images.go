@@ -413,11 +413,12 @@ func (c *imageCache) authorizePush(r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	switch p.Role {
-	case RoleAdmin, RoleOperator:
+	// A push creates repositories of images.outpost.dev (rbac.go's policy).
+	ok, need := permits(p.Role, verbCreate, "images.outpost.dev", "repositories")
+	if ok {
 		return nil
 	}
-	return fmt.Errorf("%w: token %s has role %s; pushing takes an admin or operator token", registry.ErrDenied, p.Name, p.Role)
+	return fmt.Errorf("%w: token %s has role %s; pushing takes %s", registry.ErrDenied, p.Name, p.Role, need)
 }
 
 // authorizePull admits a pull on a mirror bound beyond loopback: any

@@ -20,6 +20,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/outpost-mesh/outpost/clusters"
+	"github.com/outpost-mesh/outpost/clusters/tunnel"
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/gossip"
 	"github.com/outpost-mesh/outpost/internal/logbridge"
@@ -59,7 +61,10 @@ type Node struct {
 	siteClock             siteClock // hub leader: when each site last reported
 	reg                   *prometheus.Registry
 	started               time.Time
-	images                *imageCache // nil: no image cache (an edge node with the mirror off)
+	images                *imageCache          // nil: no image cache (an edge node with the mirror off)
+	tunnels               *tunnel.Hub          // hub members: proxy clusters' reverse tunnels (tunnel.go)
+	clusterCtl            *clusters.Controller // hub members: the cluster controller (clusters.go)
+	access                accessState          // hub members: audit log, task signing key (audit.go, otagrant.go)
 }
 
 // New validates cfg, takes the data dir, loads (or, for a new hub, creates)
@@ -106,6 +111,9 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	if err = n.newGossip(); err != nil {
 		return n, err
 	}
+	if err = n.newTunnels(); err != nil {
+		return n, err
+	}
 	if err = n.newOTA(); err != nil {
 		return n, err
 	}
@@ -128,6 +136,10 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 		n.api.onDelete = n.onDelete
 		n.fwd = newConnListener(n.ep.Addr())
 		n.api.subresources = map[string]func(http.ResponseWriter, *http.Request, string){"tasks/logs": n.serveTaskLogs}
+		n.newAccess() // audit.go: audit log, backup
+		if err = n.newClusters(); err != nil {
+			return n, err
+		}
 		if n.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
 			return n, fmt.Errorf("--api-addr %s: %w", cfg.APIAddr, err)
 		}
@@ -203,6 +215,11 @@ func (n *Node) newTransport() error {
 		return n.authorizeStream(p, k)
 	}
 	tc.Revoked = n.isRevoked
+	if n.id.Role == RoleHub {
+		tc.AnonymousKinds = anonymousKinds // tunnel.go
+		tc.MaxConnectionReceiveWindow = tunnel.HubConnectionWindow
+		tc.InitialConnectionReceiveWindow = tunnel.HubConnectionWindow
+	}
 	tc.Logger = n.log
 	ep, err := transport.New(tc)
 	if err != nil {
@@ -393,6 +410,15 @@ func (n *Node) Run(ctx context.Context) (err error) {
 		eg.Go(func() error { return n.runHubLink(loopCtx) })
 	} else {
 		eg.Go(func() error { return n.runSiteMonitor(loopCtx) })
+	}
+	if n.tunnels != nil {
+		eg.Go(func() error { return n.runTunnels(loopCtx) })
+	}
+	if n.clusterCtl != nil {
+		eg.Go(func() error { return n.clusterCtl.Run(loopCtx) })
+	}
+	if n.api != nil {
+		eg.Go(func() error { return n.runAccess(loopCtx) }) // audit.go: restore, audit writes and pruning
 	}
 	n.log.Info("node started", "role", n.id.Role, "quic", n.ep.AdvertiseAddr(), "api", n.APIURL(), "data_dir", n.cfg.DataDir, "version", BuildVersion())
 

@@ -239,10 +239,12 @@ func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport)
 		return nil, nil
 	}
 	n.logs.deliver(rep.Logs)
+	n.auditRefusedGrants(site, rep.Results) // otagrant.go
 	if err := n.otaHub.Ingest(ctx, site, rep.Results); err != nil {
 		return nil, err
 	}
-	return &otaLinkReply{Assignments: n.otaHub.Assignments(site, rep.Have), Acked: rep.Results, LogRequests: n.logs.take(site)}, nil
+	as := n.signAssignments(ctx, site, n.otaHub.Assignments(site, rep.Have)) // otagrant.go: every device run is signed
+	return &otaLinkReply{Assignments: as, Acked: rep.Results, LogRequests: n.logs.take(site)}, nil
 }
 
 // runHubSiteOTA is the hub site's link to its own controller: the hub

@@ -17,6 +17,7 @@ import (
 	"github.com/outpost-mesh/outpost/ota"
 	"github.com/outpost-mesh/outpost/ota/agent"
 	"github.com/outpost-mesh/outpost/ota/control"
+	"github.com/outpost-mesh/outpost/ota/grant"
 )
 
 // agentService runs devices on this node. A run outlives the stream that
@@ -33,6 +34,8 @@ type agentService struct {
 	// blobs opens contentFrom blobs through the node's image cache; nil
 	// on a node without one.
 	blobs agent.BlobOpener
+	// grants remembers the hub's grants this agent accepted (otagrant.go).
+	grants *grant.Guard
 
 	mu      sync.Mutex
 	eg      *errgroup.Group
@@ -60,7 +63,11 @@ func newAgentService(dataDir string, pol agent.Policy, id *identity, store RunSt
 	if store == nil {
 		store = fileRunStore{dir: dir}
 	}
-	return &agentService{dir: dir, policy: pol, id: id, store: store, log: logger, running: map[string]*agentRun{}}, nil
+	grants, err := grant.OpenGuard(filepath.Join(dir, "grants.log"), 0, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	return &agentService{dir: dir, policy: pol, id: id, store: store, log: logger, grants: grants, running: map[string]*agentRun{}}, nil
 }
 
 // Run owns the device runs until ctx ends; on return every run has ended
@@ -74,13 +81,16 @@ func (a *agentService) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.eg = nil
 	a.mu.Unlock()
-	return eg.Wait()
+	return errors.Join(eg.Wait(), a.grants.Close())
 }
 
 // run returns the device's result: the stored one, the one of a run in
 // progress once it ends, or that of a new run.
 func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.DeviceResultStatus, error) {
 	key := runKey(req.UID, req.Attempt)
+	if err := a.admit(req, key); err != nil { // otagrant.go: only the hub's grants run
+		return failed(req, grant.Reason, err.Error()), nil
+	}
 	if st, ok, err := a.store.Result(key); err != nil {
 		return ota.DeviceResultStatus{}, err
 	} else if ok {

@@ -19,6 +19,7 @@ command -v skopeo >/dev/null || need+=(skopeo)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v containerd >/dev/null || need+=(containerd)
 command -v etcd >/dev/null || need+=(etcd-server)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; install them (as root: apt-get install ${need[*]}) or run make test as root" >&2
@@ -36,3 +37,4 @@ if [ "$(id -u)" = 0 ]; then
 fi
 
 images/registry/testdata/conformance.sh --build-only >/dev/null
+scripts/kube-peers.sh >/dev/null

@@ -28,9 +28,15 @@ type Config struct {
 	CAs *x509.CertPool
 	// Authorize is called for every incoming stream after the peer's
 	// certificate has been verified; an error refuses the stream. A
-	// connection without a certificate reaches it only with KindJoin and
-	// an empty Peer.Name. Nil allows every stream.
+	// connection without a certificate reaches it only with one of
+	// AnonymousKinds and an empty Peer.Name. Nil allows every stream.
 	Authorize func(p Peer, k Kind) error
+	// AnonymousKinds are the stream kinds a connection without a client
+	// certificate may open: a joining node's KindJoin, and on hub members
+	// an edge cluster agent's KindTunnel control stream, whose handler
+	// authenticates it by other means (a cluster token). Nil means
+	// KindJoin only.
+	AnonymousKinds []Kind
 	// Revoked reports whether a peer's certificate is revoked. It is
 	// checked at every handshake (both directions) and on every incoming
 	// stream. Nil means nothing is revoked.
@@ -54,6 +60,12 @@ type Config struct {
 	// 15 MiB); DESIGN.md has the measurements.
 	MaxStreamReceiveWindow     uint64
 	MaxConnectionReceiveWindow uint64
+	// InitialConnectionReceiveWindow is the connection window a peer gets
+	// from the start (zero: quic-go's 512 KiB, grown by auto-tuning while
+	// the application reads fast). Data that sits unread in a stalled
+	// stream holds part of it, and no reads means no growth: a hub sets it
+	// high so that stalled tunnel streams do not stop the others.
+	InitialConnectionReceiveWindow uint64
 	// StatelessResetKey, when set, lets this node tell peers that it lost
 	// a connection's state (after a restart) so they redial at once
 	// instead of waiting for the idle timeout. It must be secret and the

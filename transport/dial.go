@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 
@@ -197,15 +198,49 @@ func DialPinnedFrom(ctx context.Context, localIP, addr string, caFingerprint str
 	if !k.valid() {
 		return nil, nil, fmt.Errorf("dial %s: %w", addr, ErrUnknownKind)
 	}
+	pc, err := dialPinnedConn(ctx, localIP, addr, caFingerprint, &quic.Config{MaxIncomingStreams: -1, MaxIncomingUniStreams: -1}, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := openStream(ctx, pc.conn, peerOfConn(pc.conn), k)
+	if err != nil {
+		pc.close()
+		return nil, nil, fmt.Errorf("open %s stream to %s: %w", k, addr, err)
+	}
+	s.onClose = pc.close
+	return s, pc.ca, nil
+}
+
+// pinnedConn is a connection of its own (socket, QUIC transport) to a hub
+// member trusted by its CA fingerprint.
+type pinnedConn struct {
+	conn *quic.Conn
+	ca   *x509.Certificate
+	tr   *quic.Transport
+	udp  *net.UDPConn
+}
+
+// close closes the connection, its transport and its socket.
+func (pc *pinnedConn) close() {
+	_ = pc.conn.CloseWithError(codeConnClosed, "")
+	_ = pc.tr.Close()
+	_ = pc.udp.Close()
+}
+
+// dialPinnedConn dials addr from localIP without a client certificate,
+// trusting the server by caFingerprint (see DialPinned), on a socket of its
+// own. With a logger, the socket's buffers are raised for bulk traffic
+// (see raiseBuffers).
+func dialPinnedConn(ctx context.Context, localIP, addr, caFingerprint string, qconf *quic.Config, log *slog.Logger) (*pinnedConn, error) {
 	var ca *x509.Certificate
 	tlsConf, err := pinnedTLS(caFingerprint, &ca)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	local := &net.UDPAddr{}
 	if localIP != "" {
 		if local.IP = net.ParseIP(localIP); local.IP == nil {
-			return nil, nil, fmt.Errorf("dial %s from %q: not an IP address", addr, localIP)
+			return nil, fmt.Errorf("dial %s from %q: not an IP address", addr, localIP)
 		}
 	}
 	var raddr *net.UDPAddr
@@ -215,28 +250,24 @@ func DialPinnedFrom(ctx context.Context, localIP, addr string, caFingerprint str
 		raddr, err = net.ResolveUDPAddr("udp", addr)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
 	udp, err := net.ListenUDP("udp", local)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s from %s: %w", addr, localIP, err)
+		return nil, fmt.Errorf("dial %s from %s: %w", addr, localIP, err)
+	}
+	if log != nil {
+		raiseBuffers(udp, log)
 	}
 	tr := &quic.Transport{Conn: udp}
-	closeAll := func() { _ = tr.Close(); _ = udp.Close() }
-	conn, err := tr.Dial(ctx, raddr, tlsConf, &quic.Config{MaxIncomingStreams: -1, MaxIncomingUniStreams: -1})
+	conn, err := tr.Dial(ctx, raddr, tlsConf, qconf)
 	if err != nil {
-		closeAll()
+		_ = tr.Close()
+		_ = udp.Close()
 		if errors.Is(err, ErrFingerprintMismatch) {
-			return nil, nil, fmt.Errorf("dial %s: %w", addr, ErrFingerprintMismatch)
+			return nil, fmt.Errorf("dial %s: %w", addr, ErrFingerprintMismatch)
 		}
-		return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
+		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
-	s, err := openStream(ctx, conn, peerOfConn(conn), k)
-	if err != nil {
-		_ = conn.CloseWithError(codeConnClosed, "")
-		closeAll()
-		return nil, nil, fmt.Errorf("open %s stream to %s: %w", k, addr, err)
-	}
-	s.onClose = func() { _ = conn.CloseWithError(codeConnClosed, ""); closeAll() }
-	return s, ca, nil
+	return &pinnedConn{conn: conn, ca: ca, tr: tr, udp: udp}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -168,12 +169,13 @@ func (e *Endpoint) Run(ctx context.Context) (err error) {
 // streams (maxIncoming < 0): the dialer opens, the listener serves.
 func (e *Endpoint) quicConfig(maxIncoming int64) *quic.Config {
 	return &quic.Config{
-		MaxIdleTimeout:             e.cfg.IdleTimeout,
-		KeepAlivePeriod:            e.cfg.KeepAlive,
-		MaxIncomingStreams:         maxIncoming,
-		MaxIncomingUniStreams:      -1,
-		MaxStreamReceiveWindow:     e.cfg.MaxStreamReceiveWindow,
-		MaxConnectionReceiveWindow: e.cfg.MaxConnectionReceiveWindow,
+		MaxIdleTimeout:                 e.cfg.IdleTimeout,
+		KeepAlivePeriod:                e.cfg.KeepAlive,
+		MaxIncomingStreams:             maxIncoming,
+		MaxIncomingUniStreams:          -1,
+		MaxStreamReceiveWindow:         e.cfg.MaxStreamReceiveWindow,
+		MaxConnectionReceiveWindow:     e.cfg.MaxConnectionReceiveWindow,
+		InitialConnectionReceiveWindow: e.cfg.InitialConnectionReceiveWindow,
 	}
 }
 
@@ -302,7 +304,7 @@ func (e *Endpoint) admit(peer Peer, k Kind) (*Handler, quic.StreamErrorCode, err
 	switch {
 	case h == nil:
 		return nil, codeStreamUnknownKind, ErrUnknownKind
-	case peer.Name == "" && k != KindJoin:
+	case peer.Name == "" && !e.anonymousOK(k):
 		return nil, codeStreamCertRequired, ErrCertificateRequired
 	case peer.Name != "" && e.cfg.Revoked != nil && e.cfg.Revoked(peer):
 		return nil, codeStreamRevoked, ErrRevoked
@@ -313,6 +315,15 @@ func (e *Endpoint) admit(peer Peer, k Kind) (*Handler, quic.StreamErrorCode, err
 		}
 	}
 	return h, 0, nil
+}
+
+// anonymousOK reports whether a connection without a certificate may open
+// a stream of kind k.
+func (e *Endpoint) anonymousOK(k Kind) bool {
+	if e.cfg.AnonymousKinds == nil {
+		return k == KindJoin
+	}
+	return slices.Contains(e.cfg.AnonymousKinds, k)
 }
 
 // peerOfConn is the peer named by the connection's verified certificate,

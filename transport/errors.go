@@ -22,7 +22,8 @@ var (
 	// ErrUnknownKind means the accepting node has no handler for the kind.
 	ErrUnknownKind = errors.New("stream refused: no handler for this kind")
 	// ErrCertificateRequired means a connection without a client
-	// certificate opened a stream other than KindJoin.
+	// certificate opened a stream of a kind not in Config.AnonymousKinds
+	// (KindJoin by default).
 	ErrCertificateRequired = errors.New("stream refused: a mesh certificate is required for this kind")
 	// ErrNotMeshCertificate means a certificate verified against the CA but
 	// is not a node certificate (no node name, site or known role).

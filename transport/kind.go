@@ -16,7 +16,7 @@ const (
 	KindTunnel Kind = 3
 	// KindBlob carries content-addressed blobs (images, bundles).
 	KindBlob Kind = 4
-	// KindJoin is the one kind a node without a mesh certificate may open:
+	// KindJoin is the kind a node without a mesh certificate opens:
 	// it presents a join token and receives its certificate.
 	KindJoin Kind = 5
 )

@@ -36,7 +36,7 @@ func (e *Endpoint) newServerTLS() *tls.Config {
 		ClientCAs:  e.cfg.CAs,
 		VerifyConnection: func(cs tls.ConnectionState) error {
 			if len(cs.PeerCertificates) == 0 {
-				return nil // anonymous: KindJoin only, enforced per stream
+				return nil // anonymous: AnonymousKinds only, enforced per stream
 			}
 			return e.checkPeerCert(cs.PeerCertificates[0])
 		},

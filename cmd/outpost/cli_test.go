@@ -516,8 +516,8 @@ func TestCLI(t *testing.T) {
 		if len(lines) != 1 || !strings.Contains(lines[0], `"bogus"`) || !strings.Contains(lines[0], "nodes") || !strings.Contains(lines[0], "sites") {
 			t.Errorf("get bogus printed %q, want one line naming bogus and the known types", r.stderr)
 		}
-		if strings.Contains(lines[0], "accesstokens") {
-			t.Errorf("get bogus lists the hidden accesstokens: %q", lines[0])
+		if strings.Contains(lines[0], "members") {
+			t.Errorf("get bogus lists the hidden members: %q", lines[0])
 		}
 	})
 

@@ -92,8 +92,14 @@ func hint(s metav1.Status) string {
 	switch s.Reason {
 	case metav1.StatusReasonUnauthorized:
 		return "; check the token in your --config file"
+	case metav1.StatusReasonForbidden:
+		return "; your token's role does not allow this: ask an admin for a token with the role it needs"
 	case metav1.StatusReasonConflict:
-		return ""
+		return "" // the server's message already says to retry on the latest version
+	case metav1.StatusReasonAlreadyExists:
+		return "; change it with `outpost apply -f`, or pick another name"
+	case metav1.StatusReasonInvalid:
+		return "; fix the fields named and try again"
 	case metav1.StatusReasonNotFound:
 		return "; list what exists with `outpost get`"
 	case metav1.StatusReasonServiceUnavailable:

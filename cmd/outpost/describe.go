@@ -18,12 +18,17 @@ import (
 )
 
 func newDescribeCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "describe KIND NAME",
-		Short:   "Show a resource in detail",
-		Example: `  outpost describe node hub-1`,
-		Args:    cobra.ExactArgs(2),
+	var output string
+	cmd := &cobra.Command{
+		Use:   "describe KIND NAME",
+		Short: "Show a resource in detail",
+		Example: `  outpost describe node hub-1
+  outpost describe task upgrade-openssl -o yaml`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutputOf(output, "text"); err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
 			c, r, err := connect(ctx, g, args[0])
@@ -34,9 +39,17 @@ func newDescribeCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return describe(cmd.OutOrStdout(), body)
+			switch output {
+			case "text":
+				return describe(cmd.OutOrStdout(), body)
+			case "name":
+				return printNames(cmd.OutOrStdout(), r, body)
+			}
+			return printObject(cmd.OutOrStdout(), body, output)
 		},
 	}
+	addOutputFlag(cmd, &output, "text")
+	return cmd
 }
 
 // describedObject is what describe reads of any object.

@@ -42,7 +42,7 @@ func newGetCommand(g *globals) *cobra.Command {
 			return runGet(cmd.Context(), g, o, args[0], name, cmd.OutOrStdout())
 		},
 	}
-	cmd.Flags().StringVarP(&o.output, "output", "o", "table", "table, wide, json or yaml")
+	addOutputFlag(cmd, &o.output, "table", "wide")
 	cmd.Flags().StringVarP(&o.selector, "selector", "l", "", "label selector, e.g. site=a,role!=hub")
 	cmd.Flags().BoolVarP(&o.watch, "watch", "w", false, "after listing, print changes as they happen")
 	cmd.Flags().BoolVarP(&o.all, "all-namespaces", "A", false, "list namespaced resources of every namespace")
@@ -50,13 +50,7 @@ func newGetCommand(g *globals) *cobra.Command {
 	return cmd
 }
 
-func checkOutput(output string) error {
-	switch output {
-	case "table", "wide", "json", "yaml":
-		return nil
-	}
-	return fmt.Errorf("-o %q: use table, wide, json or yaml", output)
-}
+func checkOutput(output string) error { return checkOutputOf(output, "table", "wide") }
 
 func runGet(ctx context.Context, g *globals, o *getOptions, kind, name string, out io.Writer) error {
 	if err := checkOutput(o.output); err != nil {
@@ -83,7 +77,7 @@ func runGet(ctx context.Context, g *globals, o *getOptions, kind, name string, o
 		if name != "" {
 			q.Set("fieldSelector", "metadata.name="+name)
 		}
-		return watchLoop(ctx, c, r.path(ns, ""), q, o, out)
+		return watchLoop(ctx, c, r, r.path(ns, ""), q, o, out)
 	}
 	path := r.path(ns, name)
 	if len(q) > 0 {
@@ -109,9 +103,12 @@ func runGet(ctx context.Context, g *globals, o *getOptions, kind, name string, o
 			return nil
 		}
 		p := newTablePrinter(out, o.output == "wide", r.Namespaced && ns == "")
-		p.labels = o.showLabels
+		p.labels, p.color = o.showLabels, colorOutput(out)
 		p.print(&t)
 		return p.flush()
+	}
+	if o.output == "name" {
+		return printNames(out, r, body)
 	}
 	return printObject(out, body, o.output)
 }
@@ -140,12 +137,12 @@ func printObject(out io.Writer, body []byte, output string) error {
 
 // watchLoop lists and then streams changes until ctx ends, reconnecting from
 // the last resourceVersion when the server closes the stream.
-func watchLoop(ctx context.Context, c *client, path string, q url.Values, o *getOptions, out io.Writer) error {
+func watchLoop(ctx context.Context, c *client, r *resource, path string, q url.Values, o *getOptions, out io.Writer) error {
 	tables := o.output == "table" || o.output == "wide"
 	var p *tablePrinter
 	if tables {
 		p = newTablePrinter(out, o.output == "wide", false)
-		p.labels = o.showLabels
+		p.labels, p.color = o.showLabels, colorOutput(out)
 	}
 	q.Set("watch", "true")
 	for {
@@ -165,7 +162,7 @@ func watchLoop(ctx context.Context, c *client, path string, q url.Values, o *get
 			resp.Body.Close()
 			return statusError(resp.StatusCode, b)
 		}
-		rv, err := streamEvents(resp.Body, p, o.output, out)
+		rv, err := streamEvents(resp.Body, p, r, o.output, out)
 		resp.Body.Close()
 		if ctx.Err() != nil {
 			return nil
@@ -193,7 +190,7 @@ type wireEvent struct {
 
 // streamEvents prints events until the stream ends, returning the last
 // resourceVersion seen.
-func streamEvents(body io.Reader, p *tablePrinter, output string, out io.Writer) (string, error) {
+func streamEvents(body io.Reader, p *tablePrinter, r *resource, output string, out io.Writer) (string, error) {
 	dec := json.NewDecoder(body)
 	last := ""
 	for {
@@ -224,6 +221,12 @@ func streamEvents(body io.Reader, p *tablePrinter, output string, out io.Writer)
 			continue
 		}
 		last = meta.Metadata.ResourceVersion
+		if output == "name" {
+			if err := printNames(out, r, ev.Object); err != nil {
+				return last, err
+			}
+			continue
+		}
 		if output == "yaml" {
 			fmt.Fprintln(out, "---")
 		}

@@ -16,7 +16,7 @@ import (
 
 func newNodeCommand() *cobra.Command {
 	cfg := node.DefaultConfig()
-	var configFile string
+	var configFile, restoreFrom string
 	cmd := &cobra.Command{
 		Use:   "node",
 		Short: "Run the Outpost daemon on this host",
@@ -38,6 +38,11 @@ Flags win over the environment, which wins over the file.`,
 			cfg.NameSet = cmd.Flags().Changed("name") || os.Getenv("OUTPOST_NAME") != ""
 			cfg.SiteSet = cmd.Flags().Changed("site") || os.Getenv("OUTPOST_SITE") != ""
 			cfg.RegistryAddrSet = cmd.Flags().Changed("registry-addr") || os.Getenv("OUTPOST_REGISTRY_ADDR") != "" || cfg.RegistryAddr != node.DefaultRegistryAddr
+			if restoreFrom != "" { // backup.go: a new hub from a backup
+				if err := node.PrepareRestore(cfg.DataDir, restoreFrom); err != nil {
+					return err
+				}
+			}
 			if err := node.Join(cmd.Context(), cfg, logger); err != nil {
 				return err
 			}
@@ -76,6 +81,11 @@ Flags win over the environment, which wins over the file.`,
 	f.Var(newByteSizeValue(&cfg.CacheSize), "cache-size", "most bytes of image blobs this node keeps, least recently used evicted first (e.g. 20GiB, 500MB; 0: no bound)")
 	f.BoolVar(&cfg.RegistryPush, "registry-push", false, "hub members: accept pushes to the hub's own registry on --registry-addr, with an admin or operator API token as the password")
 	f.StringVar(&cfg.RegistryDefaultNS, "registry-default-ns", "", "registry a mirror request without ?ns= is for: \"\" the hub's own registry; docker.io for Docker's registry-mirrors, which sends no ns")
+	f.IntVar(&cfg.ClusterWorkers, "cluster-workers", cfg.ClusterWorkers, "hub: how many edge clusters are reconciled at once")
+	f.DurationVar(&cfg.AuditMaxAge, "audit-max-age", cfg.AuditMaxAge, "hub: how long audit events are kept (0: no bound)")
+	f.IntVar(&cfg.AuditMaxEvents, "audit-max-events", cfg.AuditMaxEvents, "hub: how many audit events are kept, the oldest pruned first (0: no bound)")
+	f.StringVar(&restoreFrom, "restore", "", "start a new hub in an empty --data-dir from a file of `outpost backup`")
+	f.StringVar(&cfg.TunnelPorts, "tunnel-ports", cfg.TunnelPorts, "hub: TCP port range proxy clusters' tunnel ports are taken from (two per cluster), FIRST-LAST")
 	return cmd
 }
 

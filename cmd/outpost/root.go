@@ -26,6 +26,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVarP(&g.namespace, "namespace", "n", "default", "namespace of namespaced resources")
 	root.AddCommand(
 		newNodeCommand(),
+		newAgentCommand(),
 		newGetCommand(g),
 		newApplyCommand(g),
 		newDeleteCommand(g),
@@ -34,9 +35,18 @@ func newRootCommand() *cobra.Command {
 		newVersionCommand(g),
 		newTokenCommand(g),
 		newTaskCommand(g),
+		newClusterCommand(g),
 		newImagesCommand(),
 		newBlobCommand(g),
+		newKubeconfigCommand(g), // kubeconfig.go
+		newCompletionCommand(),  // completion.go
+		newAccessCommand(g),     // access.go
+		newAuditCommand(g),      // audit.go
+		newBackupCommand(g),     // backup.go
+		newRestoreCommand(),     // backup.go
 	)
+	root.CompletionOptions.DisableDefaultCmd = true // completion.go has its own, with resource names
+	addCompletions(root, g)                         // completion.go
 	return root
 }
 

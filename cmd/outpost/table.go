@@ -18,6 +18,12 @@ type tablePrinter struct {
 	namespaces bool
 	labels     bool
 	header     bool
+	// color wraps the cells of state columns (Phase, State, Ready, ...)
+	// in ANSI colours; set it only for a terminal (colorOutput).
+	color bool
+	// colored marks the state columns, by index into the table's columns;
+	// kept from the first table, as later watch events carry no columns.
+	colored map[int]bool
 }
 
 func newTablePrinter(out io.Writer, wide, namespaces bool) *tablePrinter {
@@ -33,15 +39,28 @@ func (p *tablePrinter) print(t *metav1.Table) {
 	for i, c := range t.ColumnDefinitions {
 		show[i] = c.Priority == 0 || p.wide
 	}
+	if p.color && p.colored == nil && len(t.ColumnDefinitions) > 0 {
+		p.colored = map[int]bool{}
+		for i, c := range t.ColumnDefinitions {
+			p.colored[i] = stateColumn(c.Name)
+		}
+	}
 	if !p.header && len(t.ColumnDefinitions) > 0 {
 		var cols []string
 		if p.namespaces {
 			cols = append(cols, "NAMESPACE")
 		}
 		for i, c := range t.ColumnDefinitions {
-			if show[i] {
-				cols = append(cols, strings.ToUpper(c.Name))
+			if !show[i] {
+				continue
 			}
+			if p.colored[i] {
+				// The same invisible bytes as the cells below, so
+				// tabwriter's widths agree.
+				cols = append(cols, ansiPlain+strings.ToUpper(c.Name)+ansiPlain)
+				continue
+			}
+			cols = append(cols, strings.ToUpper(c.Name))
 		}
 		if p.labels {
 			cols = append(cols, "LABELS")
@@ -60,7 +79,11 @@ func (p *tablePrinter) print(t *metav1.Table) {
 			if i < len(show) && !show[i] {
 				continue
 			}
-			cells = append(cells, cellString(v))
+			cell := cellString(v)
+			if p.colored[i] {
+				cell = stateColor(cell) + cell + ansiPlain
+			}
+			cells = append(cells, cell)
 		}
 		if p.labels {
 			cells = append(cells, labelString(meta.Labels))

@@ -79,7 +79,7 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 				if err := json.Unmarshal(body, &t); err != nil {
 					return err
 				}
-				view := renderProgress(&t, tty)
+				view := renderProgress(&t, tty && colorOutput(out))
 				if view != last {
 					if tty && lines > 0 {
 						fmt.Fprintf(out, "\033[%dA\033[J", lines)
@@ -183,8 +183,8 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 		Short: "List a task's device results, devices with identical output grouped",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if output != "text" && output != "json" {
-				return fmt.Errorf("-o %q: use text or json", output)
+			if err := checkOutputOf(output, "text"); err != nil {
+				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
@@ -209,13 +209,16 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 					items = append(items, it)
 				}
 			}
-			if output == "json" {
-				b, err := json.MarshalIndent(items, "", "  ")
+			switch output {
+			case "json", "yaml":
+				b, err := json.Marshal(items)
 				if err != nil {
 					return err
 				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
-				return err
+				return printObject(cmd.OutOrStdout(), b, output)
+			case "name":
+				b, _ := json.Marshal(map[string]any{"items": items})
+				return printNames(cmd.OutOrStdout(), r, b)
 			}
 			if len(items) == 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "no device results for task %s%s\n", args[0], map[bool]string{true: " in phase " + phase}[phase != ""])
@@ -226,7 +229,7 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&phase, "phase", "", "only devices in this phase (queued, running, succeeded, failed, timedout, unreachable, canceled; failed includes timedout)")
-	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	addOutputFlag(cmd, &output, "text")
 	return cmd
 }
 

@@ -91,6 +91,7 @@ func (s *Site) Accept(ctx context.Context, as []Assignment) error {
 			}
 			spec.Assignment.Version, spec.Assignment.Window = a.Version, a.Window
 			spec.Assignment.Halted, spec.Assignment.Canceled = a.Halted, a.Canceled
+			spec.Assignment.Grants = mergeGrants(spec.Assignment.Grants, a.Grants) // a retry brings new grants
 			next := cur.DeepCopy()
 			_ = next.SetSpec(spec)
 			if _, err := store.Update(ctx, &SiteTaskKind, next); err != nil {
@@ -438,6 +439,7 @@ func (s *Site) launch(ctx context.Context, eg *errgroup.Group, a *Assignment, sp
 	req := RunRequest{
 		Task: a.Task, UID: a.UID, Attempt: spec.Attempt, Node: spec.Node, Site: s.cfg.Site,
 		Steps: a.Spec.Steps, DeviceTimeout: a.Spec.DeviceTimeoutOrDefault().Milliseconds(),
+		Grant: a.grantFor(spec.Node, spec.Attempt), // forwarded untouched; the agent checks it
 	}
 	eg.Go(func() error {
 		defer s.stop(name)

@@ -2,6 +2,7 @@ package control
 
 import (
 	"github.com/outpost-mesh/outpost/ota"
+	"github.com/outpost-mesh/outpost/ota/grant"
 )
 
 // Assignment is the hub's order to one site: run a task on these devices.
@@ -22,6 +23,40 @@ type Assignment struct {
 	Window   int  `json:"window"`
 	Halted   bool `json:"halted,omitempty"`
 	Canceled bool `json:"canceled,omitempty"`
+	// Grants are the hub's signed permissions to run each device (of
+	// Devices, or of Retry at Attempt); the site stores and forwards them
+	// untouched and the node's agent refuses a run without one.
+	Grants []grant.Grant `json:"grants,omitempty"`
+}
+
+// grantFor returns the grant of node at attempt, nil when there is none.
+func (a *Assignment) grantFor(node string, attempt int) *grant.Grant {
+	for i := range a.Grants {
+		if g := &a.Grants[i]; g.Node == node && g.Attempt == attempt {
+			return g
+		}
+	}
+	return nil
+}
+
+// mergeGrants keeps one grant per node: the newer attempt's.
+func mergeGrants(old, add []grant.Grant) []grant.Grant {
+	byNode := map[string]int{}
+	out := append([]grant.Grant(nil), old...)
+	for i, g := range out {
+		byNode[g.Node] = i
+	}
+	for _, g := range add {
+		if i, ok := byNode[g.Node]; ok {
+			if g.Attempt >= out[i].Attempt {
+				out[i] = g
+			}
+			continue
+		}
+		byNode[g.Node] = len(out)
+		out = append(out, g)
+	}
+	return out
 }
 
 // DeviceReport carries one device's result (or a change of its phase) from
@@ -43,6 +78,9 @@ type RunRequest struct {
 	Site          string     `json:"site"`
 	Steps         []ota.Step `json:"steps"`
 	DeviceTimeout int64      `json:"deviceTimeoutMillis"`
+	// Grant is the hub's signed permission for this run, as the hub sent
+	// it.
+	Grant *grant.Grant `json:"grant,omitempty"`
 }
 
 // SiteState is what a site tells the hub it holds: the version of each

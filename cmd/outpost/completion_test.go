@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// TestCompletionAndOutput drives the shell completion scripts, the
+// completion of kinds, names and -o values from a running hub, and the -o
+// forms every printing verb shares.
+func TestCompletionAndOutput(t *testing.T) {
+	bin := outpostBinary(t)
+	d := startDaemon(t, bin, t.TempDir())
+
+	for shell, want := range map[string]string{"bash": "__start_outpost", "zsh": "#compdef outpost", "fish": "complete -c outpost"} {
+		if out := runCLI(t, bin, "", "completion", shell).stdout; !strings.Contains(out, want) {
+			t.Errorf("outpost completion %s lacks %q", shell, want)
+		}
+	}
+	if r := runCLI(t, bin, "", "completion", "tcsh"); r.code == 0 || !strings.Contains(r.stderr, "invalid argument") {
+		t.Errorf("outpost completion tcsh: exit %d, stderr %q; want a refusal", r.code, r.stderr)
+	}
+
+	d.ok(t, siteYAML("lisbon", "38.72,-9.14"), "apply", "-f", "-")
+	d.ok(t, siteYAML("lyon", "45.76,4.84"), "apply", "-f", "-")
+	complete := func(args ...string) []string {
+		t.Helper()
+		// The word to complete is the last argument: --config goes first.
+		r := runCLI(t, bin, "", append([]string{"__complete", "--config", d.config()}, args...)...)
+		if r.code != 0 {
+			t.Fatalf("outpost __complete %q: exit %d: %s", args, r.code, r.stderr)
+		}
+		out := r.stdout
+		var words []string
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.HasPrefix(line, ":") { // the directive line
+				word, _, _ := strings.Cut(line, "\t")
+				words = append(words, word)
+			}
+		}
+		return words
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+		not  string
+	}{
+		{[]string{"get", ""}, "tasks sites nodes", ""},
+		{[]string{"get", "si"}, "sites", "nodes"},
+		{[]string{"get", "sites", "l"}, "lisbon lyon", ""},
+		{[]string{"get", "sites", "ly"}, "lyon", "lisbon"},
+		{[]string{"describe", "site", ""}, "lisbon lyon", ""},
+		{[]string{"get", "sites", "-o", ""}, "table wide json yaml name", ""},
+		{[]string{"describe", "site", "lyon", "-o", ""}, "text json yaml name", "wide"},
+	} {
+		got := " " + strings.Join(complete(tc.args...), " ") + " "
+		for _, w := range strings.Fields(tc.want) {
+			if !strings.Contains(got, " "+w+" ") {
+				t.Errorf("completing %q offers %q, want %s among them", tc.args, got, w)
+			}
+		}
+		if tc.not != "" && strings.Contains(got, " "+tc.not+" ") {
+			t.Errorf("completing %q offers %q, want no %s", tc.args, got, tc.not)
+		}
+	}
+
+	// -o name, and json and yaml on describe, as on get.
+	if out := d.ok(t, "", "get", "sites", "-l", "", "-o", "name"); !strings.Contains(out, "site.core.outpost.dev/lisbon\nsite.core.outpost.dev/lyon\n") {
+		t.Errorf("get sites -o name printed %q", out)
+	}
+	if out := d.ok(t, "", "describe", "site", "lyon", "-o", "name"); out != "site.core.outpost.dev/lyon\n" {
+		t.Errorf("describe -o name printed %q", out)
+	}
+	var site struct{ Spec struct{ Location string } }
+	if err := json.Unmarshal([]byte(d.ok(t, "", "describe", "site", "lyon", "-o", "json")), &site); err != nil || site.Spec.Location != "45.76,4.84" {
+		t.Errorf("describe -o json: %v, %+v", err, site)
+	}
+	if out := d.ok(t, "", "describe", "site", "lyon", "-o", "yaml"); !strings.Contains(out, "kind: Site") {
+		t.Errorf("describe -o yaml printed %q", out)
+	}
+	for _, args := range [][]string{{"get", "sites", "-o", "xml"}, {"describe", "site", "lyon", "-o", "wide"}, {"task", "results", "x", "-o", "table"}} {
+		if r := d.fails(t, args...); !strings.Contains(r.stderr, "json, yaml or name") {
+			t.Errorf("outpost %s: stderr %q, want the formats it takes", strings.Join(args, " "), r.stderr)
+		}
+	}
+	// Not a terminal: no colour.
+	if out := d.ok(t, "", "get", "nodes"); strings.Contains(out, "\033[") {
+		t.Errorf("get nodes to a pipe printed escape codes: %q", out)
+	}
+}
+
+func TestColorWanted(t *testing.T) {
+	for _, tc := range []struct {
+		noColor, term string
+		tty, want     bool
+	}{
+		{"", "xterm", true, true},
+		{"", "xterm", false, false},
+		{"1", "xterm", true, false},
+		{"", "dumb", true, false},
+	} {
+		t.Setenv("NO_COLOR", tc.noColor)
+		t.Setenv("TERM", tc.term)
+		if got := colorWanted(tc.tty); got != tc.want {
+			t.Errorf("NO_COLOR=%q TERM=%q tty=%v: colour %v, want %v", tc.noColor, tc.term, tc.tty, got, tc.want)
+		}
+	}
+}
+
+// TestColoredTableAligns checks that coloured state cells leave the
+// columns aligned once the escape codes are gone.
+func TestColoredTableAligns(t *testing.T) {
+	var buf bytes.Buffer
+	p := newTablePrinter(&buf, false, false)
+	p.color = true
+	p.print(&metav1.Table{
+		ColumnDefinitions: []metav1.TableColumnDefinition{{Name: "Name"}, {Name: "Phase"}, {Name: "Total"}},
+		Rows: []metav1.TableRow{
+			{Cells: []any{"a-long-task-name", "Succeeded", float64(12)}},
+			{Cells: []any{"b", "Failed", float64(3)}},
+			{Cells: []any{"c", "Running", float64(100)}},
+		},
+	})
+	if err := p.flush(); err != nil {
+		t.Fatal(err)
+	}
+	out := buf.String()
+	for word, code := range map[string]string{"Succeeded": ansiGreen, "Failed": ansiRed, "Running": ansiYellow} {
+		if !strings.Contains(out, code+word+ansiPlain) {
+			t.Errorf("%s is not coloured %q in %q", word, code, out)
+		}
+	}
+	plain := regexp.MustCompile("\033\\[[0-9;]*m").ReplaceAllString(out, "")
+	lines := strings.Split(strings.TrimSpace(plain), "\n")
+	col := strings.Index(lines[0], "TOTAL")
+	for _, l := range lines[1:] {
+		if len(l) <= col || l[col-1] != ' ' || l[col] == ' ' {
+			t.Errorf("TOTAL starts at column %d of the header, but the row is %q:\n%s", col, l, plain)
+		}
+	}
+}
