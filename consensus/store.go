@@ -301,7 +301,8 @@ func (s *Store) propose(ctx context.Context, k *Kind, c *command) (*Object, erro
 	if !ok {
 		return nil, apierrors.NewInternalError(fmt.Errorf("unexpected apply response %T", f.Response()))
 	}
-	return res.obj, res.err
+	// The FSM hands the same object to watchers: the caller gets its own.
+	return res.obj.DeepCopy(), res.err
 }
 
 // maxCommandBytes bounds one replicated command; the API's 1 MiB body limit
