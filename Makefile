@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-.PHONY: help build test test-deps unit e2e bench bench-ota demo demo-stop lint tools clean
+.PHONY: help build test test-deps unit e2e bench bench-ota bench-clusters demo demo-stop lint tools clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,14 @@ bench: ## Run the benchmarks and print the tables (README has the latest)
 bench-ota: build ## The 10,000-node OTA benchmark: hub, 100 sites, simulated nodes in a namespace (root; ~10 min, ~20 GiB)
 	$(GO) build -o bin/otascale ./e2e/otascale
 	./bin/otascale run -outpost $(BIN)
+
+bench-clusters: build ## Tunnel vs direct, ssh -R and remotedialer (loopback and a 100 Mbit/s link), then 1,000 Clusters on one kube-apiserver (root)
+	@command -v sshd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null)
+	./scripts/kube-peers.sh >/dev/null
+	$(GO) build -o bin/tunnelbench ./e2e/tunnelbench
+	cd e2e/tunnelbench/remotedialer && GOTOOLCHAIN=go1.27.3 GOWORK=off $(GO) build -o $(CURDIR)/bin/rdpeer .
+	./bin/tunnelbench run -rdpeer bin/rdpeer
+	$(GO) test -run '^$$' -bench ThousandClusters -benchtime 1x ./clusters/
 
 demo: build ## Start the embedded default (a one-node hub in ./outpost-data) and show it working
 	./scripts/demo.sh

@@ -335,11 +335,11 @@ func (r *round) provision(ctx context.Context) (bool, error) {
 	}
 	kc, conds, err := p.Provision(ctx, r.target(ctx, nil))
 	r.setAll(conds)
-	if err != nil {
-		return false, fmt.Errorf("provision: %w", err)
-	}
-	if len(kc) == 0 {
+	if err != nil || len(kc) == 0 {
 		r.notInitialized(ReasonProvisioning, "the hub is making this virtual cluster: see VirtualClusterReady")
+		if err != nil {
+			return false, fmt.Errorf("provision: %w", err)
+		}
 		return false, nil
 	}
 	if bytes.Equal(kc, r.spec.Connection.Kubeconfig) {

@@ -122,7 +122,7 @@ func (r *ibResults) table(w io.Writer, big, blob, wan ibImage) {
 	warm, warmDist := ibMedian(r.warm), ibMedian(r.warmDist)
 	fmt.Fprintf(w, "\n| measure | Outpost | CNCF Distribution %s | Outpost / Distribution | goal |\n", r.distVersion)
 	fmt.Fprintln(w, "|---|--:|--:|--:|---|")
-	fmt.Fprintf(w, "| warm pull of a %.2f GiB image (%d layers), skopeo → `dir:`, loopback: MB/s, median of %d | %.0f | %.0f | %.2f | ≥ 1.00: %s |\n",
+	fmt.Fprintf(w, "| warm pull of a %.2f GiB image (%d layers), skopeo → `dir:`, loopback: MB/s, median of %d | %.0f | %.0f | %.3f | ≥ 1.00: %s |\n",
 		float64(big.size)/gib, len(big.layers), len(r.warm), warm.mbps(), warmDist.mbps(), warm.mbps()/warmDist.mbps(), ibMet(warm.mbps() >= warmDist.mbps()))
 	fmt.Fprintf(w, "| ↳ CPU-s per GiB: skopeo + node mirror / skopeo + registry | %.2f + %.2f = %.2f | %.2f + %.2f = %.2f | %s | |\n",
 		warm.perGiB(warm.client), warm.perGiB(warm.server), warm.perGiB(warm.cpuTotal()),
@@ -140,7 +140,7 @@ func (r *ibResults) table(w io.Writer, big, blob, wan ibImage) {
 	fmt.Fprintf(w, "| ↳ until the sender's last byte: MB/s | %.0f | %.0f | %.2f | |\n", pl.wireMBps(), dl.wireMBps(), pl.wireMBps()/dl.wireMBps())
 	fetchCPU(pl, dl)
 	pk, dk := ibMedian(r.peerLink), ibMedian(r.distLink)
-	fmt.Fprintf(w, "| the same blob across a %d Mbit/s `tbf` link: MB/s (%% of link), median of %d | %.1f (%.1f%%) | %.1f (%.1f%%) | %.2f | ≥ 95%% of the link: %s; level (≥ 0.98×): %s |\n",
+	fmt.Fprintf(w, "| the same blob across a %d Mbit/s `tbf` link: MB/s (%% of link), median of %d | %.1f (%.1f%%) | %.1f (%.1f%%) | %.3f | ≥ 95%% of the link: %s; level (≥ 0.98×): %s |\n",
 		ibLinkMbit, len(r.peerLink), pk.mbps(), ibLinkPct(pk.mbps()), dk.mbps(), ibLinkPct(dk.mbps()), pk.mbps()/dk.mbps(),
 		ibMet(ibLinkPct(pk.mbps()) >= 95), ibMet(pk.mbps() >= 0.98*dk.mbps()))
 	fmt.Fprintf(w, "| ↳ until the sender's last byte: MB/s (%% of link); link busy | %.1f (%.1f%%); %.1f%% | %.1f (%.1f%%); %.1f%% | %.2f | |\n",

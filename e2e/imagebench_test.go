@@ -114,9 +114,11 @@ func TestImageBench(t *testing.T) {
 	b.hub.args = []string{"--registry-push"}
 	b.site = m.siteNodes("a")
 
-	// The images are written while the mesh forms.
+	// The images are written while the mesh forms. If the test fails
+	// first, the context ends the writing and the cleanup waits for it.
 	var g errgroup.Group
 	g.Go(b.writeImages)
+	t.Cleanup(func() { _ = g.Wait() })
 	m.bootstrap()
 	m.waitFormed()
 	if err := g.Wait(); err != nil {

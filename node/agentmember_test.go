@@ -122,7 +122,8 @@ func TestStatelessAgent(t *testing.T) {
 	})}, http.StatusCreated, nil)
 	v = hub.waitTask(t, "agent-content", ended)
 	if v.Status.Phase != ota.TaskSucceeded || v.Status.Counts.Succeeded != 2 {
-		t.Fatalf("contentFrom task ended %s with %+v, want Succeeded 2/2", v.Status.Phase, v.Status.Counts)
+		_, b := hub.do(t, call{method: http.MethodGet, path: "/apis/ota.outpost.dev/v1alpha1/deviceresults"})
+		t.Fatalf("contentFrom task ended %s with %+v, want Succeeded 2/2; results: %s", v.Status.Phase, v.Status.Counts, b)
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "driver")); err != nil || !bytes.Equal(b, payload) {
 		t.Errorf("written driver: %d bytes, %v; want the %d bytes pushed", len(b), err, len(payload))

@@ -1,13 +1,17 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
 
 	"github.com/outpost-mesh/outpost/clusters"
+	"github.com/outpost-mesh/outpost/clusters/components"
 )
 
 // validateClusters checks the cluster controller's settings, naming their
@@ -41,6 +45,9 @@ func (n *Node) newClusters() error {
 	if n.tunnels != nil {
 		cfg.Tunnels = n.tunnels
 	}
+	if cfg.Installer, err = n.newComponentInstaller(); err != nil {
+		return err
+	}
 	if n.cfg.TuneClusters != nil {
 		n.cfg.TuneClusters(&cfg)
 	}
@@ -49,6 +56,46 @@ func (n *Node) newClusters() error {
 	}
 	n.api.subresources["clusters/kubeconfig"] = n.serveClusterKubeconfig
 	return nil
+}
+
+// chartsHost names the hub's own registry in the chart references the
+// installer resolves; its requests never leave the process.
+const chartsHost = "hub.outpost.internal"
+
+// newComponentInstaller builds the installer of clusters' components
+// (clusters/components): charts from the hub's own registry, read in
+// process through the registry's OCI API with Helm's registry client;
+// virtual clusters' hosts reached as the controller reaches them. A
+// component registered twice fails the start, naming both places.
+func (n *Node) newComponentInstaller() (clusters.Installer, error) {
+	if n.images == nil || n.images.tierAPI == nil {
+		return nil, nil
+	}
+	charts, err := components.NewOCICharts(components.OCIChartsConfig{
+		Host: chartsHost, PlainHTTP: true, Transport: handlerTransport{n.images.tierAPI},
+	})
+	if err != nil {
+		return nil, err
+	}
+	cfg := components.DefaultInstallerConfig()
+	cfg.Charts, cfg.Logger = charts, n.log
+	cfg.HostConfig = func(ctx context.Context, name string) (*rest.Config, error) {
+		return n.clusterCtl.RESTConfig(ctx, name)
+	}
+	return components.NewInstaller(cfg)
+}
+
+// handlerTransport serves HTTP requests with a handler in process.
+type handlerTransport struct{ h http.Handler }
+
+func (t handlerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if r.Body == nil {
+		r.Body = http.NoBody
+	}
+	rec := httptest.NewRecorder()
+	t.h.ServeHTTP(rec, r)
+	return rec.Result(), nil
 }
 
 // serveClusterKubeconfig answers GET

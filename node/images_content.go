@@ -50,8 +50,9 @@ func (c *imageCache) serveContent(w http.ResponseWriter, r *http.Request) {
 }
 
 // siteContent opens contentFrom blobs through a node of the site that has
-// an image cache: the alive members that are not stateless, in random
-// order, each asked in turn.
+// an image cache: the members that are not stateless, alive ones first and
+// suspected ones after (a suspicion is often a slow probe), each group in
+// random order, each asked in turn.
 type siteContent struct {
 	self   string
 	ep     *transport.Endpoint
@@ -60,16 +61,24 @@ type siteContent struct {
 
 // open is an agent.BlobOpener.
 func (s siteContent) open(ctx context.Context, repo, d string) (io.ReadCloser, int64, error) {
-	var peers []gossip.Member
+	var alive, suspect []gossip.Member
 	for _, m := range s.gossip.Members() {
-		if m.Name != s.self && m.State == gossip.Alive && !m.Stateless && m.QUICAddr != "" {
-			peers = append(peers, m)
+		if m.Name == s.self || m.Stateless || m.QUICAddr == "" {
+			continue
+		}
+		switch m.State {
+		case gossip.Alive:
+			alive = append(alive, m)
+		case gossip.Suspect:
+			suspect = append(suspect, m)
 		}
 	}
-	if len(peers) == 0 {
+	if len(alive)+len(suspect) == 0 {
 		return nil, 0, errors.New("no node of this site with an image cache is alive")
 	}
-	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	rand.Shuffle(len(alive), func(i, j int) { alive[i], alive[j] = alive[j], alive[i] })
+	rand.Shuffle(len(suspect), func(i, j int) { suspect[i], suspect[j] = suspect[j], suspect[i] })
+	peers := append(alive, suspect...)
 	var errs []error
 	for _, p := range peers {
 		rc, size, err := s.from(ctx, p, repo, d)

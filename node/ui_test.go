@@ -155,6 +155,13 @@ func (b *browser) waitFor(what, predicate string) {
 	}
 }
 
+// click clicks the element that matches sel when it is there, looked up
+// at the moment of the click: a live update may have redrawn it since.
+func (b *browser) click(sel string) {
+	b.t.Helper()
+	b.waitFor("a click on "+sel, `(() => { const e = document.querySelector('`+sel+`'); if (!e) return false; e.click(); return true })()`)
+}
+
 func (b *browser) eval(expr string) string {
 	b.t.Helper()
 	v, err := chromedp.Run(b.ctx, chromedp.Evaluate[string](expr))
@@ -286,9 +293,11 @@ func TestDashboard(t *testing.T) {
 	b.do(chromedp.SendKeys("#token", "nobody.nothing"), chromedp.Click("#signin"))
 	b.waitFor("the refusal", `document.querySelector('.signin .error').textContent.includes('not valid')`)
 	b.eval(`document.querySelector('#token').value = ''`)
+	start := time.Now()
 	b.do(chromedp.SendKeys("#token", tn.token), chromedp.Click("#signin"))
 	b.waitFor("the sites map", `document.querySelectorAll('svg.map [data-site]').length === 5`)
 	b.waitFor("node rows", `document.body.innerText.includes('madrid-2')`)
+	t.Logf("sign-in to a drawn sites page: %v (informational)", time.Since(start).Round(time.Millisecond))
 	if who := b.eval(`document.querySelector('#who').textContent`); !strings.Contains(who, "admin") {
 		t.Errorf("header shows %q, want the admin role", who)
 	}
@@ -300,14 +309,18 @@ func TestDashboard(t *testing.T) {
 	}
 	b.screenshot("02-sites")
 
-	// A running task: the bar shows one device running, nine queued; the
+	b.do(chromedp.Navigate(tn.url + "/ui/#/tasks"))
+	b.waitFor("the task list", `document.querySelectorAll('tbody tr').length === 2 && !!document.querySelector('tbody .seg-running') && !!document.querySelector('tbody .seg-unreachable')`)
+	b.screenshot("03-tasks")
+
+	// A running task: the bar shows one device running, six queued; the
 	// page follows the device to Succeeded through the watch, unreloaded.
 	b.do(chromedp.Navigate(tn.url + "/ui/#/tasks/rollout-web"))
 	b.waitFor("one running device", `document.querySelector('[data-count=running]')?.textContent === '1' && document.querySelector('[data-count=queued]')?.textContent === '6'`)
 	if n := b.eval(`String(document.querySelectorAll('#progress .bar span').length)`); n != "2" {
 		t.Errorf("progress bar has %s segments, want 2 (running, queued)", n)
 	}
-	b.screenshot("03-task-running")
+	b.screenshot("04-task-running")
 	b.eval(`window.__sameDocument = 'yes'`)
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -318,9 +331,9 @@ func TestDashboard(t *testing.T) {
 	}
 
 	// Cancel asks for a confirmation, then cancels.
-	b.do(chromedp.Click("#cancel"))
+	b.click("#cancel")
 	b.waitFor("the confirmation", `document.querySelector('#cancel').textContent === 'Confirm cancel'`)
-	b.do(chromedp.Click("#cancel"))
+	b.click("#cancel")
 	eventually(t, 30*time.Second, func() error {
 		var task struct{ Spec struct{ Canceled bool } }
 		tn.mustDo(t, call{method: http.MethodGet, path: tasksPath + "/rollout-web"}, http.StatusOK, &task)
@@ -341,8 +354,8 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	b.waitFor("the retry button", `!!document.querySelector('#retry')`)
-	b.screenshot("04-task-failures")
-	b.do(chromedp.Click("#retry"))
+	b.screenshot("05-task-failures")
+	b.click("#retry")
 	eventually(t, 30*time.Second, func() error {
 		var task struct{ Spec struct{ Retry int } }
 		tn.mustDo(t, call{method: http.MethodGet, path: tasksPath + "/patch-openssl"}, http.StatusOK, &task)
@@ -361,7 +374,7 @@ func TestDashboard(t *testing.T) {
 		"metadata": map[string]any{"name": "nginx"}, "spec": map[string]any{"registryName": "local", "repositoryName": "library/nginx"}})
 	b.do(chromedp.Navigate(tn.url + "/ui/#/images"))
 	b.waitFor("the images page", `document.body.innerText.includes('library/nginx') && !document.body.innerText.includes('Loading')`)
-	b.screenshot("06-images")
+	b.screenshot("07-images")
 
 	// A viewer: signs in, sees the failed task, and no operator button.
 	viewer := viewerToken(t, tn, "ui-viewer", "viewer")
@@ -370,11 +383,11 @@ func TestDashboard(t *testing.T) {
 	b.do(chromedp.SendKeys("#token", viewer), chromedp.Click("#signin"))
 	b.waitFor("the viewer's header", `document.querySelector('#who').textContent.includes('viewer')`)
 	b.do(chromedp.Navigate(tn.url + "/ui/#/tasks/patch-openssl"))
-	b.waitFor("the retried task failed again", `document.querySelectorAll('#failures .group').length === 2 && document.body.innerText.includes('attempt 2')`)
+	b.waitFor("the retried task failed again", `document.querySelectorAll('#failures .group').length === 2 && document.body.innerText.includes('attempt 2') && document.querySelector('[data-count=unreachable]')?.textContent === '5'`)
 	if got := b.eval(`String(!!document.querySelector('#retry') || !!document.querySelector('#cancel'))`); got != "false" {
 		t.Error("a viewer is shown the retry or cancel button")
 	}
-	b.screenshot("07-viewer-task")
+	b.screenshot("08-viewer-task")
 	b.checkNoJSErrors()
 }
 
@@ -406,7 +419,7 @@ func testClusterConditions(t *testing.T, b *browser, tn *testNode) {
 	b.waitFor("both clusters' chains", `['plant-k3s', 'store-eks'].every(n => document.querySelectorAll('[data-cluster="' + n + '"] .stage').length >= 2)`)
 	b.waitFor("an initialized stage", `!!document.querySelector('[data-cluster="store-eks"] .stage[data-type=Initialized][data-status=True]')`)
 	b.waitFor("a failed stage explained", `[...document.querySelectorAll('.blocked')].length === 2`)
-	b.screenshot("05-cluster-conditions")
+	b.screenshot("06-cluster-conditions")
 }
 
 // viewerToken makes an AccessToken with role through the API and returns

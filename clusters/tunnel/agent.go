@@ -66,7 +66,7 @@ type AgentConfig struct {
 // DefaultAgentConfig returns the production settings.
 func DefaultAgentConfig() AgentConfig {
 	return AgentConfig{
-		Heartbeat: 10 * time.Second, HeartbeatTimeout: 30 * time.Second, DialTimeout: 10 * time.Second,
+		Heartbeat: 5 * time.Second, HeartbeatTimeout: 15 * time.Second, DialTimeout: 10 * time.Second,
 		Transport: transport.DefaultReverseConfig(), MaxBackoff: 10 * time.Second,
 	}
 }
@@ -81,7 +81,7 @@ func (c AgentConfig) Validate() error {
 	case len(c.HubAddrs) == 0:
 		return errors.New("--hub is required (a hub member's QUIC address, host:port)")
 	case c.CAFingerprint == "":
-		return errors.New("the mesh CA fingerprint is required (the last part of the cluster token)")
+		return errors.New("--ca-fingerprint is required: the mesh CA's SHA-256 (hex), which pins the hub; a --token ending in .<fingerprint> carries it too")
 	case c.KubeAPIAddr == "":
 		return errors.New("the edge API server's address is required (from --kubeconfig or in-cluster)")
 	case c.Heartbeat <= 0 || c.HeartbeatTimeout <= 0 || c.DialTimeout <= 0 || c.MaxBackoff <= 0:
@@ -184,8 +184,8 @@ func (a *Agent) session(ctx context.Context, addr string) (welcome, error) {
 	rcfg := a.cfg.Transport
 	rcfg.Addr, rcfg.CAFingerprint, rcfg.Logger = addr, a.cfg.CAFingerprint, a.cfg.Logger
 	dctx, cancel := context.WithTimeout(ctx, helloTimeout)
-	defer cancel()
 	rc, ctl, err := transport.DialReverse(dctx, rcfg, transport.KindTunnel)
+	cancel() // it bounds the handshake only
 	if err != nil {
 		return welcome{}, err
 	}

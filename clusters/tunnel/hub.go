@@ -76,7 +76,7 @@ type HubConfig struct {
 
 // DefaultHubConfig returns the production settings.
 func DefaultHubConfig() HubConfig {
-	return HubConfig{PublicHost: "0.0.0.0", HeartbeatTimeout: 30 * time.Second, AgentWait: 5 * time.Second, OpenTimeout: 10 * time.Second}
+	return HubConfig{PublicHost: "0.0.0.0", HeartbeatTimeout: 20 * time.Second, AgentWait: 5 * time.Second, OpenTimeout: 10 * time.Second}
 }
 
 // Hub is the hub leader's side of the tunnels: it binds each proxy
@@ -273,7 +273,7 @@ func (h *Hub) bind(cluster string, want clusters.Binding) (*binding, error) {
 	if want.External {
 		if ip := net.ParseIP(h.cfg.PublicHost); ip.IsUnspecified() {
 			hosts = []string{h.cfg.PublicHost}
-		} else if !ip.IsLoopback() {
+		} else if !ip.Equal(net.IPv4(127, 0, 0, 1)) {
 			hosts = append(hosts, h.cfg.PublicHost)
 		}
 	}
@@ -387,6 +387,7 @@ func (h *Hub) carry(ctx context.Context, cluster string, target Target, c *net.T
 	a := h.waitAgent(ctx, cluster)
 	if a == nil {
 		log.Debug("tunnelled connection refused: no agent connected")
+		reset(c) // an error for the client, not an empty answer
 		return
 	}
 	octx, cancel := context.WithTimeout(ctx, h.cfg.OpenTimeout)

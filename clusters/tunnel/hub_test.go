@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sync/errgroup"
@@ -42,8 +44,8 @@ func TestTunnelCarriesConnections(t *testing.T) {
 	}
 	api := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.KubernetesAPI))
 
-	// Stalled clients: each asks for 32 MiB, more than the buffers on the
-	// way hold, and never reads.
+	// Stalled clients: each asks for 16 MiB, more than the buffers on the
+	// way hold (their own receive buffer is small), and never reads.
 	const stalled = 4
 	var stalls []net.Conn
 	for range stalled {
@@ -52,19 +54,20 @@ func TestTunnelCarriesConnections(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
 		var req [8]byte
-		binary.BigEndian.PutUint64(req[:], 32<<20)
+		binary.BigEndian.PutUint64(req[:], 16<<20)
 		if _, err := c.Write(req[:]); err != nil {
 			t.Fatal(err)
 		}
 		stalls = append(stalls, c)
 	}
-	// The others: 40 connections of 2 MiB each, all at once.
+	// The others: 40 connections of 1 MiB each, all at once.
 	var g errgroup.Group
 	for i := range 40 {
 		g.Go(func() error {
-			n, err := request(api, 2<<20)
-			if err != nil || n != 2<<20 {
+			n, err := request(api, 1<<20)
+			if err != nil || n != 1<<20 {
 				return fmt.Errorf("connection %d: %d bytes, %v", i, n, err)
 			}
 			return nil
@@ -76,7 +79,7 @@ func TestTunnelCarriesConnections(t *testing.T) {
 	// The stalled ones still get their data once they read.
 	for i, c := range stalls {
 		n, err := io.Copy(io.Discard, c)
-		if err != nil || n != 32<<20 {
+		if err != nil || n != 16<<20 {
 			t.Errorf("stalled connection %d: %d bytes, %v", i, n, err)
 		}
 	}
@@ -264,5 +267,63 @@ func TestFailoverSamePorts(t *testing.T) {
 	api := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.KubernetesAPI))
 	if n, err := request(api, 1<<20); err != nil || n != 1<<20 {
 		t.Fatalf("through the new leader: %d bytes, %v", n, err)
+	}
+}
+
+// TestExternalBinding checks that an External binding is reachable on the
+// public address and still on loopback, where the controller dials it.
+func TestExternalBinding(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, nil, "hub-1", func(c *HubConfig) { c.PublicHost = "127.0.0.2" })
+	startAgent(t, l.agentConfig("edge-a", backend(t)))
+	eventually(t, "the agent to connect", func() bool { return l.hub.State("edge-a").Connected })
+	p := freePorts(t, 2)
+	ports := clusters.Ports{KubernetesAPI: p[0], PlatformAPI: p[1]}
+	if _, err := l.hub.Ensure(t.Context(), "edge-a", clusters.Binding{Ports: ports, External: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"127.0.0.1", "127.0.0.2"} {
+		if n, err := request(net.JoinHostPort(host, strconv.Itoa(ports.KubernetesAPI)), 1<<10); err != nil || n != 1<<10 {
+			t.Errorf("through %s: %d bytes, %v", host, n, err)
+		}
+	}
+	// Back to loopback only: the public address no longer answers.
+	if _, err := l.hub.Ensure(t.Context(), "edge-a", clusters.Binding{Ports: ports}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(ports.KubernetesAPI))); err == nil {
+		c.Close()
+		t.Error("the public address still accepts after External was turned off")
+	}
+}
+
+// TestRevokedTokenDropsAgent checks that an agent whose token stops
+// verifying while it is connected (revoked, Cluster deleted) is dropped
+// at its next heartbeat and then refused.
+func TestRevokedTokenDropsAgent(t *testing.T) {
+	t.Parallel()
+	var revoked atomic.Bool
+	l := newLab(t, nil, "hub-1", func(c *HubConfig) {
+		verify := c.Verify
+		c.Verify = func(ctx context.Context, cluster, token string) error {
+			if revoked.Load() {
+				return fmt.Errorf("token of %s revoked: %w", cluster, clusters.ErrBadToken)
+			}
+			return verify(ctx, cluster, token)
+		}
+	})
+	a, err := NewAgent(l.agentConfig("edge-a", backend(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Run(t.Context()) }()
+	eventually(t, "the agent to connect", func() bool { return l.hub.State("edge-a").Connected })
+	revoked.Store(true)
+	if err := <-done; !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "revoked") {
+		t.Fatalf("agent Run after revocation: %v, want ErrRefused", err)
+	}
+	if l.hub.State("edge-a").Connected {
+		t.Error("the hub still has the revoked agent")
 	}
 }

@@ -156,4 +156,6 @@ func (h *Hub) changed(cluster string) {
 	}
 }
 
+// errRevoked ends a connected agent's session when its token stops
+// verifying (revoked, or the Cluster deleted).
 var errRevoked = errors.New("the cluster token is no longer valid")

@@ -44,9 +44,11 @@ func newRootCommand() *cobra.Command {
 		newAuditCommand(g),      // audit.go
 		newBackupCommand(g),     // backup.go
 		newRestoreCommand(),     // backup.go
+		newChartsCommand(g),     // charts.go
 	)
 	root.CompletionOptions.DisableDefaultCmd = true // completion.go has its own, with resource names
 	addCompletions(root, g)                         // completion.go
+	addUsageHints(root)                             // usage.go
 	return root
 }
 

@@ -17,6 +17,7 @@
 //	sudo go run ./e2e/tunnelbench                    # everything (root: namespaces, sshd)
 //	go run ./e2e/tunnelbench -paths loopback -tunnels direct,outpost
 //
-// The subcommands backend, client, hub and agent are the processes it
-// starts; they are not meant to be run by hand.
+// The subcommands backend, client, hub, agent and kube are the processes it
+// starts; they are not meant to be run by hand. With
+// TUNNELBENCH_CPUPROFILE_DIR set, hub and agent write CPU profiles there.
 package main

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -14,6 +16,12 @@ func main() {
 	sub, args := "run", os.Args[1:]
 	if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
 		sub, args = args[0], args[1:]
+	}
+	if dir := os.Getenv("TUNNELBENCH_CPUPROFILE_DIR"); dir != "" && (sub == "hub" || sub == "agent") {
+		f, err := os.Create(filepath.Join(dir, sub+".prof"))
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
 	}
 	var err error
 	switch sub {
@@ -33,6 +41,7 @@ func main() {
 		err = fmt.Errorf("unknown subcommand %q (run, backend, client, hub, agent, kube)", sub)
 	}
 	if err != nil && ctx.Err() == nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "tunnelbench:", err)
 		os.Exit(1)
 	}

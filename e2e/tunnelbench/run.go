@@ -100,13 +100,14 @@ func runBench(ctx context.Context, args []string) error {
 // where are the addresses and namespaces of one path.
 type where struct {
 	hubNS, edgeNS string
-	hubIP         string // where the hub side's QUIC, sshd and websocket listen
-	backend       string // the backend as the hub side reaches it directly
-	backendLocal  string // the backend as the edge side reaches it
-	kube          string // the kube-apiserver as the hub side reaches it directly ("": none)
-	kubeLocal     string // the kube-apiserver as the edge side reaches it
-	kubeInfo      string // the file `tunnelbench kube` wrote
-	ports         func() int
+	hubIP         string     // where the hub side's QUIC, sshd and websocket listen
+	backend       string     // the backend as the hub side reaches it directly
+	backendLocal  string     // the backend as the edge side reaches it
+	kube          string     // the kube-apiserver as the hub side reaches it directly ("": none)
+	kubeLocal     string     // the kube-apiserver as the edge side reaches it
+	kubeInfo      string     // the file `tunnelbench kube` wrote
+	ports         func() int // a free port
+	pair          func() int // a free port whose next port is free too
 }
 
 // benchPath measures every tunnel on one path.
@@ -114,7 +115,7 @@ func benchPath(ctx context.Context, self, dir, path string, o options) ([]result
 	var w where
 	switch path {
 	case "loopback":
-		w = where{hubIP: "127.0.0.1", ports: freePort}
+		w = where{hubIP: "127.0.0.1", ports: freePort, pair: freePortPair}
 		p := freePort()
 		w.backend = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
 		w.backendLocal = w.backend
@@ -126,6 +127,7 @@ func benchPath(ctx context.Context, self, dir, path string, o options) ([]result
 		defer l.close()
 		next := 17000
 		w = where{hubNS: l.hub, edgeNS: l.edge, hubIP: l.hubIP, ports: func() int { next++; return next }}
+		w.pair = func() int { next += 2; return next - 1 }
 		w.backend = net.JoinHostPort(l.edgeIP, "9000")
 		w.backendLocal = "127.0.0.1:9000"
 	default:
@@ -207,13 +209,7 @@ func startTunnel(ctx context.Context, self, dir, t string, w where, o options) (
 		}
 		return procs, "", "", fmt.Errorf("%w; logs: %s", err, strings.Join(tails, " | "))
 	}
-	port := w.ports()
-	kubePort := w.ports()
-	if t != "direct" && w.hubNS == "" {
-		for kubePort != port+1 { // ours needs two adjacent ports
-			port, kubePort = kubePort, w.ports()
-		}
-	}
+	port := w.pair()
 	addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	kubeLocal := w.kubeLocal
 	if kubeLocal == "" {
@@ -360,6 +356,19 @@ func freePort() int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// freePortPair is a loopback TCP port free a moment ago whose next port
+// was free too (a tunnel binds both), or 0.
+func freePortPair() int {
+	for range 1000 {
+		p := freePort()
+		if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1))); err == nil {
+			ln.Close()
+			return p
+		}
+	}
+	return 0
 }
 
 // freeUDPPort is a UDP port for the hub's QUIC endpoint: any free one on

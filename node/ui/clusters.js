@@ -3,7 +3,7 @@
 // needs nothing beyond the generic API.
 
 import { resource, collectionPath, LiveList } from './api.js';
-import { h, ago, badge, empty } from './dom.js';
+import { h, ago, badge, empty, Parts } from './dom.js';
 
 // stageOrder is the order a cluster passes its conditions in; condition
 // types not listed follow in the order the object has them.
@@ -37,10 +37,11 @@ export function clustersView(main) {
   const root = h('section.view');
   main.append(root);
   let list;
+  const parts = new Parts(root);
   const render = () => {
     const items = list.values().sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
-    root.replaceChildren(h('h1', 'Clusters'),
-      ...(items.length ? items.map((c) => {
+    parts.render([['title', '', () => h('h1', 'Clusters')],
+      ...(items.length ? items.map((c) => [c.metadata.name, c.metadata.resourceVersion, () => {
         const st = c.status || {};
         const spec = c.spec || {};
         const ready = (st.conditions || []).find((x) => x.type === 'Ready');
@@ -49,7 +50,7 @@ export function clustersView(main) {
             h('span.spacer'),
             h('span.muted', [(spec.connection || {}).type, spec.provider, st.kubernetesVersion, st.nodeCount !== undefined ? st.nodeCount + ' nodes' : '', st.region].filter(Boolean).join(' · '))),
           chain(st.conditions));
-      }) : [empty(list, 'clusters')]));
+      }]) : [['empty', String(list.synced) + !!list.error, () => empty(list, 'clusters')]])]);
   };
   resource('Cluster').then((r) => {
     if (!r) {

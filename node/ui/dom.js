@@ -105,3 +105,31 @@ export function toast(msg, isError) {
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { el.className = ''; }, 5000);
 }
+
+// Parts keeps a view's parts across renders: each part is rebuilt only
+// when its key (a string of what it shows) changed, so a live update
+// leaves the rest of the page, and a button under the pointer, alone.
+export class Parts {
+  constructor(root) {
+    this.root = root;
+    this.parts = new Map();
+  }
+
+  // render shows the parts [id, key, build] in order.
+  render(list) {
+    const els = list.filter(Boolean).map(([id, key, build]) => {
+      const p = this.parts.get(id);
+      if (p && p.key === key) return p.el;
+      const el = build();
+      this.parts.set(id, { key, el });
+      return el;
+    });
+    const kids = this.root.children;
+    if (els.length !== kids.length || els.some((e, i) => kids[i] !== e)) this.root.replaceChildren(...els);
+  }
+}
+
+// versions is a key of a list of objects: their names and resourceVersions.
+export function versions(objs) {
+  return objs.map((o) => o.metadata.name + '@' + o.metadata.resourceVersion).join(',');
+}

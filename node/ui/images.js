@@ -3,7 +3,7 @@
 // nodes' ImageStats: hit ratio and the bytes that did not cross the WAN.
 
 import { resource, collectionPath, LiveList } from './api.js';
-import { h, ago, bytes, percent, table, empty } from './dom.js';
+import { h, ago, bytes, percent, table, empty, Parts, versions } from './dom.js';
 
 // siteFigures sums the nodes' ImageStats by site.
 export function siteFigures(stats) {
@@ -34,6 +34,7 @@ export function imagesView(main) {
   const root = h('section.view');
   main.append(root);
   const lists = {};
+  const parts = new Parts(root);
   const render = () => {
     const repos = [...(lists.repos ? lists.repos.values() : []), ...(lists.crepos ? lists.crepos.values() : [])]
       .sort((a, b) => ((b.status || {}).pullCount || 0) - ((a.status || {}).pullCount || 0));
@@ -41,7 +42,8 @@ export function imagesView(main) {
     const sites = lists.stats ? siteFigures(lists.stats.values()) : [];
     const tot = sites.reduce((t, f) => ({ hits: t.hits + f.hits, misses: t.misses + f.misses, saved: t.saved + f.saved, origin: t.origin + f.fromOrigin }), { hits: 0, misses: 0, saved: 0, origin: 0 });
     const pulls = repos.reduce((n, r) => n + ((r.status || {}).pullCount || 0), 0);
-    root.replaceChildren(
+    const key = Object.entries(lists).map(([k, l]) => k + l.synced + versions(l.values())).join(';');
+    parts.render([['all', key, () => h('div.view',
       h('div.stats',
         h('div.stat', h('b', String(repos.length)), h('span', 'Repositories')),
         h('div.stat', h('b', String(pulls)), h('span', 'Pulls')),
@@ -68,7 +70,7 @@ export function imagesView(main) {
           ['Size', (r) => bytes((r.status || {}).sizeBytes), 'num'],
           ['Nodes', (r) => (r.status || {}).nodes || 0, 'num'],
           ['Last pulled', (r) => ago((r.status || {}).lastPulled)],
-        ], repos) : lists.repos ? empty(lists.repos, 'repositories') : h('p.empty', 'Loading…')));
+        ], repos) : lists.repos ? empty(lists.repos, 'repositories') : h('p.empty', 'Loading…')))]]);
   };
   const want = { repos: 'Repository', crepos: 'ClusterRepository', stats: 'ImageStats' };
   for (const [key, kind] of Object.entries(want)) {

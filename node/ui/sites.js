@@ -4,7 +4,7 @@
 // never reported).
 
 import { resource, collectionPath, LiveList } from './api.js';
-import { h, s, ago, badge, table, empty } from './dom.js';
+import { h, s, ago, badge, table, empty, Parts, versions } from './dom.js';
 
 const statusWords = { ok: 'ok', degraded: 'degraded', down: 'down', new: 'new' };
 
@@ -52,18 +52,25 @@ function siteMap(rows, onpick, picked) {
     const sx = (W - 80) / Math.max(maxLon - minLon, 1);
     const sy = (geoH - 40) / Math.max(maxLat - minLat, 1);
     const k = Math.min(sx, sy);
+    const left = (W - (maxLon - minLon) * k) / 2; // centred
     items.push(s('rect', { x: 0, y: 0, width: W, height: geoH, class: 'map-sea', rx: 8 }));
     for (let lon = Math.ceil(minLon / 5) * 5; lon <= maxLon; lon += 5) {
-      const x = 40 + (lon - minLon) * k;
-      if (x < W) items.push(s('line', { x1: x, y1: 0, x2: x, y2: geoH, class: 'map-grid' }));
+      const x = left + (lon - minLon) * k;
+      if (x < W) {
+        items.push(s('line', { x1: x, y1: 0, x2: x, y2: geoH, class: 'map-grid' }),
+          s('text', { x: x + 3, y: geoH - 6, class: 'map-axis' }, `${Math.abs(lon)}°${lon < 0 ? 'W' : 'E'}`));
+      }
     }
     for (let lat = Math.ceil(minLat / 5) * 5; lat <= maxLat; lat += 5) {
       const y = geoH - 20 - (lat - minLat) * k;
-      if (y > 0) items.push(s('line', { x1: 0, y1: y, x2: W, y2: y, class: 'map-grid' }));
+      if (y > 0) {
+        items.push(s('line', { x1: 0, y1: y, x2: W, y2: y, class: 'map-grid' }),
+          s('text', { x: 4, y: y - 3, class: 'map-axis' }, `${Math.abs(lat)}°${lat < 0 ? 'S' : 'N'}`));
+      }
     }
     placed.forEach((r, i) => {
       const p = pts[i];
-      const x = 40 + (p.lon - minLon) * k;
+      const x = left + (p.lon - minLon) * k;
       const y = geoH - 20 - (p.lat - minLat) * k;
       items.push(pin(r, x, y, onpick, picked));
     });
@@ -110,6 +117,7 @@ export function sitesView(main) {
   let picked = null;
   const root = h('section.view');
   main.append(root);
+  const parts = new Parts(root);
 
   const render = () => {
     if (!sites || !nodes) return;
@@ -122,19 +130,21 @@ export function sitesView(main) {
     const alive = all.filter((n) => (n.status || {}).state === 'alive').length;
     const shownNodes = all.filter((n) => !picked || siteOf(n) === picked)
       .sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
-    root.replaceChildren(
-      h('div.stats',
+    const pick = (name) => { picked = name; render(); };
+    const mapKey = JSON.stringify([rows.map((r) => [r.site.metadata.name, r.status, r.nodes.length, (r.site.spec || {}).location]), picked, sites.synced]);
+    parts.render([
+      ['stats', JSON.stringify([rows.map((r) => r.status), all.length, alive]), () => h('div.stats',
         stat('Sites', rows.length),
         stat('Up', count('ok'), 'ok'),
         stat('Degraded', count('degraded'), 'warn'),
         stat('Down', count('down'), 'bad'),
         stat('Nodes', all.length),
-        stat('Nodes alive', alive, alive === all.length ? 'ok' : 'warn')),
-      h('div.card',
+        stat('Nodes alive', alive, alive === all.length ? 'ok' : 'warn'))],
+      ['map', mapKey, () => h('div.card',
         h('h2', 'Sites by status', h('span.legend', ['ok', 'degraded', 'down', 'new'].map((w) =>
           h('span', h('i', { class: 'fill-' + toneOf[w] }), w)))),
-        rows.length ? siteMap(rows, (name) => { picked = name === picked ? null : name; render(); }, picked) : empty(sites, 'sites')),
-      h('div.card',
+        rows.length ? siteMap(rows, (name) => pick(name === picked ? null : name), picked) : empty(sites, 'sites'))],
+      ['sites', mapKey + versions(rows.map((r) => r.site)), () => h('div.card',
         h('h2', 'Sites'),
         rows.length ? table([
           ['Name', (r) => r.site.metadata.name],
@@ -144,9 +154,9 @@ export function sitesView(main) {
           ['Leader', (r) => (r.site.status && r.site.status.leader) || '—'],
           ['Versions', (r) => ((r.site.status && r.site.status.versions) || []).join(', ') || '—'],
           ['Last seen', (r) => ago(r.site.status && r.site.status.lastSeen)],
-        ], rows, { onclick: (r) => { picked = r.site.metadata.name; render(); } }) : empty(sites, 'sites')),
-      h('div.card',
-        h('h2', picked ? `Nodes of ${picked}` : 'Nodes', picked && h('button.link', { onclick: () => { picked = null; render(); } }, 'show all')),
+        ], rows, { onclick: (r) => pick(r.site.metadata.name) }) : empty(sites, 'sites'))],
+      ['nodes', versions(shownNodes) + picked + nodes.synced, () => h('div.card',
+        h('h2', picked ? `Nodes of ${picked}` : 'Nodes', picked && h('button.link', { onclick: () => pick(null) }, 'show all')),
         shownNodes.length ? table([
           ['Name', (n) => n.metadata.name],
           ['Site', siteOf],
@@ -156,7 +166,8 @@ export function sitesView(main) {
           ['Arch', (n) => [(n.status || {}).os, (n.status || {}).arch].filter(Boolean).join('/') || '—'],
           ['Raft', (n) => ((n.status || {}).raft || {}).state || '—'],
           ['Last seen', (n) => ago((n.status || {}).lastSeen || (n.status || {}).heartbeatTime)],
-        ], shownNodes) : empty(nodes, 'nodes')));
+        ], shownNodes) : empty(nodes, 'nodes'))],
+    ]);
   };
 
   Promise.all([resource('Site', 'core.outpost.dev'), resource('Node', 'core.outpost.dev')]).then(([sr, nr]) => {

@@ -4,7 +4,7 @@
 // spec as `outpost task retry --failed` and `outpost task cancel` do.
 
 import { resource, collectionPath, objectPath, LiveList, call, ApiError } from './api.js';
-import { h, ago, badge, table, empty, toast } from './dom.js';
+import { h, ago, badge, table, empty, toast, Parts, versions } from './dom.js';
 
 const segments = [
   ['succeeded', 'Succeeded'],
@@ -32,9 +32,10 @@ export function tasksView(main) {
   const root = h('section.view');
   main.append(root);
   let list;
+  const parts = new Parts(root);
   const render = () => {
     const tasks = list.values().sort((a, b) => (b.metadata.creationTimestamp || '').localeCompare(a.metadata.creationTimestamp || ''));
-    root.replaceChildren(h('div.card', h('h2', 'Tasks'),
+    parts.render([['list', versions(tasks) + list.synced + !!list.error, () => h('div.card', h('h2', 'Tasks'),
       tasks.length ? table([
         ['Name', (t) => h('a', { href: '#/tasks/' + encodeURIComponent(t.metadata.name) }, t.metadata.name)],
         ['Phase', (t) => badge((t.status || {}).phase || 'Pending')],
@@ -43,7 +44,7 @@ export function tasksView(main) {
         ['Failed', (t) => ((t.status || {}).counts || {}).failed || 0, 'num'],
         ['Sites', (t) => Object.keys((t.status || {}).sites || {}).length, 'num'],
         ['Age', (t) => ago(t.metadata.creationTimestamp)],
-      ], tasks, { onclick: (t) => { location.hash = '#/tasks/' + encodeURIComponent(t.metadata.name); } }) : empty(list, 'tasks')));
+      ], tasks, { onclick: (t) => { location.hash = '#/tasks/' + encodeURIComponent(t.metadata.name); } }) : empty(list, 'tasks'))]]);
   };
   resource('Task', 'ota.outpost.dev').then((r) => {
     if (!r) { root.replaceChildren(h('p.empty', 'This hub serves no Task kind.')); return; }
@@ -90,6 +91,8 @@ export function failureGroups(results, attempt) {
   return [...groups.values()].sort((a, b) => b.nodes.length - a.nodes.length);
 }
 
+const back = () => h('a.back', { href: '#/tasks' }, '← Tasks');
+
 export function taskView(main, { me, params: [name] }) {
   const root = h('section.view');
   main.append(root);
@@ -124,10 +127,12 @@ export function taskView(main, { me, params: [name] }) {
     }
   };
 
+  const parts = new Parts(root);
   const render = () => {
     const t = task && task.values()[0];
     if (!t) {
-      root.replaceChildren(h('a.back', { href: '#/tasks' }, '← Tasks'), task && task.synced ? h('p.empty', `Task ${name} does not exist.`) : h('p.empty', 'Loading…'));
+      const msg = task && task.synced ? `Task ${name} does not exist.` : 'Loading…';
+      parts.render([['back', '', back], ['missing', msg, () => h('p.empty', msg)]]);
       return;
     }
     const st = t.status || {};
@@ -139,9 +144,10 @@ export function taskView(main, { me, params: [name] }) {
     const sites = Object.entries(st.sites || {}).sort(([a], [b]) => a.localeCompare(b));
     const groups = results ? failureGroups(results.values(), st.attempt) : [];
     const failedDevices = groups.reduce((n, g) => n + g.nodes.length, 0);
-    root.replaceChildren(
-      h('a.back', { href: '#/tasks' }, '← Tasks'),
-      h('div.head',
+    const head = { phase: st.phase, attempt: st.attempt, halted: spec.halted, operate, retryable, cancelable, busy, confirmCancel };
+    parts.render([
+      ['back', '', back],
+      ['head', JSON.stringify(head), () => h('div.head',
         h('h1', t.metadata.name),
         badge(st.phase || 'Pending'),
         st.attempt > 1 && h('span.muted', `attempt ${st.attempt}`),
@@ -159,35 +165,36 @@ export function taskView(main, { me, params: [name] }) {
             }
             steer(() => ({ canceled: true }), 'canceled');
           },
-        }, confirmCancel ? 'Confirm cancel' : 'Cancel task')),
-      h('div.card#progress',
+        }, confirmCancel ? 'Confirm cancel' : 'Cancel task'))],
+      ['progress', JSON.stringify([c, st.startTime]), () => h('div.card#progress',
         h('div.progress-head', h('b', `${done(c)} of ${c.total || 0} devices finished`),
           h('span.muted', st.startTime ? `started ${ago(st.startTime)} ago` : 'not started')),
         progressBar(c, true),
-        h('div.legend', segments.map(([k, t2]) => h('span', h('i', { class: 'seg-' + k }), `${t2} `, h('b', { 'data-count': k }, String(c[k] || 0)))))),
-      h('div.card', h('h2', 'Sites'),
+        h('div.legend', segments.map(([k, t2]) => h('span', h('i', { class: 'seg-' + k }), `${t2} `, h('b', { 'data-count': k }, String(c[k] || 0))))))],
+      ['sites', JSON.stringify(sites), () => h('div.card', h('h2', 'Sites'),
         sites.length ? table([
           ['Site', ([s]) => s],
           ['Progress', ([, sc]) => progressBar(sc), 'wide'],
           ['Done', ([, sc]) => `${done(sc)}/${sc.total}`, 'num'],
           ['Running', ([, sc]) => sc.running, 'num'],
           ['Failed', ([, sc]) => sc.failed + sc.unreachable, 'num'],
-        ], sites) : h('p.empty', 'No devices yet.')),
-      h('div.card#failures', h('h2', 'Failures', groups.length > 0 && h('span.muted', ` ${plural(failedDevices, 'device')} in ${plural(groups.length, 'group')}`)),
+        ], sites) : h('p.empty', 'No devices yet.'))],
+      ['failures', JSON.stringify([groups, results && results.synced]), () => h('div.card#failures',
+        h('h2', 'Failures', groups.length > 0 && h('span.muted', ` ${plural(failedDevices, 'device')} in ${plural(groups.length, 'group')}`)),
         groups.length ? groups.map((g) => h('div.group',
           h('div.group-head', badge(g.phase), h('b', plural(g.nodes.length, 'device')),
             g.step && h('span', 'step ', h('code', g.step)), g.detail && h('span.muted', g.detail)),
           g.output && h('pre', g.output.length > 4000 ? g.output.slice(0, 4000) + '\n…' : g.output),
           h('div.chips', g.nodes.sort().slice(0, 50).map((n) => h('span.chip', n)),
             g.nodes.length > 50 && h('span.muted', ` and ${g.nodes.length - 50} more`))))
-          : h('p.empty', results && results.synced ? 'No failed device.' : 'Loading…')),
-      h('div.card', h('h2', 'Steps'),
+          : h('p.empty', results && results.synced ? 'No failed device.' : 'Loading…'))],
+      ['steps', JSON.stringify(spec.steps || []), () => h('div.card', h('h2', 'Steps'),
         table([
           ['Name', (x) => x.name],
           ['Type', (x) => x.type],
           ['What', (x) => h('code', x.command ? x.command.join(' ') : x.script || x.path || '')],
-        ], spec.steps || [])),
-    );
+        ], spec.steps || []))],
+    ]);
   };
 
   resource('Task', 'ota.outpost.dev').then(async (r) => {

@@ -1,0 +1,83 @@
+package components
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/outpost-mesh/outpost/clusters"
+)
+
+// TestFailuresAreContained: a missing chart, a chart that fails to
+// render and an unknown component name each give a False condition with
+// a reason, while the Cluster's other component installs; an unreachable
+// cluster and a virtual cluster whose host does not exist are reported
+// and do not hold up the others.
+func TestFailuresAreContained(t *testing.T) {
+	h := startHub(t, nil)
+	h.create(t, "mixed", direct(t,
+		clusters.Component{Name: "openyurt", Chart: "charts/missing", Version: "1.0.0"},
+		clusters.Component{Name: "kubeedge", Chart: "charts/broken", Version: "1.0.0"},
+		clusters.Component{Name: "kubeegde"},
+		clusters.Component{Name: "vcluster"},
+		clusters.Component{Name: "testruntime"},
+	))
+	down := direct(t, clusters.Component{Name: "etcd"})
+	down.Connection.KubernetesAPIEndpoint = "https://127.0.0.1:1"
+	h.create(t, "down", down)
+	h.create(t, "orphan", clusters.ClusterSpec{
+		Connection: clusters.Connection{Type: clusters.ConnectionDirect},
+		VCluster:   &clusters.VCluster{Enabled: true, HostCluster: "nowhere"},
+	})
+
+	cases := []struct {
+		cluster, typ, reason, text string
+	}{
+		{"mixed", ConditionOpenyurtReady, ReasonChartUnavailable, "OpenYurt install failed: chart not found: oci://"},
+		{"mixed", ConditionKubeedgeReady, ReasonInstallFailed, "broken on purpose"},
+		{"mixed", "KubeegdeReady", ReasonUnknownComponent, `no installer is registered as "kubeegde" (registered: `},
+		{"mixed", ConditionVirtualClusterReady, ReasonUnknownComponent, "spec.vcluster (hostCluster: mixed)"},
+		{"down", clusters.ConditionAgentAvailable, clusters.ReasonUnreachable, "127.0.0.1:1"},
+		{"orphan", ConditionVirtualClusterReady, ReasonHostUnavailable, "host cluster nowhere"},
+		{"orphan", clusters.ConditionInitialized, clusters.ReasonProvisioning, "VirtualClusterReady"},
+	}
+	for _, tc := range cases {
+		status := metav1.ConditionFalse
+		if tc.typ == clusters.ConditionAgentAvailable {
+			status = metav1.ConditionUnknown
+		}
+		c := h.wait(t, tc.cluster, tc.typ, status, tc.reason)
+		if !strings.Contains(c.Message, tc.text) {
+			t.Errorf("%s %s: message %q does not say %q", tc.cluster, tc.typ, c.Message, tc.text)
+		}
+	}
+	h.wait(t, "mixed", "TestruntimeReady", metav1.ConditionTrue, ReasonInstalled, func() { markRolledOut(t, kube.Client, "testruntime-system") })
+	if c := h.wait(t, "mixed", clusters.ConditionReady, metav1.ConditionTrue, ""); c.Reason != clusters.ReasonHealthy {
+		t.Errorf("runtime failures gate Ready: %+v", c)
+	}
+	for _, name := range []string{"mixed", "down", "orphan"} {
+		h.remove(t, name)
+	}
+	// The unreachable cluster installed nothing, so it has nothing to
+	// uninstall; the orphan's host is gone with what it held.
+	for _, name := range []string{"mixed", "down", "orphan"} {
+		eventually(t, time.Minute, func() bool { return h.gone(name) }, name+" was never finalized")
+	}
+}
+
+// TestRolloutTimeout: PostInstall waits for the workloads; when they do
+// not roll out within the timeout the condition says so, and when they
+// do it turns True.
+func TestRolloutTimeout(t *testing.T) {
+	h := startHub(t, func(c *InstallerConfig) { c.RolloutTimeout = 2 * time.Second })
+	h.create(t, "slow", direct(t, clusters.Component{Name: "kubeedge"}))
+	c := h.wait(t, "slow", ConditionKubeedgeReady, metav1.ConditionFalse, ReasonRolloutTimeout)
+	if want := "KubeEdge install failed: not rolled out within 2s: deployment ke-system/cloudcore"; !strings.HasPrefix(c.Message, want) {
+		t.Errorf("timeout message %q, want it to start %q", c.Message, want)
+	}
+	h.wait(t, "slow", ConditionKubeedgeReady, metav1.ConditionTrue, ReasonInstalled, func() { markRolledOut(t, kube.Client, "ke-system") })
+	h.remove(t, "slow")
+	eventually(t, time.Minute, func() bool { return h.gone("slow") }, "the Cluster was never finalized")
+}
