@@ -9,7 +9,7 @@ STATICCHECK_VERSION := v0.8.2
 
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
-.PHONY: help build test test-deps unit e2e bench bench-ota bench-clusters demo demo-stop lint tools clean
+.PHONY: help build test test-deps unit e2e bench bench-ota bench-clusters bench-images demo demo-stop lint tools clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -42,6 +42,10 @@ bench-clusters: build ## Tunnel vs direct, ssh -R and remotedialer (loopback and
 	cd e2e/tunnelbench/remotedialer && GOTOOLCHAIN=go1.27.3 GOWORK=off $(GO) build -o $(CURDIR)/bin/rdpeer .
 	./bin/tunnelbench run -rdpeer bin/rdpeer
 	$(GO) test -run '^$$' -bench ThousandClusters -benchtime 1x ./clusters/
+
+bench-images: build ## The image cache against CNCF Distribution: warm pull, peer fetch over QUIC (also across 1 Gbit/s), WAN bytes of a site of 10 (root; ~5 min)
+	@command -v curl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null)
+	OUTPOST_BIN=$(BIN) $(GO) test -tags e2e,imagebench -count=1 -timeout 20m -run '^TestImageBench$$' -v ./e2e/
 
 demo: build ## Start the embedded default (a one-node hub in ./outpost-data) and show it working
 	./scripts/demo.sh

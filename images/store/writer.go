@@ -91,12 +91,17 @@ func (s *Store) forgetLocked(w *write) {
 // and the next source is asked for the range from Offset onwards. When no
 // source is left, Abort it.
 type Writer struct {
-	s    *Store
-	w    *write
-	f    *os.File
-	h    hash.Hash // the digest's algorithm; sha256 for uploads
-	over bool
+	s      *Store
+	w      *write
+	f      *os.File
+	h      hash.Hash // the digest's algorithm; sha256 for uploads
+	over   bool
+	queued int64 // bytes whose writeback to disk has been started
 }
+
+// writebackStep is how many written bytes gather before their writeback
+// to disk is started (startWriteback).
+const writebackStep = 32 << 20
 
 // Begin starts the write of blob d, whose size is size bytes (-1 when not
 // known yet; see SetSize). Only one write of a digest runs at a time on a
@@ -257,8 +262,13 @@ func (wr *Writer) Write(p []byte) (int, error) {
 	if k > 0 {
 		wr.w.mu.Lock()
 		wr.w.n += int64(k)
+		end := wr.w.n
 		wr.w.notifyLocked()
 		wr.w.mu.Unlock()
+		if end-wr.queued >= writebackStep {
+			startWriteback(wr.f, wr.queued, end-wr.queued)
+			wr.queued = end
+		}
 	}
 	if err != nil {
 		return k, fmt.Errorf("write blob %s: %w", wr.w.d, err)
