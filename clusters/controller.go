@@ -96,6 +96,8 @@ type Controller struct {
 	// seen is each Cluster's spec and deletion state as last enqueued, so
 	// that the controller's own status writes do not enqueue it again.
 	seen map[string]string
+	// queue is the current term's work queue; nil while not leading.
+	queue workqueue.TypedRateLimitingInterface[string]
 
 	// claims maps a physical cluster (kube-system UID) to the Cluster that
 	// holds it in this term; claimOf is the reverse.
@@ -159,6 +161,14 @@ func (c *Controller) lead(ctx context.Context) error {
 		workqueue.DefaultTypedControllerRateLimiter[string](),
 	)
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{Name: "clusters"})
+	c.mu.Lock()
+	c.queue = q
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.queue = nil
+		c.mu.Unlock()
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	eg, ctx := errgroup.WithContext(ctx)
@@ -188,6 +198,19 @@ func (c *Controller) lead(ctx context.Context) error {
 		})
 	}
 	return eg.Wait()
+}
+
+// Enqueue asks for a reconcile of Cluster name now, as when its agent
+// connects or goes away (the tunnel's OnChange). It does nothing while this
+// member does not lead; the queue merges it with a pending reconcile and
+// never runs two for one name at once.
+func (c *Controller) Enqueue(name string) {
+	c.mu.Lock()
+	q := c.queue
+	c.mu.Unlock()
+	if q != nil {
+		q.Add(name) // a no-op once the term's queue is shut down
+	}
 }
 
 // feed enqueues every Cluster, then each one whose spec or deletion state

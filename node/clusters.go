@@ -24,7 +24,13 @@ func (c Config) validateClusters() []error {
 	if _, err := clusters.ParsePortRange(c.TunnelPorts); err != nil {
 		errs = append(errs, err)
 	}
-	return errs
+	if c.ClusterGrace <= 0 {
+		errs = append(errs, fmt.Errorf("--cluster-grace %s must be positive", c.ClusterGrace))
+	}
+	if c.ClusterResync <= 0 {
+		errs = append(errs, fmt.Errorf("--cluster-resync %s must be positive", c.ClusterResync))
+	}
+	return append(errs, c.validateEdgeCluster()...)
 }
 
 // newClusters builds a hub member's cluster controller (it acts while the
@@ -36,7 +42,7 @@ func (n *Node) newClusters() error {
 	}
 	cfg := clusters.DefaultConfig()
 	cfg.Store, cfg.IsLeader, cfg.Logger = n.group.Store(), n.group.IsLeader, n.log
-	cfg.Workers = n.cfg.ClusterWorkers
+	cfg.Workers, cfg.GracePeriod, cfg.Resync = n.cfg.ClusterWorkers, n.cfg.ClusterGrace, n.cfg.ClusterResync
 	ports, err := clusters.ParsePortRange(n.cfg.TunnelPorts)
 	if err != nil {
 		return err
@@ -110,6 +116,11 @@ func (n *Node) serveClusterKubeconfig(w http.ResponseWriter, r *http.Request, na
 	host := r.Host
 	if h, _, err := net.SplitHostPort(r.Host); err == nil {
 		host = h
+	}
+	if r.Header.Get(forwardedByHeader) != "" {
+		// The client asked a follower, whose address it names; the
+		// tunnel ports are bound here, on the leader.
+		host, _, _ = net.SplitHostPort(n.ep.AdvertiseAddr())
 	}
 	kc, err := n.clusterCtl.Kubeconfig(r.Context(), name, host)
 	if err != nil {

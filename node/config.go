@@ -111,9 +111,27 @@ type Config struct {
 	// TunnelPorts is the range proxy clusters' tunnel ports are taken from,
 	// FIRST-LAST (--tunnel-ports).
 	TunnelPorts string
+	// ClusterGrace is how long a cluster that stops answering keeps its
+	// conditions before they go Unknown (--cluster-grace).
+	ClusterGrace time.Duration
+	// ClusterResync is how often each cluster is probed when nothing
+	// changes (--cluster-resync).
+	ClusterResync time.Duration
 	// TuneClusters adjusts the cluster controller's settings after the
 	// defaults; tests use it for tight timings.
 	TuneClusters func(*clusters.Config)
+
+	// EdgeCluster names the proxy Cluster this site node serves as agent
+	// for (--cluster; "" serves none): while the node leads its site, it
+	// keeps the cluster's reverse tunnel to the hub, as `outpost agent`
+	// would.
+	EdgeCluster string
+	// EdgeKubeconfig is the kubeconfig of that cluster's API server
+	// (--kubeconfig).
+	EdgeKubeconfig string
+	// EdgeClusterToken is the cluster token, TOKEN or TOKEN.FINGERPRINT as
+	// `outpost cluster create --proxy` prints it (--cluster-token).
+	EdgeClusterToken string
 
 	// AuditMaxAge and AuditMaxEvents bound the audit log (audit.go):
 	// older events, and the oldest beyond the count, are pruned
@@ -150,6 +168,8 @@ func DefaultConfig() Config {
 		AuditMaxAge:       DefaultAuditMaxAge,
 		AuditMaxEvents:    DefaultAuditMaxEvents,
 		TunnelPorts:       clusters.DefaultTunnelPorts,
+		ClusterGrace:      clusters.DefaultConfig().GracePeriod,
+		ClusterResync:     clusters.DefaultConfig().Resync,
 	}
 }
 

@@ -64,6 +64,7 @@ type Node struct {
 	images                *imageCache          // nil: no image cache (an edge node with the mirror off)
 	tunnels               *tunnel.Hub          // hub members: proxy clusters' reverse tunnels (tunnel.go)
 	clusterCtl            *clusters.Controller // hub members: the cluster controller (clusters.go)
+	edgeAgent             *edgeAgent           // site nodes with --cluster: the cluster's tunnel agent (tunnel.go)
 	access                accessState          // hub members: audit log, task signing key (audit.go, otagrant.go)
 }
 
@@ -416,6 +417,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	if n.clusterCtl != nil {
 		eg.Go(func() error { return n.clusterCtl.Run(loopCtx) })
+	}
+	if n.edgeAgent != nil {
+		eg.Go(func() error { return n.runEdgeAgent(loopCtx) })
 	}
 	if n.api != nil {
 		eg.Go(func() error { return n.runAccess(loopCtx) }) // audit.go: restore, audit writes and pruning

@@ -67,7 +67,7 @@ elsewhere it reads --kubeconfig. Every flag can also be set as OUTPOST_<FLAG>
 	f := cmd.Flags()
 	f.StringVar(&cfg.Cluster, "cluster", "", "name of the Cluster at the hub")
 	f.StringSliceVar(&cfg.HubAddrs, "hub", nil, "QUIC address of a hub member, host:port (several: tried in turn)")
-	f.StringVar(&cfg.Token, "token", "", "the cluster token (from `outpost cluster create --proxy`)")
+	f.StringVar(&cfg.Token, "token", "", "the cluster token that outpost cluster create --proxy printed (TOKEN.FINGERPRINT; better: OUTPOST_TOKEN)")
 	f.StringVar(&cfg.CAFingerprint, "ca-fingerprint", "", "SHA-256 of the mesh CA (hex), which the hub's certificate must chain to; not needed when the token ends in .<fingerprint>")
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the edge cluster's API server")
 	f.BoolVar(&inCluster, "in-cluster", false, "use the pod's service account to reach the API server")

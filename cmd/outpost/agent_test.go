@@ -3,6 +3,9 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func TestSplitClusterToken(t *testing.T) {
@@ -38,4 +41,24 @@ func TestAgentNeedsAnAPIServer(t *testing.T) {
 			t.Errorf("edgeRESTConfig(%q, %v): %v, want an error saying %q", tc.kubeconfig, tc.inCluster, err, tc.errorHas)
 		}
 	}
+}
+
+// TestFlagValueNames: pflag takes `backquoted` text in a flag's usage as
+// the name of its value, so "from `outpost cluster create`" would render
+// as "--token outpost cluster create". No flag's value name may be more
+// than a word.
+func TestFlagValueNames(t *testing.T) {
+	t.Parallel()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			if name, _ := pflag.UnquoteUsage(f); strings.ContainsAny(name, " \t") {
+				t.Errorf("%s --%s renders as --%s %s: rephrase its usage without backquotes", c.CommandPath(), f.Name, f.Name, name)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(newRootCommand())
 }

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/outpost-mesh/outpost/clusters"
+	"github.com/outpost-mesh/outpost/internal/atomicfile"
 	"github.com/outpost-mesh/outpost/node"
 )
 
@@ -153,26 +154,34 @@ func rotateToken(ctx context.Context, g *globals, name string) (string, error) {
 
 // agentTokenFor appends the mesh CA's fingerprint, which the agent pins.
 func agentTokenFor(g *globals, token string) (string, error) {
-	creds, err := node.LoadCredentials(g.credentialPath())
-	if err != nil {
-		return "", err
-	}
-	fp, err := caFingerprint(creds.CA)
+	fp, err := meshFingerprint(g)
 	if err != nil {
 		return "", err
 	}
 	return clusters.FormatAgentToken(token, fp), nil
 }
 
+// meshFingerprint is the SHA-256 of the mesh CA in the credential file.
+func meshFingerprint(g *globals) (string, error) {
+	creds, err := node.LoadCredentials(g.credentialPath())
+	if err != nil {
+		return "", err
+	}
+	return caFingerprint(creds.CA)
+}
+
 func newClusterKubeconfigCommand(g *globals) *cobra.Command {
-	var out string
+	var file string
 	cmd := &cobra.Command{
 		Use:   "kubeconfig NAME",
 		Short: "Write a kubeconfig for the cluster (admins only): kubectl --kubeconfig FILE get ns",
 		Long: `Write a kubeconfig that reaches the cluster from here: for a direct cluster the
 one it was registered with; for a proxy cluster one that goes through the
 hub's tunnel port, with TLS verified end to end against the edge API server
-(tls-server-name). It carries credentials: written with mode 0600.`,
+(tls-server-name). It carries credentials: written with mode 0600.
+
+  outpost cluster kubeconfig store-13 --file store-13.yaml
+  kubectl --kubeconfig store-13.yaml get namespaces`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
@@ -188,18 +197,18 @@ hub's tunnel port, with TLS verified end to end against the edge API server
 			if _, err := clientcmd.Load(kc); err != nil {
 				return fmt.Errorf("the hub sent no kubeconfig: %w", err)
 			}
-			if out == "" || out == "-" {
+			if file == "" || file == "-" {
 				_, err = cmd.OutOrStdout().Write(kc)
 				return err
 			}
-			if err := os.WriteFile(out, kc, 0o600); err != nil {
-				return fmt.Errorf("--output: %w", err)
+			if err := atomicfile.Write(file, kc, 0o600); err != nil {
+				return fmt.Errorf("--file %s: %w", file, err)
 			}
-			fmt.Fprintf(os.Stderr, "wrote %s; try: kubectl --kubeconfig %s get namespaces\n", out, out)
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %s; try: kubectl --kubeconfig %s get namespaces\n", file, file)
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "file to write (default: stdout)")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "write the kubeconfig to this file (mode 0600) instead of stdout")
 	return cmd
 }
 
@@ -211,8 +220,9 @@ func newClusterAgentManifestCommand(g *globals) *cobra.Command {
 		Long: `Print the manifests that run a proxy cluster's agent: the outpost-system
 namespace, a service account bound to cluster-admin (the hub manages the
 cluster through it), a Secret with the cluster token and a Deployment running
-outpost agent --cluster NAME. Without --token a new token is issued, and the
-previous one stops working.
+outpost agent --cluster NAME, which pins the hub by the mesh CA's fingerprint
+(--ca-fingerprint). Without --token a new token is issued, and the previous one
+stops working.
 
   outpost cluster agent-manifest store-13 --hub hub.example.net:7443 | kubectl apply -f -`,
 		Args: cobra.ExactArgs(1),
@@ -237,21 +247,29 @@ previous one stops working.
 				if token, err = rotateToken(cmd.Context(), g, name); err != nil {
 					return err
 				}
-			} else if _, _, err := clusters.ParseAgentToken(token); err != nil {
+			}
+			_, fp, err := clusters.ParseAgentToken(token)
+			if err != nil {
 				return fmt.Errorf("--token: %w", err)
 			}
-			return writeAgentManifest(cmd.OutOrStdout(), name, image, hub, token)
+			if mesh, err := meshFingerprint(g); err == nil && !strings.EqualFold(fp, mesh) {
+				return fmt.Errorf("--token: its CA fingerprint %s is not this mesh's (%s): the token is for another hub", fp, mesh)
+			}
+			return writeAgentManifest(cmd.OutOrStdout(), name, image, hub, token, fp)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&image, "image", "ghcr.io/outpost-mesh/outpost:"+node.BuildVersion(), "container image with the outpost binary")
 	f.StringVar(&hub, "hub", "", "hub member's QUIC address the agent dials, host:port (default: the API's host, port 7443)")
-	f.StringVar(&token, "token", "", "cluster token from `outpost cluster create --proxy` (default: issue a new one)")
+	f.StringVar(&token, "token", "", "the cluster token that outpost cluster create --proxy printed (default: issue a new one)")
 	return cmd
 }
 
-// writeAgentManifest prints the agent's objects as one YAML stream.
-func writeAgentManifest(w io.Writer, cluster, image, hub, token string) error {
+// writeAgentManifest prints the agent's objects as one YAML stream. The
+// Deployment pins the hub by the mesh CA's fingerprint in its arguments,
+// so the pin is in plain sight and survives a Secret that holds a bare
+// token.
+func writeAgentManifest(w io.Writer, cluster, image, hub, token, fingerprint string) error {
 	labels := map[string]string{"app.kubernetes.io/name": "outpost-agent", "outpost.dev/cluster": cluster}
 	meta := func(kind, name string) (metav1.TypeMeta, metav1.ObjectMeta) {
 		return metav1.TypeMeta{APIVersion: apiVersionOf(kind), Kind: kind}, metav1.ObjectMeta{Name: name, Namespace: agentNamespace, Labels: labels}
@@ -282,7 +300,7 @@ func writeAgentManifest(w io.Writer, cluster, image, hub, token string) error {
 				ServiceAccountName: "outpost-agent",
 				Containers: []corev1.Container{{
 					Name: "agent", Image: image,
-					Args: []string{"agent", "--cluster", cluster, "--hub", hub, "--in-cluster", "--token", "$(OUTPOST_CLUSTER_TOKEN)"},
+					Args: []string{"agent", "--cluster", cluster, "--hub", hub, "--in-cluster", "--ca-fingerprint", fingerprint, "--token", "$(OUTPOST_CLUSTER_TOKEN)"},
 					Env: []corev1.EnvVar{{Name: "OUTPOST_CLUSTER_TOKEN", ValueFrom: &corev1.EnvVarSource{
 						SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "outpost-agent-token"}, Key: "token"},
 					}}},

@@ -82,7 +82,7 @@ func TestClusterCLI(t *testing.T) {
 	}
 
 	out := filepath.Join(files, "from-hub.yaml")
-	d.ok(t, "", "cluster", "kubeconfig", "edge", "-o", out)
+	d.ok(t, "", "cluster", "kubeconfig", "edge", "-f", out)
 	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("kubeconfig file: %v, mode %v; want 0600", err, fi)
 	}
@@ -111,8 +111,9 @@ func TestClusterCLI(t *testing.T) {
 		t.Errorf("kubectl apply of the agent manifest:\n%s", got)
 	}
 	args := kubectlRun(kcPath, "", "-n", "outpost-system", "get", "deployment", "outpost-agent", "-o", "jsonpath={.spec.template.spec.containers[0].args}")
-	if !strings.Contains(args, `"--cluster","far"`) || !strings.Contains(args, `"--in-cluster"`) {
-		t.Errorf("agent args as applied: %s", args)
+	_, fp, _ := clusters.ParseAgentToken(strings.TrimSpace(token))
+	if !strings.Contains(args, `"--cluster","far"`) || !strings.Contains(args, `"--in-cluster"`) || !strings.Contains(args, `"--ca-fingerprint","`+fp+`"`) {
+		t.Errorf("agent args as applied: %s; want --cluster far, --in-cluster and --ca-fingerprint %s", args, fp)
 	}
 
 	bad := writeFile(t, files, "bad.yaml", "clusters: [}")
@@ -125,6 +126,7 @@ func TestClusterCLI(t *testing.T) {
 		{[]string{"cluster", "create", "x", "--kubeconfig", bad}, "spec.connection.kubeconfig"},
 		{[]string{"cluster", "create", "x", "--kubeconfig", filepath.Join(files, "missing.yaml")}, "--kubeconfig"},
 		{[]string{"cluster", "agent-manifest", "far", "--token", "garbage"}, "--token"},
+		{[]string{"cluster", "agent-manifest", "far", "--token", "oct_x." + strings.Repeat("0", 64)}, "another hub"},
 	} {
 		if r := d.fails(t, tc.args...); !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("outpost %s: stderr %q does not mention %s", strings.Join(tc.args, " "), r.stderr, tc.want)
@@ -132,5 +134,27 @@ func TestClusterCLI(t *testing.T) {
 	}
 	if out := d.ok(t, "", "get", "clusters", "-o", "name"); strings.Contains(out, "/x\n") {
 		t.Errorf("bad input created a cluster:\n%s", out)
+	}
+}
+
+// TestNodeClusterFlags: the cluster flags of `outpost node` are checked
+// before anything starts, each error naming its flag.
+func TestNodeClusterFlags(t *testing.T) {
+	t.Parallel()
+	bin := outpostBinary(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cluster", "store-1"}, "--kubeconfig"},
+		{[]string{"--cluster", "store-1", "--kubeconfig", "/x"}, "--cluster-token"},
+		{[]string{"--kubeconfig", "/x"}, "give --cluster NAME"},
+		{[]string{"--cluster-grace", "0s"}, "--cluster-grace"},
+		{[]string{"--cluster-resync", "-1s"}, "--cluster-resync"},
+	} {
+		args := append([]string{"node", "--data-dir", t.TempDir(), "--api-addr", "127.0.0.1:0", "--registry-addr", ""}, tc.args...)
+		if r := runCLI(t, bin, "", args...); r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("outpost node %s: exit %d, stderr %q; want a refusal naming %s", strings.Join(tc.args, " "), r.code, r.stderr, tc.want)
+		}
 	}
 }

@@ -84,8 +84,13 @@ Flags win over the environment, which wins over the file.`,
 	f.IntVar(&cfg.ClusterWorkers, "cluster-workers", cfg.ClusterWorkers, "hub: how many edge clusters are reconciled at once")
 	f.DurationVar(&cfg.AuditMaxAge, "audit-max-age", cfg.AuditMaxAge, "hub: how long audit events are kept (0: no bound)")
 	f.IntVar(&cfg.AuditMaxEvents, "audit-max-events", cfg.AuditMaxEvents, "hub: how many audit events are kept, the oldest pruned first (0: no bound)")
-	f.StringVar(&restoreFrom, "restore", "", "start a new hub in an empty --data-dir from a file of `outpost backup`")
+	f.StringVar(&restoreFrom, "restore", "", "start a new hub in an empty --data-dir from a file that outpost backup wrote")
 	f.StringVar(&cfg.TunnelPorts, "tunnel-ports", cfg.TunnelPorts, "hub: TCP port range proxy clusters' tunnel ports are taken from (two per cluster), FIRST-LAST")
+	f.DurationVar(&cfg.ClusterGrace, "cluster-grace", cfg.ClusterGrace, "hub: how long a cluster that stops answering keeps its conditions before they go Unknown")
+	f.DurationVar(&cfg.ClusterResync, "cluster-resync", cfg.ClusterResync, "hub: how often each cluster is probed when nothing changes")
+	f.StringVar(&cfg.EdgeCluster, "cluster", "", "site nodes: serve as the agent of this proxy Cluster (its reverse tunnel to the hub) while this node leads its site")
+	f.StringVar(&cfg.EdgeKubeconfig, "kubeconfig", "", "with --cluster: kubeconfig of the edge cluster's API server")
+	f.StringVar(&cfg.EdgeClusterToken, "cluster-token", "", "with --cluster: the cluster token that outpost cluster create --proxy printed (better: OUTPOST_CLUSTER_TOKEN)")
 	return cmd
 }
 
