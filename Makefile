@@ -45,7 +45,7 @@ bench-clusters: build ## Tunnel vs direct, ssh -R and remotedialer (loopback and
 
 bench-images: build ## The image cache against CNCF Distribution: warm pull, peer fetch over QUIC (also across 1 Gbit/s), WAN bytes of a site of 10 (root; ~5 min)
 	@command -v curl >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null)
-	OUTPOST_BIN=$(BIN) $(GO) test -tags e2e,imagebench -count=1 -timeout 20m -run '^TestImageBench$$' -v ./e2e/
+	OUTPOST_BIN=$(CURDIR)/$(BIN) $(GO) test -tags e2e,imagebench -count=1 -timeout 20m -run '^TestImageBench$$' -v ./e2e/
 
 demo: build ## Start the embedded default (a one-node hub in ./outpost-data) and show it working
 	./scripts/demo.sh
