@@ -27,12 +27,12 @@ func benchClusters() int {
 
 // BenchmarkThousandClustersReady registers 1,000 direct Clusters for one
 // real API server, starts the controller with 3 workers and measures the
-// time until every Cluster has its verdict. One API server is one physical
-// cluster, so the first Cluster becomes Ready and the 999 others
-// Ready=False DuplicateCluster; each goes through the same work (connect,
-// TLS handshake, the four probe calls, the duplicate check, two Raft
-// writes). The CPU time of the controller's process and of kube-apiserver
-// is printed beside it.
+// time until every Cluster is Ready. One API server is one physical
+// cluster, so the benchmark turns the duplicate rule off
+// (Config.SharedAPIServer); each Cluster goes through the hub's work
+// (connect, TLS handshake, the four probe calls, the Raft writes). The CPU
+// time of the controller's process and of kube-apiserver is printed beside
+// it.
 //
 //	go test -run '^$' -bench ThousandClusters -benchtime 1x ./clusters/
 func BenchmarkThousandClustersReady(b *testing.B) {
@@ -46,6 +46,7 @@ func BenchmarkThousandClustersReady(b *testing.B) {
 		}
 		cfg := testConfig(store)
 		cfg.Workers, cfg.Resync, cfg.ProbeTimeout = 3, 10*time.Minute, 10*time.Second
+		cfg.SharedAPIServer = true
 		selfCPU, kubeCPU := cpuSeconds(os.Getpid()), cpuSeconds(kube.APIServerPID())
 		b.ResetTimer()
 		start := time.Now()
@@ -53,20 +54,20 @@ func BenchmarkThousandClustersReady(b *testing.B) {
 		ready, dup := 0, 0
 		for {
 			ready, dup = verdicts(b, store)
-			if ready+dup == n {
+			if ready == n {
 				break
 			}
 			if time.Since(start) > 10*time.Minute {
-				b.Fatalf("after 10 minutes: %d Ready, %d duplicates of %d", ready, dup, n)
+				b.Fatalf("after 10 minutes: %d Ready (%d duplicates) of %d", ready, dup, n)
 			}
 			time.Sleep(250 * time.Millisecond)
 		}
 		elapsed := time.Since(start)
 		b.StopTimer()
 		selfCPU, kubeCPU = cpuSeconds(os.Getpid())-selfCPU, cpuSeconds(kube.APIServerPID())-kubeCPU
-		b.ReportMetric(elapsed.Seconds(), "s/all-verdicts")
+		b.ReportMetric(elapsed.Seconds(), "s/all-ready")
 		b.ReportMetric(float64(n)/elapsed.Seconds(), "clusters/s")
-		fmt.Printf("\n%d direct Clusters, 3 workers: all probed in %.1f s (%.0f/s; %d Ready, %d DuplicateCluster)\n"+
+		fmt.Printf("\n%d direct Clusters, 3 workers: all Ready in %.1f s (%.0f/s; %d Ready, %d DuplicateCluster)\n"+
 			"  CPU: controller process %.1f s, kube-apiserver %.1f s (kube-apiserver %s, etcd, this machine's %d cores)\n",
 			n, elapsed.Seconds(), float64(n)/elapsed.Seconds(), ready, dup, selfCPU, kubeCPU, kubetest.KubeVersion, runtime.NumCPU())
 	}

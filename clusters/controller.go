@@ -42,6 +42,10 @@ type Config struct {
 	Tunnels Tunnels
 	// Installer installs components; nil installs none.
 	Installer Installer
+	// SharedAPIServer turns the duplicate rule off, so that many Clusters
+	// may name one API server: for benchmarks that register 1,000
+	// Clusters against one real kube-apiserver. Never set in a hub.
+	SharedAPIServer bool
 	// Logger receives the controller's logs; nil discards.
 	Logger *slog.Logger
 }
