@@ -39,7 +39,7 @@ bench-clusters: build ## Tunnel vs direct, ssh -R and remotedialer (loopback and
 	@command -v sshd >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server openssh-client >/dev/null)
 	./scripts/kube-peers.sh >/dev/null
 	$(GO) build -o bin/tunnelbench ./e2e/tunnelbench
-	cd e2e/tunnelbench/remotedialer && GOTOOLCHAIN=go1.27.3 GOWORK=off $(GO) build -o $(CURDIR)/bin/rdpeer .
+	cd e2e/tunnelbench/rdpeer && GOTOOLCHAIN=go1.27.3 GOWORK=off $(GO) build -o $(CURDIR)/bin/rdpeer .
 	./bin/tunnelbench run -rdpeer bin/rdpeer
 	$(GO) test -run '^$$' -bench ThousandClusters -benchtime 1x ./clusters/
 

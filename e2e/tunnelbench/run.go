@@ -52,7 +52,7 @@ func runBench(ctx context.Context, args []string) error {
 	fs.IntVar(&o.mbit, "mbit", 100, "the link's rate, Mbit/s")
 	fs.IntVar(&o.streams, "streams", 16, "concurrent streams in the stalled-reader measurement")
 	fs.StringVar(&o.rdpeer, "rdpeer", "", "a built remotedialer peer (default: build it from -rdpeer-src with GOTOOLCHAIN=go1.27.3)")
-	fs.StringVar(&o.rdsrc, "rdpeer-src", "e2e/tunnelbench/remotedialer", "the remotedialer peer's module")
+	fs.StringVar(&o.rdsrc, "rdpeer-src", "e2e/tunnelbench/rdpeer", "the remotedialer peer's module")
 	noKube := fs.Bool("no-kube", false, "skip the Kubernetes API measurement")
 	_ = fs.Parse(args)
 	o.paths, o.tunnels = strings.Split(*paths, ","), strings.Split(*tunnels, ",")

@@ -1,4 +1,4 @@
-module github.com/outpost-mesh/outpost/e2e/tunnelbench/remotedialer
+module github.com/outpost-mesh/outpost/e2e/tunnelbench/rdpeer
 
 go 1.27.3
 
