@@ -22,7 +22,7 @@ test: test-deps lint unit e2e ## Install what the tests need, lint, then every t
 test-deps: tools ## Install the test dependencies (apt packages, staticcheck) that are missing
 	./scripts/test-deps.sh
 
-unit: ## Run the Go tests with the race detector (with the OCI conformance suite when test-deps built it)
+unit: ## Run the Go tests with the race detector (the OCI conformance suite included: test-deps builds it)
 	OUTPOST_OCI_CONFORMANCE=$$(ls $(CURDIR)/.build/tools/oci-conformance-* 2>/dev/null | head -1) $(GO) test -race -count=1 -timeout 25m ./...
 
 e2e: ## Multi-host tests: real outpost processes in network namespaces (root)

@@ -50,7 +50,7 @@ func startDistribution(t *testing.T, extra string) *distribution {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
-		t.Skip("CNCF Distribution is not installed: apt-get install -y docker-registry")
+		t.Fatal("CNCF Distribution is not installed: apt-get install -y docker-registry (scripts/test-deps.sh installs it)")
 	}
 	ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", 20+rand.IntN(200)))
 	if err != nil {

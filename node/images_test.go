@@ -295,7 +295,7 @@ func skopeo(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	bin, err := exec.LookPath("skopeo")
 	if err != nil {
-		t.Skip("skopeo is not installed: apt-get install -y skopeo")
+		t.Fatal("skopeo is not installed: apt-get install -y skopeo (scripts/test-deps.sh installs it)")
 	}
 	policy := filepath.Join(t.TempDir(), "policy.json")
 	if err := os.WriteFile(policy, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o600); err != nil {
@@ -315,7 +315,7 @@ func skopeo(t *testing.T, args ...string) (string, error) {
 func TestImagesSkopeo(t *testing.T) {
 	t.Parallel()
 	if _, err := exec.LookPath("skopeo"); err != nil {
-		t.Skip("skopeo is not installed: apt-get install -y skopeo")
+		t.Fatal("skopeo is not installed: apt-get install -y skopeo (scripts/test-deps.sh installs it)")
 	}
 	src := t.TempDir()
 	// skopeo's oci: transport wants OCI media types (random.Image makes

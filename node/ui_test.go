@@ -93,7 +93,7 @@ func newBrowser(t *testing.T) *browser {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
-		t.Skip("chromium is not installed; scripts/test-deps.sh installs it")
+		t.Fatal("chromium is not installed: scripts/test-deps.sh installs it")
 	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(path),

@@ -24,7 +24,7 @@ func kubectlBinary(t *testing.T) string {
 		p = filepath.Join("..", "..", ".build", "tools", "kube-v1.37.2", "kubectl")
 	}
 	if _, err := os.Stat(p); err != nil {
-		t.Skipf("no kubectl at %s: run scripts/kube-peers.sh (or set OUTPOST_KUBECTL)", p)
+		t.Fatalf("no kubectl at %s: run scripts/kube-peers.sh (or set OUTPOST_KUBECTL)", p)
 	}
 	abs, err := filepath.Abs(p)
 	if err != nil {

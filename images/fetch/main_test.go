@@ -192,7 +192,7 @@ func distribution(t testing.TB, extra string) string {
 	t.Helper()
 	bin, err := exec.LookPath("docker-registry")
 	if err != nil {
-		t.Skip("CNCF Distribution is not installed: apt-get install -y docker-registry")
+		t.Fatal("CNCF Distribution is not installed: apt-get install -y docker-registry (scripts/test-deps.sh installs it)")
 	}
 	n, _ := rand.Int(rand.Reader, big.NewInt(200))
 	ip := fmt.Sprintf("127.0.0.%d", 20+n.Int64())

@@ -26,10 +26,10 @@ func conformanceBinary(t *testing.T) string {
 	t.Helper()
 	bin := os.Getenv(conformanceEnv)
 	if bin == "" {
-		t.Skipf("%s is not set: run testdata/conformance.sh to build the OCI conformance suite and run it", conformanceEnv)
+		t.Fatalf("%s is not set: `make unit` sets it after scripts/test-deps.sh built the OCI conformance suite (or run testdata/conformance.sh)", conformanceEnv)
 	}
 	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("%s=%s: %v", conformanceEnv, bin, err)
+		t.Fatalf("%s=%s: %v", conformanceEnv, bin, err)
 	}
 	return bin
 }

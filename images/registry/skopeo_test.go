@@ -24,7 +24,7 @@ func skopeo(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	bin, err := exec.LookPath("skopeo")
 	if err != nil {
-		t.Skip("skopeo is not installed: apt-get install -y skopeo")
+		t.Fatal("skopeo is not installed: apt-get install -y skopeo (scripts/test-deps.sh installs it)")
 	}
 	policy := filepath.Join(t.TempDir(), "policy.json")
 	if err := os.WriteFile(policy, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o600); err != nil {
@@ -120,7 +120,7 @@ func gunzip(t *testing.T, b []byte) []byte {
 // deletes it.
 func TestSkopeoRoundTrip(t *testing.T) {
 	if _, err := exec.LookPath("skopeo"); err != nil {
-		t.Skip("skopeo is not installed: apt-get install -y skopeo")
+		t.Fatal("skopeo is not installed: apt-get install -y skopeo (scripts/test-deps.sh installs it)")
 	}
 	t.Parallel()
 	srv := newServer(t, func(c *Config) {

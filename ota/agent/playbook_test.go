@@ -14,7 +14,7 @@ import (
 func needAnsible(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("ansible-playbook"); err != nil {
-		t.Skip("ansible-playbook is not installed (apt-get install ansible-core)")
+		t.Fatal("ansible-playbook is not installed (apt-get install ansible-core) (scripts/test-deps.sh installs it)")
 	}
 }
 
