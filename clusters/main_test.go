@@ -2,14 +2,12 @@ package clusters
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -19,8 +17,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/consensus/consensustest"
 	"github.com/outpost-mesh/outpost/internal/kubetest"
-	"github.com/outpost-mesh/outpost/internal/seal"
 )
 
 // kube is the API server the package's tests share (started on first
@@ -88,31 +86,7 @@ func kubeconfigFor(tb testing.TB, server string, ca []byte, token string) []byte
 // newStore runs a one-member Raft group with the clusters kinds and a
 // sealer, as the hub has.
 func newStore(tb testing.TB) *consensus.Store {
-	tb.Helper()
-	reg := consensus.NewRegistry()
-	if err := Register(reg); err != nil {
-		tb.Fatal(err)
-	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	box, err := seal.New(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg := consensus.DefaultConfig()
-	cfg.ID, cfg.Dir, cfg.Bootstrap, cfg.Sealer = "hub", tb.TempDir(), true, box
-	_, cfg.Transport = raft.NewInmemTransport("hub")
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
-	g, err := consensus.New(cfg, reg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	tb.Cleanup(func() { cancel(); <-done })
-	eventually(tb, 10*time.Second, g.IsLeader, "raft group never elected a leader")
-	return g.Store()
+	return consensustest.NewStore(tb, Register)
 }
 
 // testConfig is the controller's configuration with tight test timings.

@@ -34,19 +34,7 @@ func clusterJSON(name string, conn map[string]any) []byte {
 // kubeconfig subresource hands the kubeconfig back to an admin, and it
 // works with client-go; deletion runs the finalizer and the object goes.
 func TestClusterAPI(t *testing.T) {
-	kube, err := kubetest.Start(t.Context())
-	if err != nil {
-		t.Fatalf("real kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := kube.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	kc, err := kube.Kubeconfig(kubetest.AdminToken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, kc := kubetest.ForTest(t)
 	hub := startNode(t, func(c *node.Config) {
 		c.TuneClusters = func(cc *clusters.Config) { cc.Resync = time.Second }
 	})

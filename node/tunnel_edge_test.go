@@ -33,19 +33,7 @@ import (
 // token for another mesh, a hub member with --cluster and flags given
 // without --cluster are refused at the start, naming the flag.
 func TestEdgeNodeServesCluster(t *testing.T) {
-	kube, err := kubetest.Start(t.Context())
-	if err != nil {
-		t.Fatalf("real kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := kube.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	kc, err := kube.Kubeconfig(kubetest.AdminToken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	kube, kc := kubetest.ForTest(t)
 	kcPath := filepath.Join(t.TempDir(), "edge.kubeconfig")
 	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
 		t.Fatal(err)

@@ -32,19 +32,7 @@ import (
 // kubeconfig the hub hands out, list namespaces and create a ConfigMap
 // through the hub's tunnel port.
 func TestProxyClusterThroughTunnel(t *testing.T) {
-	kube, err := kubetest.Start(t.Context())
-	if err != nil {
-		t.Fatalf("real kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := kube.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
-	kc, err := kube.Kubeconfig(kubetest.AdminToken)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, kc := kubetest.ForTest(t)
 	hub := startNode(t, func(c *node.Config) {
 		c.TuneClusters = func(cc *clusters.Config) { cc.Resync = 500 * time.Millisecond }
 	})

@@ -2,7 +2,6 @@ package components
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"github.com/hashicorp/raft"
 	"go.uber.org/goleak"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -25,10 +23,10 @@ import (
 
 	"github.com/outpost-mesh/outpost/clusters"
 	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/consensus/consensustest"
 	"github.com/outpost-mesh/outpost/images/registry"
 	"github.com/outpost-mesh/outpost/images/store"
 	"github.com/outpost-mesh/outpost/internal/kubetest"
-	"github.com/outpost-mesh/outpost/internal/seal"
 )
 
 // The package's tests share one API server and one hub registry (the
@@ -168,31 +166,7 @@ func (r *hubRegistry) pushConfig() OCIChartsConfig {
 // newStore runs a one-member Raft group with the clusters kinds and a
 // sealer, as the hub has.
 func newStore(tb testing.TB) *consensus.Store {
-	tb.Helper()
-	reg := consensus.NewRegistry()
-	if err := clusters.Register(reg); err != nil {
-		tb.Fatal(err)
-	}
-	key := make([]byte, 32)
-	_, _ = rand.Read(key)
-	box, err := seal.New(key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg := consensus.DefaultConfig()
-	cfg.ID, cfg.Dir, cfg.Bootstrap, cfg.Sealer = "hub", tb.TempDir(), true, box
-	_, cfg.Transport = raft.NewInmemTransport("hub")
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
-	g, err := consensus.New(cfg, reg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	tb.Cleanup(func() { cancel(); <-done })
-	eventually(tb, 10*time.Second, g.IsLeader, "raft group never elected a leader")
-	return g.Store()
+	return consensustest.NewStore(tb, clusters.Register)
 }
 
 // hub is a store with a cluster controller that installs through an

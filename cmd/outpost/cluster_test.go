@@ -28,22 +28,10 @@ func TestClusterCLI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kube, err := kubetest.Start(t.Context())
-	if err != nil {
-		t.Fatalf("real kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := kube.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	_, kc := kubetest.ForTest(t)
 	port := freePort(t, "tcp")
 	d := startDaemon(t, bin, t.TempDir(), "--tunnel-ports", fmt.Sprintf("%d-%d", port, port+1))
 	files := t.TempDir()
-	kc, err := kube.Kubeconfig(kubetest.AdminToken)
-	if err != nil {
-		t.Fatal(err)
-	}
 	kcPath := writeFile(t, files, "edge.yaml", string(kc))
 	kubectlRun := func(kubeconfig, stdin string, args ...string) string {
 		t.Helper()

@@ -39,8 +39,7 @@ Any OCI client does the same, e.g.
 		Example: "  outpost images push examples/hello-image:v1 127.0.0.1:5000/demo/hello:v1",
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			g := &globals{config: cmd.Flag("config").Value.String()} // the root's --config
-			creds, err := node.LoadCredentials(g.credentialPath())
+			creds, err := node.LoadCredentials(globalsOf(cmd).credentialPath())
 			if err != nil {
 				return err
 			}

@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -354,3 +355,23 @@ func tail(path string) string {
 
 // APIServerPID returns kube-apiserver's process ID, for CPU accounting.
 func (s *Server) APIServerPID() int { return s.apiserver.cmd.Process.Pid }
+
+// ForTest starts a Server for one test, stops it when the test ends, and
+// returns it with a kubeconfig for AdminToken.
+func ForTest(t testing.TB) (*Server, []byte) {
+	t.Helper()
+	s, err := Start(t.Context())
+	if err != nil {
+		t.Fatalf("real kube-apiserver: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	kc, err := s.Kubeconfig(AdminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, kc
+}
