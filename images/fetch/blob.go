@@ -38,7 +38,7 @@ func (s *Source) Blob(ctx context.Context, ns, repo string, d digest.Digest) (re
 	if err != nil {
 		return registry.Blob{}, err
 	}
-	return registry.Blob{Size: r.Size(), Content: &follower{s: s, ctx: ctx, ns: ns, repo: repo, d: d, r: r}}, nil
+	return registry.Blob{Size: r.Size(), Marks: r.Marks(), Content: &follower{s: s, ctx: ctx, ns: ns, repo: repo, d: d, r: r}}, nil
 }
 
 // follower is a client's read of a blob. When the write it follows is
@@ -320,8 +320,9 @@ func (s *Source) fetch(ctx context.Context, j *job, w *store.Writer) (err error)
 			return cerr
 		}
 		// The copy failed verification: report whoever sent it, and
-		// begin again from offset 0 with the sources left (an upstream
-		// tier that took part gets one more go on its own).
+		// begin again with the sources left (an upstream tier that took
+		// part gets one more go on its own): from the last good mark
+		// when the write kept the bytes before it, else from offset 0.
 		for _, b := range contributors {
 			s.corrupt(b.t, b.peer, j.d, cerr.Error())
 			if b.peer {
@@ -334,6 +335,9 @@ func (s *Source) fetch(ctx context.Context, j *job, w *store.Writer) (err error)
 		contributors = nil
 		last = cerr
 		s.m.restarts.Add(1)
+		if errors.Is(cerr, store.ErrRewound) {
+			continue
+		}
 		nw, berr := s.st.Begin(j.d, j.size)
 		if errors.Is(berr, store.ErrExists) || errors.Is(berr, store.ErrInProgress) {
 			return nil // someone else has it (or is writing it): follow them
@@ -384,10 +388,15 @@ func (s *Source) attempt(ctx context.Context, j *job, w *store.Writer, c candida
 	}
 	tc.blobHits.Add(1)
 	if c.peer {
-		// A peer's copy may have rotted on its disk: clients get none
-		// of it before it is verified, and follow the next write if
-		// it is not.
-		w.HoldUntilCommit()
+		// A peer's copy may have rotted on its disk: clients get each
+		// interval once its mark matches (or, without marks, nothing
+		// before the whole blob is verified), and follow the next write
+		// if it is not.
+		if mb, ok := body.(MarkedBody); ok {
+			w.Verify(mb.Marks())
+		} else {
+			w.HoldUntilCommit()
+		}
 	}
 	if off > 0 {
 		s.m.resumes.Add(1)
@@ -397,8 +406,11 @@ func (s *Source) attempt(ctx context.Context, j *job, w *store.Writer, c candida
 	n, err = copyIdle(w, body, s.cfg.IdleTimeout, cancel)
 	tc.bytes.Add(uint64(n))
 	if err != nil {
-		if errors.Is(err, store.ErrSizeMismatch) {
+		switch {
+		case errors.Is(err, store.ErrSizeMismatch):
 			s.corrupt(c.t, c.peer, j.d, "sent more bytes than the blob has")
+		case errors.Is(err, store.ErrMarkMismatch):
+			s.corrupt(c.t, c.peer, j.d, err.Error())
 		}
 		return n, false, fmt.Errorf("%s: %w", c.t.Name(), err)
 	}

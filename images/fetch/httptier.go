@@ -121,8 +121,27 @@ func (t *HTTPTier) Blob(ctx context.Context, ns, repo string, d digest.Digest, o
 	if err != nil {
 		return nil, 0, err
 	}
-	return rangeBody(t.cfg.Name, resp, offset, registry.ErrBlobUnknown)
+	body, total, err := rangeBody(t.cfg.Name, resp, offset, registry.ErrBlobUnknown)
+	if err != nil {
+		return nil, 0, err
+	}
+	if v := resp.Header.Get(registry.MarksHeader); v != "" {
+		// Marks this node cannot use are left out: the chain then holds
+		// the bytes until the whole blob is verified.
+		if marks, merr := store.ParseMarks(v); merr == nil {
+			return markedBody{ReadCloser: body, marks: marks}, total, nil
+		}
+	}
+	return body, total, nil
 }
+
+// markedBody is a blob body that came with its marks.
+type markedBody struct {
+	io.ReadCloser
+	marks []byte
+}
+
+func (b markedBody) Marks() []byte { return b.marks }
 
 // rangeBody checks a blob response to a request from offset and returns
 // the body from offset and the blob's total size (-1 if unknown).

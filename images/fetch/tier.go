@@ -37,7 +37,8 @@ type Tier interface {
 	// resume a broken transfer) and returns the bytes from there and the
 	// blob's total size (-1 when unknown). A tier that cannot start at
 	// offset returns an error; one whose answer starts elsewhere must skip
-	// or fail, never return bytes from another offset.
+	// or fail, never return bytes from another offset. A body that is a
+	// MarkedBody gives the blob's marks with it.
 	Blob(ctx context.Context, ns, repo string, d digest.Digest, offset int64) (io.ReadCloser, int64, error)
 	// Manifest returns a manifest by tag or digest, its bytes exactly as
 	// served, at most store.MaxManifestSize of them (more is an error).
@@ -45,6 +46,15 @@ type Tier interface {
 	Manifest(ctx context.Context, ns, repo, reference string) (registry.Manifest, error)
 	// Tags lists the repository's tags, in any order.
 	Tags(ctx context.Context, ns, repo string) ([]string, error)
+}
+
+// A MarkedBody is a blob body with the marks its sender recorded when it
+// stored the blob (store.MarkInterval). A peer's bytes are checked against
+// them as they arrive and reach clients interval by interval; without
+// them, a peer's bytes reach clients only once the whole blob is verified.
+type MarkedBody interface {
+	io.ReadCloser
+	Marks() []byte
 }
 
 // A PeerFinder tells which site peers hold a blob or manifest: the site's

@@ -118,6 +118,9 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request, req request) {
 	hd.Set("Content-Type", "application/octet-stream")
 	hd.Set("Docker-Content-Digest", d.String())
 	hd.Set("Etag", `"`+d.String()+`"`)
+	if len(b.Marks) > 0 {
+		hd.Set(MarksHeader, store.EncodeMarks(b.Marks))
+	}
 	start, length := int64(0), b.Size
 	status := http.StatusOK
 	if b.Size >= 0 {

@@ -53,4 +53,11 @@ type Blob struct {
 	// Content is read from the start, or from a Seek for a Range
 	// request. The handler closes it.
 	Content io.ReadSeekCloser
+	// Marks are the blob's marks (store.MarkInterval), sent in the
+	// MarksHeader so a node fetching it from this one can pass each
+	// verified interval on at once; nil when there are none.
+	Marks []byte
 }
+
+// MarksHeader carries a blob's marks (store.EncodeMarks) on a GET.
+const MarksHeader = "Outpost-Blob-Marks"

@@ -44,7 +44,7 @@ func (s *StoreSource) Blob(ctx context.Context, ns, repo string, d digest.Digest
 	if err != nil {
 		return Blob{}, notFound(err, ErrBlobUnknown)
 	}
-	return Blob{Size: r.Size(), Content: r}, nil
+	return Blob{Size: r.Size(), Content: r, Marks: r.Marks()}, nil
 }
 
 // StatBlob returns the size of a blob linked to the repository.

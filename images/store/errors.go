@@ -17,6 +17,14 @@ var (
 	// ErrDigestMismatch means the bytes written do not hash to the digest
 	// they were announced as; the write has been dropped.
 	ErrDigestMismatch = errors.New("content does not match its digest")
+	// ErrMarkMismatch means bytes written under Verify do not match the
+	// source's mark at the end of their interval: they were dropped and
+	// the Writer goes on from its Offset with the next source.
+	ErrMarkMismatch = errors.New("content does not match its source's marks")
+	// ErrRewound comes with ErrDigestMismatch from a Commit under Verify
+	// that dropped only the bytes after the last good mark: the Writer
+	// goes on from its Offset with the next source.
+	ErrRewound = errors.New("the bytes after the last good mark were dropped")
 	// ErrSizeMismatch means the bytes written are more or fewer than the
 	// announced size; the write has been dropped (or, for a Write past the
 	// size, refused).

@@ -100,8 +100,9 @@ func (k keys) pulls(ns, repo string) []byte    { return k.make(spacePulls, ns, r
 // blobRecord is the value of a blob key. Its presence means a verified file
 // of that size was renamed into place before the record was written.
 type blobRecord struct {
-	Size   int64 `json:"size"`
-	Stored int64 `json:"stored"` // unix nanoseconds
+	Size   int64  `json:"size"`
+	Stored int64  `json:"stored"`          // unix nanoseconds
+	Marks  []byte `json:"marks,omitempty"` // marks.go
 }
 
 type tagRecord struct {

@@ -30,8 +30,9 @@ type Reader struct {
 	f   *os.File
 	ctx context.Context
 	w   *write // nil for a stored blob
-	// size of a stored blob
-	size int64
+	// size and marks of a stored blob
+	size  int64
+	marks []byte
 
 	mu     sync.Mutex // guards off
 	off    int64
@@ -82,7 +83,7 @@ func (s *Store) Open(ctx context.Context, d digest.Digest) (*Reader, error) {
 			s.mu.Unlock()
 			s.blobHits.Add(1)
 			s.touch(d)
-			return &Reader{s: s, d: d, f: f, ctx: ctx, size: rec.Size}, nil
+			return &Reader{s: s, d: d, f: f, ctx: ctx, size: rec.Size, marks: rec.Marks}, nil
 		}
 	}
 	if w, ok := s.writes[d]; ok {
@@ -112,6 +113,11 @@ func (r *Reader) Size() int64 {
 	}
 	return r.w.snapshot().size
 }
+
+// Marks returns a stored blob's marks (marks.go), nil for a blob still
+// being written or stored without them (shorter than MarkInterval, or
+// stored by an older version).
+func (r *Reader) Marks() []byte { return r.marks }
 
 // InProgress reports whether the blob is still being written.
 func (r *Reader) InProgress() bool {
@@ -191,7 +197,7 @@ func (r *Reader) readAvailable(p []byte, off int64) (int, error) {
 			avail = st.size - 1
 		}
 		if !st.done && st.hold {
-			avail = 0
+			avail = min(avail, st.verified)
 		}
 		if avail > off {
 			want := min(int64(len(p)), avail-off)

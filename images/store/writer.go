@@ -20,13 +20,14 @@ type write struct {
 	d    digest.Digest // "" for an upload until CommitAs
 	path string        // the temporary file in Dir/ingest
 
-	mu      sync.Mutex
-	n       int64 // bytes written and readable by followers
-	size    int64 // announced size, -1 while unknown
-	done    bool
-	hold    bool          // followers read nothing until the commit
-	err     error         // after done: nil when committed, else why it was aborted
-	changed chan struct{} // closed (and replaced) on every change above
+	mu       sync.Mutex
+	n        int64 // bytes written and readable by followers
+	size     int64 // announced size, -1 while unknown
+	done     bool
+	hold     bool          // followers read only up to verified until the commit
+	verified int64         // bytes known good before the commit (Verify's marks)
+	err      error         // after done: nil when committed, else why it was aborted
+	changed  chan struct{} // closed (and replaced) on every change above
 }
 
 func (w *write) notifyLocked() {
@@ -36,18 +37,19 @@ func (w *write) notifyLocked() {
 
 // progress is a snapshot of a write for its followers.
 type progress struct {
-	n, size int64
-	done    bool
-	hold    bool
-	err     error
-	changed <-chan struct{} // closed at the next change
+	n, size  int64
+	verified int64
+	done     bool
+	hold     bool
+	err      error
+	changed  <-chan struct{} // closed at the next change
 }
 
 // snapshot returns the published state.
 func (w *write) snapshot() progress {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return progress{n: w.n, size: w.size, done: w.done, hold: w.hold, err: w.err, changed: w.changed}
+	return progress{n: w.n, size: w.size, verified: w.verified, done: w.done, hold: w.hold, err: w.err, changed: w.changed}
 }
 
 func (w *write) finish(err error) {
@@ -97,6 +99,18 @@ type Writer struct {
 	h      hash.Hash // the digest's algorithm; sha256 for uploads
 	over   bool
 	queued int64 // bytes whose writeback to disk has been started
+
+	// Marks (marks.go): mh is h when its state can be marked, else nil;
+	// marks are this write's so far; expect the ones a source gave
+	// (Verify); good the last offset whose mark matched expect, and
+	// goodState h's state there; rewoundAt the good of the last rewind
+	// after a failed commit (-1: none).
+	mh        marker
+	marks     []byte
+	expect    []byte
+	good      int64
+	goodState []byte
+	rewoundAt int64
 }
 
 // writebackStep is how many written bytes gather before their writeback
@@ -175,18 +189,33 @@ func (s *Store) newWriterLocked(d digest.Digest, size int64) (*Writer, error) {
 		h = d.Algorithm().Hash()
 	}
 	w := &write{s: s, d: d, path: f.Name(), size: size, changed: make(chan struct{})}
-	return &Writer{s: s, w: w, f: f, h: h}, nil
+	mh, _ := h.(marker)
+	return &Writer{s: s, w: w, f: f, h: h, mh: mh, rewoundAt: -1}, nil
 }
 
-// HoldUntilCommit makes followers read nothing of this write until it is
-// committed (verified): for bytes from a source less trusted than the
-// tiers above (a peer's copy may have rotted on its disk), so that a copy
-// that fails verification reaches no client at all and a follower can go
-// on with the next write of the blob.
+// HoldUntilCommit makes followers read no further than the bytes known
+// good (none, without Verify) until the write is committed: for bytes
+// from a source less trusted than the tiers above (a peer's copy may have
+// rotted on its disk), so that a copy that fails verification reaches no
+// client and a follower can go on with the next write of the blob.
 func (wr *Writer) HoldUntilCommit() {
 	wr.w.mu.Lock()
 	defer wr.w.mu.Unlock()
 	wr.w.hold = true
+}
+
+// Verify holds the write as HoldUntilCommit does, but checks the bytes at
+// every mark against marks, the ones the source recorded when it
+// committed the blob (ParseMarks): followers read each interval as soon as
+// its mark matches. At a mark that does not match, Write drops the bytes
+// written since the last one that did and fails with ErrMarkMismatch; the
+// Writer stays usable from Offset, for the next source. Marks given by an
+// earlier source are kept.
+func (wr *Writer) Verify(marks []byte) {
+	wr.HoldUntilCommit()
+	if wr.expect == nil && wr.mh != nil && len(marks) > 0 {
+		wr.expect = marks
+	}
 }
 
 // Digest returns the digest the Writer was begun with ("" for an upload).
@@ -248,7 +277,7 @@ func (wr *Writer) state() (n, size int64, err error) {
 
 // Write appends p. A write that would go past the announced size is
 // refused whole with ErrSizeMismatch. Followers see the bytes as soon as
-// Write returns.
+// Write returns (a held write: once a mark vouches for them).
 func (wr *Writer) Write(p []byte) (int, error) {
 	n, size, err := wr.state()
 	if err != nil {
@@ -257,23 +286,97 @@ func (wr *Writer) Write(p []byte) (int, error) {
 	if size >= 0 && n+int64(len(p)) > size {
 		return 0, fmt.Errorf("write blob %s: %d bytes past its size %d: %w", wr.w.d, n+int64(len(p))-size, size, ErrSizeMismatch)
 	}
-	k, err := wr.f.Write(p)
-	wr.h.Write(p[:k])
-	if k > 0 {
-		wr.w.mu.Lock()
-		wr.w.n += int64(k)
-		end := wr.w.n
-		wr.w.notifyLocked()
-		wr.w.mu.Unlock()
-		if end-wr.queued >= writebackStep {
-			startWriteback(wr.f, wr.queued, end-wr.queued)
-			wr.queued = end
+	written := 0
+	for len(p) > 0 {
+		part := p
+		if wr.mh != nil {
+			if next := (n/MarkInterval + 1) * MarkInterval; int64(len(part)) > next-n {
+				part = part[:next-n]
+			}
+		}
+		k, werr := wr.f.Write(part)
+		wr.h.Write(part[:k])
+		n += int64(k)
+		written += k
+		p = p[k:]
+		var merr error
+		if k > 0 && wr.mh != nil && n%MarkInterval == 0 {
+			merr = wr.mark(n)
+		}
+		if merr == nil && k > 0 {
+			wr.w.mu.Lock()
+			wr.w.n = n
+			wr.w.verified = wr.good
+			wr.w.notifyLocked()
+			wr.w.mu.Unlock()
+			if n-wr.queued >= writebackStep {
+				startWriteback(wr.f, wr.queued, n-wr.queued)
+				wr.queued = n
+			}
+		}
+		if werr != nil {
+			return written, fmt.Errorf("write blob %s: %w", wr.w.d, werr)
+		}
+		if merr != nil {
+			return written, merr
+		}
+	}
+	return written, nil
+}
+
+// mark records the mark at offset end (a multiple of MarkInterval) and
+// checks it against the source's. On a mismatch it rewinds to the last
+// good mark.
+func (wr *Writer) mark(end int64) error {
+	m, state, err := markOf(wr.mh)
+	if err != nil { // not expected of crypto/sha256 and sha512: go on unmarked
+		wr.mh, wr.marks, wr.expect = nil, nil, nil
+		return nil
+	}
+	wr.marks = append(wr.marks, m...)
+	known, ok := checkMark(wr.expect, end, m)
+	switch {
+	case !known:
+		return nil
+	case ok:
+		wr.good, wr.goodState = end, state
+		return nil
+	}
+	from := wr.good
+	if err := wr.rewind(); err != nil {
+		return err
+	}
+	return fmt.Errorf("write blob %s: bytes %d-%d do not match their source's mark; dropped, write on from %d: %w", wr.w.d, from, end, from, ErrMarkMismatch)
+}
+
+// rewind drops the bytes after the last good mark: the file, the hash
+// and the marks go back there. Followers of a held write never read past
+// it. On failure the write is aborted.
+func (wr *Writer) rewind() error {
+	to := wr.good
+	err := wr.f.Truncate(to)
+	if err == nil {
+		_, err = wr.f.Seek(to, io.SeekStart)
+	}
+	if err == nil {
+		if to == 0 {
+			wr.h.Reset()
+		} else {
+			err = wr.mh.UnmarshalBinary(wr.goodState)
 		}
 	}
 	if err != nil {
-		return k, fmt.Errorf("write blob %s: %w", wr.w.d, err)
+		err = fmt.Errorf("write blob %s: drop the bytes after %d: %w", wr.w.d, to, err)
+		wr.Abort(err)
+		return err
 	}
-	return k, nil
+	wr.marks = wr.marks[:to/MarkInterval*markLen]
+	wr.queued = min(wr.queued, to)
+	wr.w.mu.Lock()
+	wr.w.n, wr.w.verified = to, to
+	wr.w.notifyLocked()
+	wr.w.mu.Unlock()
+	return nil
 }
 
 // Commit verifies the digest (and the size, when announced), then makes the
@@ -305,7 +408,8 @@ func (wr *Writer) CommitAs(d digest.Digest) error {
 	if d.Algorithm() == "sha256" {
 		return wr.commit(d, digest.NewDigest(d.Algorithm(), wr.h))
 	}
-	// Another algorithm: hash the file again.
+	// Another algorithm: hash the file again (the marks were sha256's).
+	wr.mh, wr.marks = nil, nil
 	h := d.Algorithm().Hash()
 	if _, err := wr.f.Seek(0, io.SeekStart); err != nil {
 		wr.Abort(err)
@@ -334,6 +438,16 @@ func (wr *Writer) commit(d, got digest.Digest) error {
 	}
 	if got != d {
 		err := fmt.Errorf("commit blob %s: the %d bytes written hash to %s: %w", d, n, got, ErrDigestMismatch)
+		if wr.expect != nil && wr.good < n && wr.rewoundAt != wr.good {
+			// The bytes up to the last good mark are the source's
+			// verified ones: only the rest goes (once; a second failure
+			// from the same mark means the marks are wrong).
+			wr.rewoundAt = wr.good
+			if rerr := wr.rewind(); rerr != nil {
+				return rerr
+			}
+			return fmt.Errorf("%w; the bytes after %d are dropped: %w", err, wr.good, ErrRewound)
+		}
 		wr.Abort(err)
 		return err
 	}
@@ -349,7 +463,11 @@ func (wr *Writer) commit(d, got digest.Digest) error {
 
 	s := wr.s
 	s.mu.Lock()
-	err = s.placeLocked(wr.w, d, n)
+	var marks []byte
+	if wr.mh != nil && int64(len(wr.marks)) == n/MarkInterval*markLen {
+		marks = wr.marks
+	}
+	err = s.placeLocked(wr.w, d, n, marks)
 	s.forgetLocked(wr.w)
 	if err != nil {
 		_ = os.Remove(wr.w.path)
@@ -367,9 +485,10 @@ func (wr *Writer) commit(d, got digest.Digest) error {
 	return nil
 }
 
-// placeLocked renames a verified temporary file into place and records it.
+// placeLocked renames a verified temporary file into place and records it
+// with its marks.
 // s.mu must be held.
-func (s *Store) placeLocked(w *write, d digest.Digest, n int64) error {
+func (s *Store) placeLocked(w *write, d digest.Digest, n int64, marks []byte) error {
 	if s.closed {
 		return ErrClosed
 	}
@@ -397,7 +516,7 @@ func (s *Store) placeLocked(w *write, d digest.Digest, n int64) error {
 	}
 	now := s.now()
 	err = s.update(func(txn *badger.Txn) error {
-		if err := txn.Set(s.k.blob(d), encodeJSON(blobRecord{Size: n, Stored: now.UnixNano()})); err != nil {
+		if err := txn.Set(s.k.blob(d), encodeJSON(blobRecord{Size: n, Stored: now.UnixNano(), Marks: marks})); err != nil {
 			return err
 		}
 		return txn.Set(s.k.access(d), encodeTime(now))
