@@ -5,15 +5,20 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-mesh/outpost/e2e/netlab"
+	"github.com/outpost-mesh/outpost/node"
 )
 
 const (
@@ -71,6 +76,13 @@ func (b *imageBench) peerFetches() {
 				senders = append(senders, ibSender{name: h.name, host: h.host, proc: h.proc})
 			}
 			hub0 := b.hubQUIC.read()
+			if dir := os.Getenv("IMAGEBENCH_PROFILES"); dir != "" {
+				// CPU profiles of the fetching node and the last holder
+				// (usually the sender) during the fetch.
+				tag := map[bool]string{false: "local", true: "link"}[limited]
+				go ibProfile(b.t, recv, filepath.Join(dir, tag+"-"+recv.name+"-receiver.pprof"))
+				go ibProfile(b.t, holders[len(holders)-1], filepath.Join(dir, tag+"-"+holders[len(holders)-1].name+"-holder.pprof"))
+			}
 			peer := b.fetch(recv.host, recv.proc, senders, mirrorURL, "", size, limited)
 			if hub := b.hubQUIC.read() - hub0; hub > size/100 {
 				b.t.Errorf("the hub's QUIC port sent %d bytes while %s fetched a %d-byte blob its peers hold: not a peer fetch", hub, recv.name, size)
@@ -228,4 +240,25 @@ func ibEth0Tx(pid int) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no eth0 in /proc/%d/net/dev", pid)
+}
+
+// ibProfile saves a 5 s CPU profile of n, taken from its control socket.
+func ibProfile(t *testing.T, n *meshNode, path string) {
+	sock := filepath.Join(n.dataDir, node.SocketName)
+	c := http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := c.Get("http://outpost/debug/pprof/profile?seconds=5")
+	if err != nil {
+		t.Logf("profile of %s: %v", n.name, err)
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, b, 0o644)
+	}
+	if err != nil {
+		t.Logf("profile of %s: %v", n.name, err)
+	}
 }
