@@ -128,6 +128,9 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(n.group.Collector())
+	if n.tunnels != nil {
+		n.reg.MustRegister(n.tunnels.Collector())
+	}
 	if n.images != nil {
 		n.images.register(n.reg)
 	}

@@ -97,6 +97,8 @@ type Hub struct {
 	agents   map[string]*agent
 	seen     map[string]seen // last heard of each cluster's agent, kept after it leaves
 	wake     chan struct{}   // closed and replaced when an agent arrives
+
+	n hubCounters // metrics.go
 }
 
 // seen is what the hub last heard from a cluster's agent.
@@ -384,8 +386,10 @@ func (h *Hub) carry(ctx context.Context, cluster string, target Target, c *net.T
 	defer c.Close()
 	_ = c.SetNoDelay(true)
 	log := h.log.With("cluster", cluster, "target", target.String(), "client", c.RemoteAddr().String())
+	i := of(target)
 	a := h.waitAgent(ctx, cluster)
 	if a == nil {
+		h.n.refused[i].Add(1)
 		log.Debug("tunnelled connection refused: no agent connected")
 		reset(c) // an error for the client, not an empty answer
 		return
@@ -393,16 +397,22 @@ func (h *Hub) carry(ctx context.Context, cluster string, target Target, c *net.T
 	octx, cancel := context.WithTimeout(ctx, h.cfg.OpenTimeout)
 	s, err := a.ctl.OpenReverse(octx, transport.KindTunnel)
 	cancel()
+	if err == nil {
+		if _, err = s.Write([]byte{byte(target)}); err != nil {
+			_ = s.Close()
+		}
+	}
 	if err != nil {
+		h.n.refused[i].Add(1)
 		log.Debug("open stream to the agent", "err", err)
 		return
 	}
-	if _, err := s.Write([]byte{byte(target)}); err != nil {
-		_ = s.Close()
-		log.Debug("open stream to the agent", "err", err)
-		return
-	}
+	h.n.carried[i].Add(1)
+	h.n.active[i].Add(1)
 	up, down, err := pipe(ctx, c, s)
+	h.n.active[i].Add(-1)
+	h.n.up[i].Add(uint64(up))
+	h.n.down[i].Add(uint64(down))
 	log.Debug("tunnelled connection ended", "bytes_up", up, "bytes_down", down, "err", err)
 }
 

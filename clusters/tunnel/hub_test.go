@@ -16,7 +16,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-mesh/outpost/clusters"
@@ -82,6 +85,41 @@ func TestTunnelCarriesConnections(t *testing.T) {
 		if err != nil || n != 16<<20 {
 			t.Errorf("stalled connection %d: %d bytes, %v", i, n, err)
 		}
+		c.Close()
+	}
+
+	// The metrics count every connection and byte.
+	eventually(t, "every connection to end", func() bool { return l.hub.Stats().Targets["kube-api"].Active == 0 })
+	hs := l.hub.Stats()
+	kube := hs.Targets["kube-api"]
+	if hs.Agents != 1 || hs.Bound != 1 || hs.AgentSessions != 1 || kube.Carried != stalled+40 || kube.Refused != 0 ||
+		kube.BytesUp != (stalled+40)*8 || kube.BytesDown != stalled*16<<20+40<<20 || hs.Targets["platform-api"].Carried != 0 {
+		t.Fatalf("hub stats: %+v", hs)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(l.hub.Collector())
+	if n, err := testutil.GatherAndCount(reg); err != nil || n != 3+2*5 {
+		t.Fatalf("gathered %d series: %v", n, err)
+	}
+}
+
+// TestNoAgentRefusedAndCounted: a connection to a bound port while no agent
+// is connected is reset after AgentWait, and counted as refused.
+func TestNoAgentRefusedAndCounted(t *testing.T) {
+	t.Parallel()
+	l := newLab(t, nil, "hub-1", func(c *HubConfig) { c.AgentWait = 50 * time.Millisecond })
+	ports := l.bind(t, "edge-a")
+	c, err := net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(ports.PlatformAPI)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if n, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("read %d bytes through a tunnel without an agent", n)
+	}
+	st := l.hub.Stats().Targets["platform-api"]
+	if st.Refused != 1 || st.Carried != 0 || st.Active != 0 {
+		t.Fatalf("platform-api stats: %+v", st)
 	}
 }
 

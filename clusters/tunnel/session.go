@@ -111,6 +111,7 @@ func (h *Hub) heartbeats(ctx context.Context, a *agent) error {
 // register makes a the cluster's agent, dropping an earlier one, and wakes
 // connections waiting for it.
 func (h *Hub) register(a *agent, r Report) {
+	h.n.agentsIn.Add(1)
 	h.mu.Lock()
 	old := h.agents[a.cluster]
 	h.agents[a.cluster] = a
