@@ -41,6 +41,10 @@ func (s ibSample) wireMBps() float64 { return float64(s.bytes) / 1e6 / s.wireSec
 // ibLinkPct is a payload rate in MB/s as a share of the limited link's.
 func ibLinkPct(mbps float64) float64 { return mbps * 1e6 / ibLinkBytesPerSec * 100 }
 
+// framingPct is the blob's bytes as a share of what the sender's tbf let
+// out for it: the most of the link a transfer can carry as payload.
+func (s ibSample) framingPct() float64 { return float64(s.bytes) / float64(s.linkBytes) * 100 }
+
 // busyPct is what the sender's tbf let out until it had sent the blob,
 // as a share of the link's rate.
 func (s ibSample) busyPct() float64 {
@@ -143,8 +147,8 @@ func (r *ibResults) table(w io.Writer, big, blob, wan ibImage) {
 	fmt.Fprintf(w, "| the same blob across a %d Mbit/s `tbf` link: MB/s (%% of link), median of %d | %.1f (%.1f%%) | %.1f (%.1f%%) | %.3f | ≥ 95%% of the link: %s; level (≥ 0.98×): %s |\n",
 		ibLinkMbit, len(r.peerLink), pk.mbps(), ibLinkPct(pk.mbps()), dk.mbps(), ibLinkPct(dk.mbps()), pk.mbps()/dk.mbps(),
 		ibMet(ibLinkPct(pk.mbps()) >= 95), ibMet(pk.mbps() >= 0.98*dk.mbps()))
-	fmt.Fprintf(w, "| ↳ until the sender's last byte: MB/s (%% of link); link busy | %.1f (%.1f%%); %.1f%% | %.1f (%.1f%%); %.1f%% | %.2f | |\n",
-		pk.wireMBps(), ibLinkPct(pk.wireMBps()), pk.busyPct(), dk.wireMBps(), ibLinkPct(dk.wireMBps()), dk.busyPct(), pk.wireMBps()/dk.wireMBps())
+	fmt.Fprintf(w, "| ↳ until the sender's last byte: MB/s (%% of link); link busy; payload per byte on the link | %.1f (%.1f%%); %.1f%%; %.1f%% | %.1f (%.1f%%); %.1f%%; %.1f%% | %.2f | |\n",
+		pk.wireMBps(), ibLinkPct(pk.wireMBps()), pk.busyPct(), pk.framingPct(), dk.wireMBps(), ibLinkPct(dk.wireMBps()), dk.busyPct(), dk.framingPct(), pk.wireMBps()/dk.wireMBps())
 	fetchCPU(pk, dk)
 	fmt.Fprintf(w, "| WAN bytes: %d nodes of a site pulling a %.0f MiB image cold at once (the hub's QUIC port) / %d direct pulls from Distribution | %.1f MB = %.3f× the image | %.1f MB = %.2f× | %.2f | 1.0× (≤ 1.10×): %s |\n",
 		ibSiteNodes, float64(wan.size)/(1<<20), ibSiteNodes, float64(r.wanOurs)/1e6, float64(r.wanOurs)/float64(wan.size),
@@ -162,10 +166,10 @@ func (r *ibResults) table(w io.Writer, big, blob, wan ibImage) {
 	fmt.Fprintf(w, "imagebench: warm pulls alternate between the two (each %d times); skopeo writes to tmpfs, the node serves from its store on disk, Distribution from its filesystem storage (both in the page cache).\n", len(r.warm))
 	fmt.Fprintln(w, "imagebench: warm pull MB/s per run: Outpost "+ibRates(r.warm)+"; Distribution "+ibRates(r.warmDist)+".")
 	fmt.Fprintln(w, "imagebench: fetch MB/s per run, same host: peer "+ibRates(r.peerLocal)+"; HTTPS "+ibRates(r.distLocal)+"; limited link: peer "+ibRates(r.peerLink)+"; HTTPS "+ibRates(r.distLink)+".")
-	fmt.Fprintln(w, "imagebench: a peer fetch is timed by curl in the fetching node's namespace reading its mirror (127.0.0.1:5000) until the last byte, which the node releases only once it has verified the blob and made it durable (fsync) in its store; Distribution's HTTPS GET (TLS 1.3, HTTP/1.1, self-signed certificate) is curl to /dev/null.")
+	fmt.Fprintln(w, "imagebench: a peer fetch is timed by curl in the fetching node's namespace reading its mirror (127.0.0.1:5000) until the last byte; the node passes each 8 MiB of a peer's bytes on once it matches the peer's mark, and the last byte once it has verified the blob and made it durable (fsync) in its store; Distribution's HTTPS GET (TLS 1.3, HTTP/1.1, self-signed certificate) is curl to /dev/null.")
 	fmt.Fprintf(w, "imagebench: each peer fetch is by a node that lacks the blob, from whichever holder the site's index gave it (median runs: %s, %s); the hub's QUIC port sent under 1%% of the blob during each; the HTTPS GETs are by the same nodes.\n", pl.from, pk.from)
 	fmt.Fprintln(w, "imagebench: \"until the sender's last byte\" ends when the sender's eth0 counter (/proc/PID/net/dev, sampled every 20 ms) had sent all but 256 KiB of what it sent during the fetch; the rest of a peer fetch is the fetching node's verification and fsync.")
-	fmt.Fprintf(w, "imagebench: %% of link = payload MB/s / %.0f; link busy = bytes the sender's tbf let out (frames, headers included) / time until its last byte / rate; QUIC's header overhead caps payload near 95.0%% of the link, TCP's near 95.5%% (README, link benchmark).\n", ibLinkBytesPerSec/1e6)
+	fmt.Fprintf(w, "imagebench: %% of link = payload MB/s / %.0f; link busy = bytes the sender's tbf let out (frames, headers included) / time until its last byte / rate; payload per byte on the link = blob bytes / bytes the tbf let out, the most of the link a transfer can carry: QUIC's packets (quic-go sends at most 1452 bytes of UDP payload, about 36 of them headers and AEAD tag, in a 1494-byte frame) cap it near 94.8%%, TCP's near 95.5%%.\n", ibLinkBytesPerSec/1e6)
 	fmt.Fprintln(w, "imagebench: CPU-s = utime + stime of each process from /proc/PID/stat (clients: their rusage); softirq work lands on whichever process runs, or none.")
 	fmt.Fprintf(w, "imagebench: the %d cold pulls took %.1f s together; the hub's QUIC port sends %.0f bytes/s when idle (not taken off); bytes are IP packets counted by iptables on the hub's eth0.\n", ibSiteNodes, r.wanSeconds, r.idleRate)
 }
