@@ -172,6 +172,10 @@ func (g *Group) Store() *Store { return g.store }
 // Run starts Raft, bootstrapping the group if configured and new, and blocks
 // until ctx is done. On return it has handed leadership to another voter
 // when there is one, shut Raft down and closed the stores.
+// maxAppendEntries is how many log entries Raft writes (and sends to a
+// follower) at once.
+const maxAppendEntries = 256
+
 func (g *Group) Run(ctx context.Context) (err error) {
 	defer func() {
 		// Live watchers wait on the hub, which nothing feeds once Raft is
@@ -191,6 +195,10 @@ func (g *Group) Run(ctx context.Context) (err error) {
 	rc.TrailingLogs = g.cfg.TrailingLogs
 	rc.NoSnapshotRestoreOnStart = true
 	rc.BatchApplyCh = true
+	// One fsync of the log covers up to this many proposals: a controller
+	// that writes thousands of objects at once (a task's results) waits
+	// on a quarter of the fsyncs of Raft's default of 64.
+	rc.MaxAppendEntries = maxAppendEntries
 	if err := raft.ValidateConfig(rc); err != nil {
 		return fmt.Errorf("raft config: %w", err)
 	}

@@ -315,8 +315,8 @@ func (s *LogStore) DeleteRange(from, to uint64) error {
 // through a WriteBatch in as many transactions as it takes, and then the
 // pending key is deleted. OpenLogStore redoes a pending op, so after a crash
 // the op is either absent or complete. Oversized ops are written twice, which
-// is cheap next to the simplicity: Raft batches (MaxAppendEntries, 64 by
-// default) rarely reach the limit, and the common path pays nothing.
+// is cheap next to the simplicity: Raft batches (MaxAppendEntries, 256
+// here) rarely reach the limit, and the common path pays nothing.
 func (s *LogStore) writeOp(op []byte) error {
 	if s.broken != nil {
 		return fmt.Errorf("%w: %w", ErrLogStoreBroken, s.broken)

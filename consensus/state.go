@@ -44,7 +44,8 @@ type Event struct {
 func (e Event) Index() uint64 { return e.Object.Revision() }
 
 type state struct {
-	db *badger.DB
+	db    *badger.DB
+	cache objectCache
 }
 
 func openState(dir string, logger *slog.Logger) (*state, error) {
@@ -63,7 +64,7 @@ func openState(dir string, logger *slog.Logger) (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", dir, err)
 	}
-	return &state{db: db}, nil
+	return &state{db: db, cache: objectCache{limit: objectCacheBytes}}, nil
 }
 
 func (s *state) close() error { return s.db.Close() }
@@ -166,17 +167,34 @@ func getObject(txn *badger.Txn, p []byte, okey string) (*Object, error) {
 	return &obj, nil
 }
 
-// listObjects calls fn for each object whose key starts with prefix.
-func listObjects(txn *badger.Txn, p []byte, prefix string, fn func(*Object) error) error {
+// readObject reads one object in a read-only transaction through the
+// cache; nil when absent. The object is shared: copy it before handing it
+// out.
+func (s *state) readObject(txn *badger.Txn, p []byte, okey string) (*Object, error) {
+	item, err := txn.Get(key(p, nsObject, okey))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s.cache.decode(item)
+}
+
+// readObjects calls fn for each object whose key starts with prefix, in a
+// read-only transaction, through the cache. The objects are shared: copy
+// the ones kept.
+func (s *state) readObjects(txn *badger.Txn, p []byte, prefix string, fn func(*Object) error) error {
 	pre := key(p, nsObject, prefix)
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre, PrefetchValues: true, PrefetchSize: 64})
+	// Values are read only for objects the cache does not hold.
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
 	defer it.Close()
 	for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
-		var obj Object
-		if err := it.Item().Value(func(b []byte) error { return json.Unmarshal(b, &obj) }); err != nil {
-			return fmt.Errorf("decode %s: %w", it.Item().Key(), err)
+		obj, err := s.cache.decode(it.Item())
+		if err != nil {
+			return err
 		}
-		if err := fn(&obj); err != nil {
+		if err := fn(obj); err != nil {
 			return err
 		}
 	}

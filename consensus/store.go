@@ -72,7 +72,7 @@ func (s *Store) Get(ctx context.Context, k *Kind, namespace, name string, opt Re
 	}
 	var obj *Object
 	err := s.g.st.view(func(txn *badger.Txn, p []byte) (err error) {
-		obj, err = getObject(txn, p, objectKey(k, namespace, name))
+		obj, err = s.g.st.readObject(txn, p, objectKey(k, namespace, name))
 		return err
 	})
 	if err != nil {
@@ -81,7 +81,7 @@ func (s *Store) Get(ctx context.Context, k *Kind, namespace, name string, opt Re
 	if obj == nil {
 		return nil, apierrors.NewNotFound(k.GroupResource(), name)
 	}
-	return obj, nil
+	return obj.DeepCopy(), nil
 }
 
 // List returns the objects of k in namespace (every namespace when empty)
@@ -97,9 +97,9 @@ func (s *Store) List(ctx context.Context, k *Kind, namespace string, sel labels.
 			return err
 		}
 		list.ResourceVersion = rv
-		return listObjects(txn, p, kindPrefix(k, namespace), func(o *Object) error {
+		return s.g.st.readObjects(txn, p, kindPrefix(k, namespace), func(o *Object) error {
 			if sel == nil || sel.Matches(labels.Set(o.Labels)) {
-				list.Items = append(list.Items, o)
+				list.Items = append(list.Items, o.DeepCopy())
 			}
 			return nil
 		})
@@ -126,11 +126,25 @@ func (s *Store) Watch(ctx context.Context, k *Kind, namespace string, sel labels
 // timestamps are set by the store; a status given on create is dropped, as
 // in Kubernetes: status is written through UpdateStatus.
 func (s *Store) Create(ctx context.Context, k *Kind, obj *Object) (*Object, error) {
+	return s.create(ctx, k, obj, false)
+}
+
+// CreateWithStatus stores a new object with the status it carries, in one
+// write: for a controller that creates objects it owns with their first
+// status (a task's queued results), which Create and UpdateStatus would
+// make two writes each.
+func (s *Store) CreateWithStatus(ctx context.Context, k *Kind, obj *Object) (*Object, error) {
+	return s.create(ctx, k, obj, true)
+}
+
+func (s *Store) create(ctx context.Context, k *Kind, obj *Object, withStatus bool) (*Object, error) {
 	obj = obj.DeepCopy()
 	obj.APIVersion, obj.Kind = k.APIVersion(), k.Kind
 	obj.UID = ""
 	obj.ResourceVersion = ""
-	obj.Status = nil
+	if !withStatus {
+		obj.Status = nil
+	}
 	obj.ManagedFields = nil
 	if err := k.checkParts(obj); err != nil {
 		return nil, err

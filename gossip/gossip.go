@@ -132,6 +132,12 @@ func (g *Gossip) Run(ctx context.Context) (err error) {
 // incarnation) raises no memberlist event, and this node's next direct
 // probe of it may be minutes away in a large site.
 func (g *Gossip) clearRefuted(ml *memberlist.Memberlist) {
+	g.mu.Lock()
+	none := g.members.suspects == 0
+	g.mu.Unlock()
+	if none {
+		return
+	}
 	var alive []string
 	for _, n := range ml.Members() {
 		if n.State == memberlist.StateAlive {

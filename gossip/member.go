@@ -87,6 +87,10 @@ type table struct {
 	self      string
 	retention time.Duration
 	members   map[string]*entry
+	// suspects counts the members in state Suspect, so that the
+	// once-a-second check for refuted suspicions costs nothing in a pool
+	// that has none.
+	suspects int
 }
 
 // entry is a member and whether it announced that it is leaving.
@@ -113,6 +117,7 @@ func (t *table) alive(meta Meta, leaving bool, addr string, now time.Time) []Eve
 	e.Meta, e.Addr, e.leaving = meta, addr, leaving
 	if e.State == Suspect {
 		e.State, e.Since = Alive, now
+		t.suspects--
 		evs = append(evs, Event{Type: EventAlive, Member: e.export()})
 	}
 	if changed {
@@ -128,6 +133,9 @@ func (t *table) gone(name string, now time.Time) []Event {
 	if !ok || e.State == Dead || e.State == Left {
 		return nil
 	}
+	if e.State == Suspect {
+		t.suspects--
+	}
 	e.State, e.Since = Dead, now
 	if e.leaving {
 		e.State = Left
@@ -142,6 +150,7 @@ func (t *table) suspect(name string, now time.Time) []Event {
 		return nil
 	}
 	e.State, e.Since = Suspect, now
+	t.suspects++
 	return []Event{{Type: EventSuspect, Member: e.export()}}
 }
 
@@ -152,6 +161,7 @@ func (t *table) acked(name string, now time.Time) []Event {
 		return nil
 	}
 	e.State, e.Since = Alive, now
+	t.suspects--
 	return []Event{{Type: EventAlive, Member: e.export()}}
 }
 

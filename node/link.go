@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sort"
@@ -11,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -27,14 +30,28 @@ const (
 	linkTimeout = 3 * linkInterval
 	// linkBackoffMax caps the wait between reconnects to the hub.
 	linkBackoffMax = 30 * time.Second
+	// linkReplyTimeout is how long a site leader waits for the hub's
+	// answer to a report: a busy hub that takes a few seconds to write a
+	// report's results is slow, not gone, and dropping the link would
+	// only add a reconnect and a resend to its work; a dead hub member is
+	// still left within seconds, for another.
+	linkReplyTimeout = 2 * linkTimeout
+	// linkResultDelay is how long a report woken by a device's result
+	// waits for more results to join it.
+	linkResultDelay = 50 * time.Millisecond
 )
 
 // linkReport is what a site leader sends the hub every linkInterval.
 type linkReport struct {
-	Site   string         `json:"site"`
-	Leader string         `json:"leader"`
-	Nodes  []linkNode     `json:"nodes"`
-	OTA    *otaLinkReport `json:"ota,omitempty"`
+	Site   string `json:"site"`
+	Leader string `json:"leader"`
+	// Nodes is the site's roster. A report leaves it out (nil) when the
+	// roster is the one this link last sent: the hub goes on with that.
+	// The first report on a link always carries it.
+	Nodes []linkNode `json:"nodes"`
+	// SameNodes says that Nodes was left out because it did not change.
+	SameNodes bool           `json:"sameNodes,omitempty"`
+	OTA       *otaLinkReport `json:"ota,omitempty"`
 	// Images carries node figures and sync progress (images_sync.go).
 	Images *imagesLinkReport `json:"images,omitempty"`
 }
@@ -124,15 +141,17 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 	defer n.log.Info("hub link down", "hub", addr)
 	t := time.NewTicker(linkInterval)
 	defer t.Stop()
+	var roster linkRoster
 	for {
 		if !n.group.IsLeader() {
 			return nil
 		}
-		rep, err := n.report(ctx)
+		rep, err := n.report(ctx, &roster)
 		if err != nil {
 			return err
 		}
-		_ = s.SetDeadline(time.Now().Add(linkTimeout))
+		_ = s.SetWriteDeadline(time.Now().Add(linkTimeout))
+		_ = s.SetReadDeadline(time.Now().Add(linkReplyTimeout))
 		if err := writeMessage(s, rep); err != nil {
 			return err
 		}
@@ -154,7 +173,9 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 			n.log.Warn("could not record the hub's task assignments", "err", err)
 		}
 		n.imagesInbox(reply.Images) // images_sync.go
-		// With task traffic in flight, report again soon.
+		// With task traffic in flight, report again soon; a result that
+		// comes in meanwhile is reported at once (after a moment, for
+		// others to join it).
 		wait := t.C
 		if reply.OTA != nil && (len(reply.OTA.Assignments) > 0 || len(reply.OTA.Acked) > 0) || n.otaBusy(ctx) {
 			wait = time.After(200 * time.Millisecond)
@@ -163,6 +184,8 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 		case <-ctx.Done():
 			return nil
 		case <-wait:
+		case <-n.otaSite.Unreported():
+			time.Sleep(linkResultDelay)
 		}
 	}
 }
@@ -189,8 +212,26 @@ func (n *Node) setHubAddrs(addrs []string) {
 	}
 }
 
-// report reads the site's roster from the site store.
-func (n *Node) report(ctx context.Context) (*linkReport, error) {
+// linkRoster is what a link last sent of the site's roster, and each
+// Node's fingerprint by resourceVersion, so that an unchanged roster is
+// neither decoded nor sent again. A refresh of lastSeen alone is no
+// change: the hub keeps its own lastSeen of a site's nodes.
+type linkRoster struct {
+	nodes map[string]rosterNode // by name
+	key   string                // the fingerprints of the roster last sent
+	sent  bool
+}
+
+// rosterNode is a Node as a link reports it.
+type rosterNode struct {
+	rv   string
+	fp   string
+	node linkNode
+}
+
+// report reads the site's roster from the site store; the roster is left
+// out when it is the one last sent on this link.
+func (n *Node) report(ctx context.Context, last *linkRoster) (*linkReport, error) {
 	list, err := n.group.Store().List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
 	if err != nil {
 		return nil, err
@@ -200,11 +241,31 @@ func (n *Node) report(ctx context.Context) (*linkReport, error) {
 		return nil, err
 	}
 	rep.Images = n.imagesOutbox() // images_sync.go
+	nodes := make(map[string]rosterNode, len(list.Items))
+	var key strings.Builder
 	for _, o := range list.Items {
-		var st NodeStatus
-		_ = o.DecodeStatus(&st)
-		rep.Nodes = append(rep.Nodes, linkNode{Name: o.Name, Labels: o.Labels, Status: st})
+		rn, ok := last.nodes[o.Name]
+		if !ok || rn.rv != o.ResourceVersion {
+			var st NodeStatus
+			_ = o.DecodeStatus(&st)
+			rn = rosterNode{rv: o.ResourceVersion, node: linkNode{Name: o.Name, Labels: o.Labels, Status: st}}
+			st.LastSeen, st.HeartbeatTime = nil, nil
+			b, _ := json.Marshal(linkNode{Name: o.Name, Labels: o.Labels, Status: st})
+			rn.fp = string(b)
+		}
+		nodes[o.Name] = rn
+		key.WriteString(rn.fp)
 	}
+	last.nodes = nodes
+	if last.sent && last.key == key.String() {
+		rep.SameNodes = true
+		return rep, nil
+	}
+	rep.Nodes = make([]linkNode, 0, len(list.Items))
+	for _, o := range list.Items {
+		rep.Nodes = append(rep.Nodes, nodes[o.Name].node)
+	}
+	last.key, last.sent = key.String(), true
 	return rep, nil
 }
 
@@ -241,13 +302,21 @@ func (n *Node) applyRevocations(ctx context.Context, names []string) {
 func (n *Node) serveLink(ctx context.Context, s *transport.Stream) {
 	defer s.Close()
 	peer := s.Peer()
+	var roster []linkNode // the roster this link last carried
 	for {
 		_ = s.SetReadDeadline(time.Now().Add(linkTimeout))
 		var rep linkReport
 		if err := readMessage(s, &rep, maxMessageBytes); err != nil {
 			return
 		}
+		if rep.SameNodes {
+			rep.Nodes = roster
+		} else {
+			roster = rep.Nodes
+		}
 		reply := n.acceptReport(ctx, peer, &rep)
+		// A report that took long to take in still counts as heard now.
+		n.siteClock.mark(n.group.Status().Term, rep.Site, time.Now())
 		_ = s.SetWriteDeadline(time.Now().Add(linkTimeout))
 		if err := writeMessage(s, reply); err != nil || reply.Error != "" || reply.Redirect != "" {
 			return
@@ -273,22 +342,34 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	now := time.Now()
 	n.siteClock.mark(n.group.Status().Term, rep.Site, now)
 	versions := map[string]bool{}
+	// The Nodes are written concurrently, so that Raft commits them
+	// together: a site's nodes joined together and fall due for their
+	// lastSeen together, and a hundred writes one after another would
+	// hold the report past the link's timeout on a busy hub.
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(32)
 	for _, nd := range rep.Nodes {
 		if slices.Contains(revoked, nd.Name) {
 			continue
 		}
+		if nd.Status.Version != "" {
+			versions[nd.Status.Version] = true
+		}
+		if rep.SameNodes && n.hubRoster.fresh(nd.Name, now, n.cfg.HeartbeatInterval) {
+			continue // as the link last carried it, and written since
+		}
 		nd.Status.Site = rep.Site
-		labels := nd.Labels
+		labels := maps.Clone(nd.Labels)
 		if labels == nil {
 			labels = map[string]string{}
 		}
 		labels["outpost.dev/site"] = rep.Site
-		if err := n.hubRoster.upsert(ctx, store, nd.Name, labels, nd.Status, now, n.cfg.HeartbeatInterval); err != nil {
-			return linkReply{Error: "record roster: " + err.Error()}
-		}
-		if nd.Status.Version != "" {
-			versions[nd.Status.Version] = true
-		}
+		eg.Go(func() error {
+			return n.hubRoster.upsert(ectx, store, nd.Name, labels, nd.Status, now, n.cfg.HeartbeatInterval)
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return linkReply{Error: "record roster: " + err.Error()}
 	}
 	if err := n.writeSiteStatus(ctx, rep.Site, SiteStatus{Connected: true, Leader: rep.Leader, NodeCount: len(rep.Nodes), Versions: sortedKeys(versions)}); err != nil {
 		return linkReply{Error: "record site: " + err.Error()}

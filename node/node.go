@@ -66,6 +66,8 @@ type Node struct {
 	clusterCtl            *clusters.Controller // hub members: the cluster controller (clusters.go)
 	edgeAgent             *edgeAgent           // site nodes with --cluster: the cluster's tunnel agent (tunnel.go)
 	access                accessState          // hub members: audit log, task signing key (audit.go, otagrant.go)
+
+	warm memberWarmer // site leader: connections to its members (otawarm.go)
 }
 
 // New validates cfg, takes the data dir, loads (or, for a new hub, creates)

@@ -121,6 +121,8 @@ func (a *agentService) serve(ctx context.Context, method string, s *transport.St
 		a.serveCancel(ctx, s)
 	case methodOTALogs:
 		a.serveLogs(ctx, s)
+	case methodOTAPing:
+		a.servePing(s) // otawarm.go
 	default:
 		return false
 	}

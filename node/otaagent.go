@@ -37,6 +37,8 @@ type agentService struct {
 	// grants remembers the hub's grants this agent accepted (otagrant.go).
 	grants *grant.Guard
 
+	// admitMu serializes admitRun.
+	admitMu sync.Mutex
 	mu      sync.Mutex
 	eg      *errgroup.Group
 	ctx     context.Context
@@ -88,41 +90,54 @@ func (a *agentService) Run(ctx context.Context) error {
 // progress once it ends, or that of a new run.
 func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.DeviceResultStatus, error) {
 	key := runKey(req.UID, req.Attempt)
-	if err := a.admit(req, key); err != nil { // otagrant.go: only the hub's grants run
-		return failed(req, grant.Reason, err.Error()), nil
+	r, st, err := a.admitRun(req, key)
+	if r == nil {
+		return st, err
 	}
-	if st, ok, err := a.store.Result(key); err != nil {
-		return ota.DeviceResultStatus{}, err
-	} else if ok {
-		return st, nil
-	}
-	a.mu.Lock()
-	r, ok := a.running[key]
-	if !ok {
-		if a.eg == nil {
-			a.mu.Unlock()
-			return ota.DeviceResultStatus{}, errors.New("the agent is shutting down")
-		}
-		runCtx, cancel := context.WithCancelCause(a.ctx)
-		r = &agentRun{done: make(chan struct{}), cancel: cancel}
-		a.running[key] = r
-		a.eg.Go(func() error {
-			defer cancel(nil)
-			defer close(r.done)
-			r.status = a.execute(runCtx, req, key)
-			a.mu.Lock()
-			delete(a.running, key)
-			a.mu.Unlock()
-			return nil
-		})
-	}
-	a.mu.Unlock()
 	select {
 	case <-r.done:
 		return r.status, nil
 	case <-ctx.Done():
 		return ota.DeviceResultStatus{}, ctx.Err()
 	}
+}
+
+// admitRun checks the request's grant and returns the run to wait for
+// (a new one or the one in progress), or, with a nil run, the answer: the
+// stored result or a refusal. Admissions are serialized, so that a site
+// leader's second request for a run (its first stream broke) never finds
+// the grant recorded but the run not yet started, and takes it for a
+// replay.
+func (a *agentService) admitRun(req control.RunRequest, key string) (*agentRun, ota.DeviceResultStatus, error) {
+	a.admitMu.Lock()
+	defer a.admitMu.Unlock()
+	if err := a.admit(req, key); err != nil { // otagrant.go: only the hub's grants run
+		return nil, failed(req, grant.Reason, err.Error()), nil
+	}
+	if st, ok, err := a.store.Result(key); err != nil || ok {
+		return nil, st, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if r, ok := a.running[key]; ok {
+		return r, ota.DeviceResultStatus{}, nil
+	}
+	if a.eg == nil {
+		return nil, ota.DeviceResultStatus{}, errors.New("the agent is shutting down")
+	}
+	runCtx, cancel := context.WithCancelCause(a.ctx)
+	r := &agentRun{done: make(chan struct{}), cancel: cancel}
+	a.running[key] = r
+	a.eg.Go(func() error {
+		defer cancel(nil)
+		defer close(r.done)
+		r.status = a.execute(runCtx, req, key)
+		a.mu.Lock()
+		delete(a.running, key)
+		a.mu.Unlock()
+		return nil
+	})
+	return r, ota.DeviceResultStatus{}, nil
 }
 
 // cancel kills a run in progress; it reports Canceled.

@@ -45,9 +45,11 @@ func (n *Node) runRoster(ctx context.Context) error {
 		}
 		if !n.group.IsLeader() {
 			n.siteRoster.reset()
+			n.warm.reset()
 			continue
 		}
 		members := n.gossip.Members()
+		n.warmMembers(ctx, members) // otawarm.go
 		if err := n.reconcileRaft(members); err != nil && ctx.Err() == nil {
 			n.log.Debug("raft membership not reconciled", "err", err)
 		}
@@ -246,6 +248,15 @@ func (c *rosterCache) forget(name string) {
 	c.mu.Lock()
 	delete(c.m, name)
 	c.mu.Unlock()
+}
+
+// fresh reports whether name was brought in line with the store less than
+// refresh ago: a roster known to be unchanged then needs no work.
+func (c *rosterCache) fresh(name string, now time.Time, refresh time.Duration) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[name]
+	return ok && now.Sub(e.at) < refresh
 }
 
 // upsert is upsertNode, skipped while the node is as last written and its

@@ -33,6 +33,8 @@ func runBench(args []string) error {
 	procs := fs.Int("procs", 10, "simulator processes")
 	bin := fs.String("outpost", "bin/outpost", "the outpost binary")
 	dir := fs.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
+	gomaxprocs := fs.Int("gomaxprocs", 1, "GOMAXPROCS of the site leaders and simulators (0: every core); the hub keeps every core")
+	settle := fs.Duration("settle", 30*time.Second, "how long the fleet idles before the tasks (the last 15 s are measured): the gossip of the last joins takes a minute or two to die down")
 	profile := fs.String("profiles", "", "directory for profiles: the simulators' heap, and the hub's and a leader's CPU (idle) and heap")
 	_ = fs.Parse(args)
 	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
@@ -67,7 +69,7 @@ func runBench(args []string) error {
 			return err
 		}
 	}
-	f := &fleet{bin: outpost, self: self, dir: *dir, sites: *sites, perSite: *perSite, profile: *profile}
+	f := &fleet{bin: outpost, self: self, dir: *dir, sites: *sites, perSite: *perSite, profile: *profile, gomaxprocs: *gomaxprocs}
 	defer f.stop(context.Background())
 	go guardMemory(f)
 	sigs := make(chan os.Signal, 1)
@@ -109,8 +111,8 @@ func runBench(args []string) error {
 	if err := f.waitNodes(total+1, 20*time.Minute); err != nil {
 		return err
 	}
-	phase("fleet of %d nodes up in %s; letting it settle for 30 s", total, time.Since(t0).Round(time.Second))
-	time.Sleep(15 * time.Second)
+	phase("fleet of %d nodes up in %s; letting it settle for %s", total, time.Since(t0).Round(time.Second), *settle)
+	time.Sleep(max(*settle-15*time.Second, 0))
 	cpu0 := f.fleetCPU()
 	if f.profile != "" {
 		f.saveProfiles("idle-")
@@ -208,7 +210,7 @@ type row struct {
 	what     string
 	elapsed  time.Duration
 	counts   map[string]int
-	hubCPU   float64 // seconds
+	cpu      [3]float64 // seconds: hub, leaders, simulators
 	phase    string
 	failures string
 	spread   string
@@ -233,24 +235,30 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return row{}, err
 	}
-	cpu0 := cpuSeconds(f.hub.Process.Pid)
+	cpu0 := f.fleetCPU()
 	start := time.Now()
 	if _, err := f.cli("apply", "-f", path); err != nil {
 		return row{}, err
 	}
+	if f.profile != "" {
+		// CPU profiles of the hub, a leader and the simulators while the
+		// task runs, and where their goroutines wait 3 s in.
+		go f.saveProfiles(name + "-")
+		f.signalSims(syscall.SIGUSR1)
+		go func() {
+			time.Sleep(3 * time.Second)
+			f.saveGoroutines(name + "-")
+		}()
+	}
 	var r row
 	err = waitFor("task "+name, 15*time.Minute, 100*time.Millisecond, func() (bool, error) {
-		out, err := f.cli("get", "tasks", name, "-o", "json")
-		if err != nil {
-			return false, err
-		}
 		var t struct {
 			Status struct {
 				Phase  string         `json:"phase"`
 				Counts map[string]int `json:"counts"`
 			} `json:"status"`
 		}
-		if err := json.Unmarshal(out, &t); err != nil {
+		if err := f.apiGet("/apis/ota.outpost.dev/v1alpha1/tasks/"+name, &t); err != nil {
 			return false, err
 		}
 		switch t.Status.Phase {
@@ -263,7 +271,9 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 	if err != nil {
 		return r, err
 	}
-	r.hubCPU = cpuSeconds(f.hub.Process.Pid) - cpu0
+	for i, v := range f.fleetCPU() {
+		r.cpu[i] = v - cpu0[i]
+	}
 	r.spread = f.spread(name, start)
 	if r.counts["succeeded"] != want {
 		r.failures = f.failures(name)
@@ -352,8 +362,8 @@ func hubBytes() (int64, error) {
 }
 
 // saveProfiles fetches profiles of the hub and the first site's leader
-// from their control sockets: heap profiles, or with prefix "idle-" 15 s CPU
-// profiles (taken together).
+// from their control sockets: heap profiles, or with a prefix ("idle-", a
+// task's name) 15 s CPU profiles (taken together).
 func (f *fleet) saveProfiles(prefix string) {
 	path := "/debug/pprof/heap"
 	if prefix != "" {
@@ -379,6 +389,24 @@ func (f *fleet) saveProfiles(prefix string) {
 		}()
 	}
 	wg.Wait()
+}
+
+// saveGoroutines writes the goroutines of the hub and the first site's
+// leader, grouped by stack, for seeing what a task waits on.
+func (f *fleet) saveGoroutines(prefix string) {
+	for name, dataDir := range map[string]string{"hub": filepath.Join(f.dir, "hub"), "leader": filepath.Join(f.dir, "leaders", siteName(1))} {
+		sock := filepath.Join(dataDir, node.SocketName)
+		c := http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+		resp, err := c.Get("http://outpost/debug/pprof/goroutine?debug=1")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		_ = os.WriteFile(filepath.Join(f.profile, prefix+name+".goroutines.txt"), b, 0o644)
+	}
 }
 
 // guardMemory stops the benchmark before the machine runs out of memory:

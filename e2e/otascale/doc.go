@@ -1,7 +1,7 @@
 // Command otascale is the OTA scale benchmark behind `make bench-ota`: a
 // hub, 100 sites and 10,000 nodes on one machine, running real tasks.
 //
-//	otascale run [-sites 100] [-per-site 100] [-procs 10] [-outpost bin/outpost]
+//	otascale run [-sites 100] [-per-site 100] [-procs 10] [-outpost bin/outpost] [-settle 30s] [-gomaxprocs 1] [-profiles DIR]
 //
 // run makes a network namespace of its own (the whole fleet talks over that
 // namespace's loopback, 127.0.0.0/8, each node at an address of its own),
@@ -15,7 +15,10 @@
 // `true` on every node, timed from the apply to the task's completion, and
 // a 10 MiB contentFrom write to 10 nodes in each of 10 sites, with the bytes the
 // hub's QUIC port sent while it ran (an iptables counter in the namespace).
-// Memory is each process's peak resident set (VmHWM).
+// Memory is each process's peak resident set (VmHWM). The site leaders and
+// simulators run with GOMAXPROCS 1 (-gomaxprocs): each stands for a host of
+// its own, and a hundred Go schedulers each spinning on both cores for work
+// would cost more than the work.
 //
 //	otascale sim -hub ADDR -tokens FILE -sites s001,s002 -per-site 99 -dir DIR
 //

@@ -4,8 +4,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/outpost-mesh/outpost/node"
 )
 
 // fleet is the hub, the site leaders and the simulator processes.
@@ -27,8 +33,52 @@ type fleet struct {
 	leaders []*exec.Cmd
 	sims    []*exec.Cmd
 	profile string // directory for the simulators' heap profiles, if any
+	// gomaxprocs is the site leaders' and simulators' GOMAXPROCS (0: Go's
+	// default, every core).
+	gomaxprocs int
 
 	mu sync.Mutex // guards the process lists for guardMemory
+
+	apiOnce sync.Once
+	api     *http.Client
+	creds   *node.Credentials
+	apiErr  error
+}
+
+// apiGet reads path from the hub's admin API into out, over one kept-alive
+// connection: polling a task through the CLI would start a process and a
+// TLS handshake ten times a second on the machine being measured.
+func (f *fleet) apiGet(path string, out any) error {
+	f.apiOnce.Do(func() {
+		f.creds, f.apiErr = node.LoadCredentials(filepath.Join(f.dir, "hub", "admin.yaml"))
+		if f.apiErr != nil {
+			return
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM([]byte(f.creds.CA))
+		f.api = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	})
+	if f.apiErr != nil {
+		return f.apiErr
+	}
+	req, err := http.NewRequest(http.MethodGet, f.creds.Server+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+f.creds.Token)
+	resp, err := f.api.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+	}
+	return json.Unmarshal(b, out)
 }
 
 // procs lists every process started, the simulators first.
@@ -38,14 +88,15 @@ func (f *fleet) procs() []*exec.Cmd {
 	return append(append(append([]*exec.Cmd{}, f.sims...), f.leaders...), f.hub)
 }
 
-// start runs a process with its output in dir/logs/name.log; it is killed
-// if this process dies.
-func (f *fleet) start(name string, bin string, args ...string) (*exec.Cmd, error) {
+// start runs a process with its output in dir/logs/name.log, with env
+// added to this process's environment; it is killed if this process dies.
+func (f *fleet) start(name string, env []string, bin string, args ...string) (*exec.Cmd, error) {
 	logf, err := os.Create(filepath.Join(f.dir, "logs", name+".log"))
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -85,7 +136,7 @@ func waitFor(what string, timeout, interval time.Duration, cond func() (bool, er
 }
 
 func (f *fleet) startHub() error {
-	hub, err := f.start("hub", f.bin, "node", "--name", "hub-1", "--site", "hub",
+	hub, err := f.start("hub", nil, f.bin, "node", "--name", "hub-1", "--site", "hub",
 		"--data-dir", filepath.Join(f.dir, "hub"), "--bind-addr", hubAddr, "--advertise-addr", hubAddr,
 		"--api-addr", hubAddr+":7080", "--registry-addr", hubAddr+":5000", "--registry-push", "--log-level", "warn")
 	if err != nil {
@@ -116,7 +167,7 @@ func (f *fleet) tokens() (map[string]string, error) {
 func (f *fleet) startLeaders(tokens map[string]string) error {
 	for k := 1; k <= f.sites; k++ {
 		ip := nodeIP(k, 0)
-		cmd, err := f.start(nodeName(k, 0), f.bin, "node", "--name", nodeName(k, 0), "--site", siteName(k),
+		cmd, err := f.start(nodeName(k, 0), f.hostEnv(), f.bin, "node", "--name", nodeName(k, 0), "--site", siteName(k),
 			"--data-dir", filepath.Join(f.dir, "leaders", siteName(k)), "--join", hubAddr+":7443", "--token", tokens[siteName(k)],
 			"--bind-addr", ip, "--advertise-addr", ip, "--log-level", "warn", "--gossip-profile", "wan",
 			"--registry-addr", ip+":5000")
@@ -171,7 +222,7 @@ func (f *fleet) startSim(name string, sites []string, tokensFile string) error {
 	cmd.Stderr = logf
 	// Go's default GOGC, set so that a GOGC in the environment does not
 	// change the simulators' CPU and memory.
-	cmd.Env = append(os.Environ(), "GOGC=100")
+	cmd.Env = append(append(os.Environ(), "GOGC=100"), f.hostEnv()...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -281,4 +332,26 @@ func (f *fleet) stop(ctx context.Context) {
 		}
 		_ = c.Process.Kill()
 	}
+}
+
+// signalSims sends sig to every simulator process.
+func (f *fleet) signalSims(sig syscall.Signal) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.sims {
+		if c != nil && c.Process != nil {
+			_ = c.Process.Signal(sig)
+		}
+	}
+}
+
+// hostEnv is the environment of the processes that stand for the fleet's
+// hosts (site leaders, simulators). Each would have a machine of its own;
+// here a hundred Go runtimes share two cores, and each one's scheduler
+// spinning on both cores for work costs more than the work when idle.
+func (f *fleet) hostEnv() []string {
+	if f.gomaxprocs <= 0 {
+		return nil
+	}
+	return []string{"GOMAXPROCS=" + strconv.Itoa(f.gomaxprocs)}
 }

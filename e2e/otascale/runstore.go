@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -15,47 +16,86 @@ import (
 // Badger, synced writes (Badger commits concurrent writes with one fsync),
 // keys prefixed by the member's name.
 type badgerRuns struct {
-	db   *badger.DB
+	db   *runsDB
 	node string
 }
 
 var _ node.RunStore = badgerRuns{}
 
-func openRunsDB(dir string) (*badger.DB, error) {
+// runsDB is the Badger of one process's members and an index of
+// everything in it, read once at open: this process is its only writer, so
+// lookups never read Badger, whose reads wait for every commit in flight
+// (each behind an fsync) and would queue a thousand members' admissions
+// behind each other's writes.
+type runsDB struct {
+	db  *badger.DB
+	mu  sync.Mutex
+	mem map[string][]byte
+}
+
+func openRunsDB(dir string) (*runsDB, error) {
 	opts := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithLogger(nil).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(2).
 		WithValueLogFileSize(256 << 20).
-		WithBlockCacheSize(16 << 20)
-	return badger.Open(opts)
-}
-
-func (s badgerRuns) key(run, part string) []byte {
-	return []byte(s.node + "/" + run + "/" + part)
-}
-
-func (s badgerRuns) get(k []byte, v any) (bool, error) {
-	err := s.db.View(func(txn *badger.Txn) error {
-		it, err := txn.Get(k)
-		if err != nil {
-			return err
+		WithBlockCacheSize(16 << 20).
+		WithNumCompactors(2).
+		WithDetectConflicts(false)
+	db, err := badger.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	r := &runsDB{db: db, mem: map[string][]byte{}}
+	err = db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.DefaultIteratorOptions)
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			v, err := it.Item().ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			r.mem[string(it.Item().Key())] = v
 		}
-		return it.Value(func(b []byte) error { return json.Unmarshal(b, v) })
+		return nil
 	})
-	if err == badger.ErrKeyNotFound {
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Close closes the Badger.
+func (r *runsDB) Close() error { return r.db.Close() }
+
+func (s badgerRuns) key(run, part string) string {
+	return s.node + "/" + run + "/" + part
+}
+
+func (s badgerRuns) get(k string, v any) (bool, error) {
+	s.db.mu.Lock()
+	b, ok := s.db.mem[k]
+	s.db.mu.Unlock()
+	if !ok {
 		return false, nil
 	}
-	return err == nil, err
+	return true, json.Unmarshal(b, v)
 }
 
-func (s badgerRuns) put(k []byte, v any) error {
+func (s badgerRuns) put(k string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(txn *badger.Txn) error { return txn.Set(k, b) })
+	if err := s.db.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte(k), b) }); err != nil {
+		return err
+	}
+	s.db.mu.Lock()
+	s.db.mem[k] = b
+	s.db.mu.Unlock()
+	return nil
 }
 
 func (s badgerRuns) Journal(run string) agent.Journal { return badgerJournal{s, run} }

@@ -135,6 +135,7 @@ func runSim(args []string) error {
 	fmt.Println("ready", len(agents))
 	if *heapProfile != "" {
 		go writeHeapProfile(ctx, *heapProfile)
+		go cpuProfileOnSignal(ctx, *heapProfile)
 	}
 	wg.Wait()
 	close(errs)
@@ -142,6 +143,38 @@ func runSim(args []string) error {
 		return err
 	}
 	return nil
+}
+
+// cpuProfileOnSignal writes a 15 s CPU profile to path.task-N.cpu on each
+// SIGUSR1 (run sends one when a task starts), and the goroutines 3 s in to
+// path.task-N.goroutines.txt.
+func cpuProfileOnSignal(ctx context.Context, path string) {
+	usr := make(chan os.Signal, 1)
+	signal.Notify(usr, syscall.SIGUSR1)
+	defer signal.Stop(usr)
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-usr:
+		}
+		go func() {
+			time.Sleep(3 * time.Second)
+			if gf, err := os.Create(fmt.Sprintf("%s.task-%d.goroutines.txt", path, n)); err == nil {
+				_ = pprof.Lookup("goroutine").WriteTo(gf, 1)
+				gf.Close()
+			}
+		}()
+		cf, err := os.Create(fmt.Sprintf("%s.task-%d.cpu", path, n))
+		if err != nil {
+			continue
+		}
+		if pprof.StartCPUProfile(cf) == nil {
+			time.Sleep(15 * time.Second)
+			pprof.StopCPUProfile()
+		}
+		cf.Close()
+	}
 }
 
 func writeHeapProfile(ctx context.Context, path string) {

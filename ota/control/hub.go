@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -50,6 +51,10 @@ type Hub struct {
 	cfg HubConfig
 	log *slog.Logger
 
+	// kick wakes Run early when results came in, so that a finished
+	// task is seen at once rather than at the next tick.
+	kick chan struct{}
+
 	mu        sync.Mutex
 	tasks     map[string]*hubTask // by task UID
 	dirty     map[string]bool     // task names with new results
@@ -91,7 +96,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), tasks: map[string]*hubTask{}, dirty: map[string]bool{}}, nil
+	return &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), kick: make(chan struct{}, 1), tasks: map[string]*hubTask{}, dirty: map[string]bool{}}, nil
 }
 
 // Run reconciles tasks while this member leads, until ctx is done.
@@ -104,6 +109,9 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-h.kick:
+			// Let the other sites' reports of the moment in too.
+			time.Sleep(kickDelay)
 		}
 		leader := h.cfg.IsLeader()
 		if leader != wasLeader {
@@ -167,6 +175,9 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	return nil
 }
 
+// kickDelay is how long a pass woken by new results waits for more.
+const kickDelay = 50 * time.Millisecond
+
 // collectEvery is how often results of deleted tasks are removed.
 const collectEvery = 10 * time.Second
 
@@ -228,6 +239,17 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if err := writeStatus(ctx, h.cfg.Store, obj, st); err != nil {
 		return err
 	}
+	// What track would learn by listing the results it was just told:
+	// the sites get their assignments at their next report.
+	t := &hubTask{name: obj.Name, uid: string(obj.UID), attempt: 1, version: 1, spec: *spec,
+		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled,
+		counted: true, countedAt: time.Now(), counts: st.Counts, siteCounts: maps.Clone(st.Sites)}
+	for _, d := range targets {
+		t.sites[d.Site] = append(t.sites[d.Site], d.Name)
+	}
+	h.mu.Lock()
+	h.tasks[t.uid] = t
+	h.mu.Unlock()
 	h.log.Info("task started", "task", obj.Name, "devices", len(targets), "sites", len(st.Sites))
 	return nil
 }
@@ -253,14 +275,19 @@ func resolve(t ota.Targets, devices []Device) ([]Device, error) {
 	return out, nil
 }
 
+// writeConcurrency is how many writes of one batch (a task's results) are
+// proposed at once: enough to fill Raft's batches.
+const writeConcurrency = 256
+
 // resultName is the DeviceResult of a task's device.
 func resultName(task, node string) string { return task + "." + node }
 
-// createResults creates the Queued DeviceResults of a task, many at once:
-// concurrent proposals share Raft batches.
+// createResults creates the Queued DeviceResults of a task, each with its
+// status in one write, many at once: concurrent proposals share Raft
+// batches (and their fsyncs).
 func createResults(ctx context.Context, store *consensus.Store, task *consensus.Object, targets []Device, attempt int) error {
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.SetLimit(64)
+	eg.SetLimit(writeConcurrency)
 	now := metav1.Now()
 	for _, d := range targets {
 		eg.Go(func() error {
@@ -274,7 +301,10 @@ func createResults(ctx context.Context, store *consensus.Store, task *consensus.
 			if err := obj.SetSpec(ota.DeviceResultSpec{Task: task.Name, Node: d.Name, Site: d.Site}); err != nil {
 				return err
 			}
-			created, err := store.Create(ctx, &ota.DeviceResultKind, obj)
+			if err := obj.SetStatus(ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: attempt, QueuedTime: &now}); err != nil {
+				return err
+			}
+			_, err := store.CreateWithStatus(ctx, &ota.DeviceResultKind, obj)
 			if apierrors.IsAlreadyExists(err) {
 				old, gerr := store.Get(ctx, &ota.DeviceResultKind, "", obj.Name, consensus.ReadOptions{})
 				if gerr != nil {
@@ -287,17 +317,12 @@ func createResults(ctx context.Context, store *consensus.Store, task *consensus.
 				if _, err := store.Delete(ctx, &ota.DeviceResultKind, "", obj.Name, 0, string(old.UID)); err != nil && !apierrors.IsNotFound(err) {
 					return err
 				}
-				created, err = store.Create(ctx, &ota.DeviceResultKind, obj)
+				_, err = store.CreateWithStatus(ctx, &ota.DeviceResultKind, obj)
 			}
 			if err != nil {
 				return fmt.Errorf("create result for %s: %w", d.Name, err)
 			}
-			if err := created.SetStatus(ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: attempt, QueuedTime: &now}); err != nil {
-				return err
-			}
-			created.ResourceVersion = ""
-			_, err = store.UpdateStatus(ctx, &ota.DeviceResultKind, created)
-			return err
+			return nil
 		})
 	}
 	return eg.Wait()

@@ -53,13 +53,18 @@ func siteWindow(spec *ota.TaskSpec, siteDevices, total int) int {
 	return max(w, 1)
 }
 
+// ingestConcurrency bounds the writes of one site's report: a hundred
+// sites report at once, and more writers than Raft batches only queue on
+// the store's locks.
+const ingestConcurrency = 32
+
 // Ingest records device results a site sent: each DeviceResult gets its
 // status and phase label. A report of an older attempt, or about a device
 // of another site, is dropped. Reports are written concurrently, so their
 // Raft proposals share batches.
 func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) error {
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.SetLimit(64)
+	eg.SetLimit(ingestConcurrency)
 	for _, r := range reports {
 		eg.Go(func() error { return h.ingest(ctx, site, r) })
 	}
@@ -69,6 +74,12 @@ func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) e
 		h.dirty[r.Task] = true
 	}
 	h.mu.Unlock()
+	if len(reports) > 0 && h.kick != nil {
+		select {
+		case h.kick <- struct{}{}:
+		default:
+		}
+	}
 	return err
 }
 
@@ -87,6 +98,9 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport) error {
 	_ = obj.DecodeStatus(&cur)
 	if spec.Site != site || r.Attempt < cur.Attempt {
 		return nil
+	}
+	if r.Attempt == cur.Attempt && r.Status.Phase == cur.Phase && r.Status.Phase == ota.DeviceQueued {
+		return nil // what the hub wrote when it queued the device
 	}
 	st := r.Status
 	st.Attempt = r.Attempt

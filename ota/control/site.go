@@ -5,14 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
@@ -45,6 +43,13 @@ type Site struct {
 	cfg SiteConfig
 	log *slog.Logger
 
+	// view is the leader's decoded copy of the site's assignments and
+	// runs (siteview.go).
+	view *siteView
+	// unreported is signalled when a run's phase changes, for the hub
+	// link to report without waiting for its next tick.
+	unreported chan struct{}
+
 	mu       sync.Mutex
 	inflight map[string]context.CancelFunc // DeviceRun name → cancel
 	canceled map[string]bool               // DeviceRuns whose kill was sent
@@ -66,7 +71,7 @@ func NewSite(cfg SiteConfig) (*Site, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Site{cfg: cfg, log: logger.With("component", "ota-site"), inflight: map[string]context.CancelFunc{}, canceled: map[string]bool{}}, nil
+	return &Site{cfg: cfg, log: logger.With("component", "ota-site"), view: newSiteView(), unreported: make(chan struct{}, 1), inflight: map[string]context.CancelFunc{}, canceled: map[string]bool{}}, nil
 }
 
 func runName(uid, node string) string { return uid + "." + node }
@@ -94,9 +99,11 @@ func (s *Site) Accept(ctx context.Context, as []Assignment) error {
 			spec.Assignment.Grants = mergeGrants(spec.Assignment.Grants, a.Grants) // a retry brings new grants
 			next := cur.DeepCopy()
 			_ = next.SetSpec(spec)
-			if _, err := store.Update(ctx, &SiteTaskKind, next); err != nil {
+			updated, err := store.Update(ctx, &SiteTaskKind, next)
+			if err != nil {
 				return err
 			}
+			s.view.put(&SiteTaskKind, updated)
 			continue
 		}
 		if a.Spec == nil {
@@ -107,8 +114,12 @@ func (s *Site) Accept(ctx context.Context, as []Assignment) error {
 		}
 		obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: a.UID, Labels: map[string]string{ota.LabelTask: a.Task}}}
 		_ = obj.SetSpec(SiteTaskSpec{Assignment: a})
-		if _, err := store.Create(ctx, &SiteTaskKind, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		created, err := store.Create(ctx, &SiteTaskKind, obj)
+		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
+		}
+		if created != nil {
+			s.view.put(&SiteTaskKind, created)
 		}
 		s.log.Info("task assigned", "task", a.Task, "devices", len(a.Devices), "window", a.Window)
 	}
@@ -134,7 +145,9 @@ func (s *Site) requeue(ctx context.Context, a Assignment) error {
 		if obj, err = s.cfg.Store.Update(ctx, &DeviceRunKind, next); err != nil {
 			return err
 		}
-		if err := s.setRun(ctx, obj, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}}); err != nil {
+		s.view.put(&DeviceRunKind, obj)
+		// The hub queued the retry itself: nothing to report until it runs.
+		if err := s.setRun(ctx, obj, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued}); err != nil {
 			return err
 		}
 	}
@@ -144,20 +157,24 @@ func (s *Site) requeue(ctx context.Context, a Assignment) error {
 
 func (s *Site) createRuns(ctx context.Context, a Assignment) error {
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.SetLimit(64)
+	eg.SetLimit(writeConcurrency)
 	now := metav1.Now()
 	for _, node := range a.Devices {
 		eg.Go(func() error {
 			obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: runName(a.UID, node), Labels: map[string]string{labelUID: a.UID}}}
 			_ = obj.SetSpec(DeviceRunSpec{Task: a.Task, UID: a.UID, Attempt: a.Attempt, Node: node})
-			created, err := s.cfg.Store.Create(ctx, &DeviceRunKind, obj)
+			// The hub created the device's result Queued: that phase
+			// needs no report.
+			_ = obj.SetStatus(DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued})
+			created, err := s.cfg.Store.CreateWithStatus(ctx, &DeviceRunKind, obj)
 			if apierrors.IsAlreadyExists(err) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			return s.setRun(ctx, created, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}})
+			s.view.put(&DeviceRunKind, created)
+			return nil
 		})
 	}
 	return eg.Wait()
@@ -169,70 +186,85 @@ func (s *Site) setRun(ctx context.Context, obj *consensus.Object, st DeviceRunSt
 		return err
 	}
 	next.ResourceVersion = ""
-	_, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
-	return err
-}
-
-// Have reports the version of every assignment the site holds.
-func (s *Site) Have(ctx context.Context) (SiteState, error) {
-	list, err := s.cfg.Store.List(ctx, &SiteTaskKind, "", nil, consensus.ReadOptions{Stale: true})
+	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	have := SiteState{}
-	for _, o := range list.Items {
-		var spec SiteTaskSpec
-		if o.DecodeSpec(&spec) == nil {
-			have[spec.Assignment.UID] = spec.Assignment.Version
-		}
-	}
-	return have, nil
-}
-
-// Pending returns up to max device reports the hub has not acknowledged.
-func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
-	list, err := s.cfg.Store.List(ctx, &DeviceRunKind, "", nil, consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return nil, err
-	}
-	var out []DeviceReport
-	for _, o := range list.Items {
-		var spec DeviceRunSpec
-		var st DeviceRunStatus
-		if o.DecodeSpec(&spec) != nil || o.DecodeStatus(&st) != nil || st.Result.Phase == "" || st.Result.Phase == st.Reported {
-			continue
-		}
-		out = append(out, DeviceReport{Task: spec.Task, UID: spec.UID, Attempt: spec.Attempt, Node: spec.Node, Status: st.Result})
-		if len(out) == limit {
-			break
-		}
-	}
-	return out, nil
-}
-
-// Acked records that the hub holds these reports.
-func (s *Site) Acked(ctx context.Context, reports []DeviceReport) error {
-	for _, r := range reports {
-		obj, err := s.cfg.Store.Get(ctx, &DeviceRunKind, "", runName(r.UID, r.Node), consensus.ReadOptions{Stale: true})
-		if err != nil {
-			continue
-		}
-		var st DeviceRunStatus
-		_ = obj.DecodeStatus(&st)
-		if st.Result.Phase != r.Status.Phase {
-			continue // moved on since; report again
-		}
-		st.Reported = r.Status.Phase
-		if err := s.setRun(ctx, obj, st); err != nil {
-			return err
+	s.view.put(&DeviceRunKind, updated)
+	if st.Result.Phase != st.Reported {
+		select {
+		case s.unreported <- struct{}{}:
+		default:
 		}
 	}
 	return nil
 }
 
+// Unreported is signalled (at most one pending signal) when a run's
+// phase changed and the hub has not acknowledged it.
+func (s *Site) Unreported() <-chan struct{} { return s.unreported }
+
+// Have reports the version of every assignment the site holds.
+// It is called on the leader, whose view it reads (waiting a moment for
+// a new leader's view).
+func (s *Site) Have(ctx context.Context) (SiteState, error) {
+	if err := s.view.wait(ctx, viewWait); err != nil {
+		return nil, err
+	}
+	tasks, err := s.view.taskList()
+	if err != nil {
+		return nil, err
+	}
+	have := SiteState{}
+	for _, t := range tasks {
+		have[t.spec.Assignment.UID] = t.spec.Assignment.Version
+	}
+	return have, nil
+}
+
+// viewWait is how long Have and Pending wait for a new leader's view.
+const viewWait = 5 * time.Second
+
+// Pending returns up to max device reports the hub has not acknowledged.
+func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
+	if err := s.view.wait(ctx, viewWait); err != nil {
+		return nil, err
+	}
+	runs, err := s.view.unreported(limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]DeviceReport, 0, len(runs))
+	for _, r := range runs {
+		out = append(out, DeviceReport{Task: r.spec.Task, UID: r.spec.UID, Attempt: r.spec.Attempt, Node: r.spec.Node, Status: r.st.Result})
+	}
+	return out, nil
+}
+
+// Acked records that the hub holds these reports. The writes go
+// concurrently, so that Raft commits them together.
+func (s *Site) Acked(ctx context.Context, reports []DeviceReport) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.SetLimit(writeConcurrency)
+	for _, r := range reports {
+		run, ok, err := s.view.run(r.UID, runName(r.UID, r.Node))
+		if err != nil {
+			return err
+		}
+		if !ok || run.st.Result.Phase != r.Status.Phase {
+			continue // moved on since; report again
+		}
+		st := run.st
+		st.Reported = r.Status.Phase
+		eg.Go(func() error { return s.setRun(ctx, run.obj, st) })
+	}
+	return eg.Wait()
+}
+
 // Run dispatches devices while this node leads its site, until ctx is done.
 func (s *Site) Run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return s.follow(ctx) })
 	eg.Go(func() error {
 		t := time.NewTicker(s.cfg.Interval)
 		defer t.Stop()
@@ -269,14 +301,17 @@ func (s *Site) cancelAll() {
 // dispatch starts devices within each task's window, fails those past
 // their deadlines, and resumes runs a previous leader started.
 func (s *Site) dispatch(ctx context.Context, eg *errgroup.Group) error {
-	tasks, err := s.cfg.Store.List(ctx, &SiteTaskKind, "", nil, consensus.ReadOptions{Stale: true})
+	tasks, err := s.view.taskList()
+	if errors.Is(err, errViewNotReady) {
+		return nil // a new leader's view is being built
+	}
 	if err != nil {
 		return err
 	}
 	live := map[string]bool{}
-	for _, t := range tasks.Items {
-		var spec SiteTaskSpec
-		if t.DecodeSpec(&spec) != nil || spec.Assignment.Spec == nil {
+	for _, t := range tasks {
+		spec := t.spec
+		if spec.Assignment.Spec == nil {
 			continue
 		}
 		live[spec.Assignment.UID] = true
@@ -301,28 +336,25 @@ func (s *Site) dispatch(ctx context.Context, eg *errgroup.Group) error {
 }
 
 func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignment) error {
-	runs, err := s.cfg.Store.List(ctx, &DeviceRunKind, "", labels.SelectorFromSet(labels.Set{labelUID: a.UID}), consensus.ReadOptions{Stale: true})
+	runs, err := s.view.runsOf(a.UID)
 	if err != nil {
 		return err
 	}
-	sort.Slice(runs.Items, func(i, j int) bool { return runs.Items[i].Name < runs.Items[j].Name })
 	now := time.Now()
 	running := 0
-	var queued []*consensus.Object
-	for _, o := range runs.Items {
-		var st DeviceRunStatus
-		_ = o.DecodeStatus(&st)
-		switch st.Result.Phase {
+	var queued []viewRun
+	for _, r := range runs {
+		switch r.st.Result.Phase {
 		case ota.DeviceRunning:
 			running++
 			if a.Canceled {
-				s.cancelRun(ctx, a, o)
+				s.cancelRun(ctx, a, r)
 			}
-			if err := s.watchRunning(ctx, eg, a, o, st, now); err != nil {
+			if err := s.watchRunning(ctx, eg, a, r, now); err != nil {
 				return err
 			}
 		case ota.DeviceQueued, "":
-			queued = append(queued, o)
+			queued = append(queued, r)
 		}
 	}
 	if running == 0 && len(queued) == 0 {
@@ -337,12 +369,9 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 	// Devices that start are marked Running concurrently, so that Raft
 	// commits them together rather than one fsync after another.
 	starts, sctx := errgroup.WithContext(ctx)
-	starts.SetLimit(64)
-	for _, o := range queued {
-		var st DeviceRunStatus
-		_ = o.DecodeStatus(&st)
-		var spec DeviceRunSpec
-		_ = o.DecodeSpec(&spec)
+	starts.SetLimit(writeConcurrency)
+	for _, r := range queued {
+		o, st, spec := r.obj, r.st, r.spec
 		switch {
 		case a.Canceled:
 			st.Result = finish(st.Result, ota.DeviceCanceled, "Canceled", "the task was canceled before this device started")
@@ -376,9 +405,8 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 
 // watchRunning fails a run past its device timeout and re-launches a run
 // that no goroutine of this leader drives (it was started by another).
-func (s *Site) watchRunning(ctx context.Context, eg *errgroup.Group, a *Assignment, o *consensus.Object, st DeviceRunStatus, now time.Time) error {
-	var spec DeviceRunSpec
-	_ = o.DecodeSpec(&spec)
+func (s *Site) watchRunning(ctx context.Context, eg *errgroup.Group, a *Assignment, r viewRun, now time.Time) error {
+	o, st, spec := r.obj, r.st, r.spec
 	// The agent kills the device's process at the timeout; the site gives
 	// it a moment more to report before it decides for itself.
 	deadline := a.Spec.DeviceTimeoutOrDefault() + 5*time.Second
@@ -402,9 +430,8 @@ func (s *Site) watchRunning(ctx context.Context, eg *errgroup.Group, a *Assignme
 }
 
 // cancelRun asks a device's node to kill its run, once per leader.
-func (s *Site) cancelRun(ctx context.Context, a *Assignment, o *consensus.Object) {
-	var spec DeviceRunSpec
-	_ = o.DecodeSpec(&spec)
+func (s *Site) cancelRun(ctx context.Context, a *Assignment, r viewRun) {
+	o, spec := r.obj, r.spec
 	s.mu.Lock()
 	sent := s.canceled[o.Name]
 	s.canceled[o.Name] = true
@@ -452,12 +479,11 @@ func (s *Site) launch(ctx context.Context, eg *errgroup.Group, a *Assignment, sp
 			}
 			return nil
 		}
-		obj, err := s.cfg.Store.Get(ctx, &DeviceRunKind, "", name, consensus.ReadOptions{Stale: true})
-		if err != nil {
+		run, ok, err := s.view.run(a.UID, name)
+		if err != nil || !ok {
 			return nil
 		}
-		var st DeviceRunStatus
-		_ = obj.DecodeStatus(&st)
+		obj, st := run.obj, run.st
 		if st.Result.Phase != ota.DeviceRunning {
 			return nil // timed out or canceled meanwhile
 		}

@@ -1,0 +1,144 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/consensus/consensustest"
+	"github.com/outpost-mesh/outpost/ota"
+)
+
+// countingRunner succeeds every run and counts the runs per node.
+type countingRunner struct {
+	mu   sync.Mutex
+	runs map[string]int
+}
+
+func (c *countingRunner) Run(_ context.Context, node string, _ RunRequest) (ota.DeviceResultStatus, error) {
+	c.mu.Lock()
+	c.runs[node]++
+	c.mu.Unlock()
+	return ota.DeviceResultStatus{Phase: ota.DeviceSucceeded}, nil
+}
+
+func (c *countingRunner) Cancel(context.Context, string, string, int) error { return nil }
+
+func (c *countingRunner) count(node string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.runs[node]
+}
+
+// TestSiteDispatchesFromItsView runs an assignment through a site leader
+// whose passes read its watched view of the store: every device runs once
+// within the window, every result is reported until acknowledged, a
+// change written to the store by someone else reaches the view, and a
+// new version of the assignment is taken in without the spec again.
+func TestSiteDispatchesFromItsView(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	runner := &countingRunner{runs: map[string]int{}}
+	site, err := NewSite(SiteConfig{
+		Site: "a", Store: store, Runner: runner, Interval: 20 * time.Millisecond,
+		Alive: func(string) bool { return true }, IsLeader: func() bool { return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- site.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	var nodes []string
+	for i := range 7 {
+		nodes = append(nodes, fmt.Sprintf("a-%d", i))
+	}
+	window := intstr.FromInt32(2)
+	a := Assignment{
+		Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 2, Devices: nodes,
+		Spec: &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}, Concurrency: &window},
+	}
+	if err := site.Accept(ctx, []Assignment{a}); err != nil {
+		t.Fatal(err)
+	}
+	have, err := site.Have(ctx)
+	if err != nil || have["u1"] != 1 {
+		t.Fatalf("Have = %v, %v; want u1 at version 1", have, err)
+	}
+
+	// Pending reports every phase the hub has not acknowledged; wait
+	// until it reports each device's result.
+	succeeded := func(rs []DeviceReport) int {
+		n := 0
+		for _, r := range rs {
+			if r.Status.Phase == ota.DeviceSucceeded {
+				n++
+			}
+		}
+		return n
+	}
+	var reports []DeviceReport
+	deadline := time.Now().Add(time.Minute)
+	for succeeded(reports) < len(nodes) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		if reports, err = site.Pending(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(reports) != len(nodes) {
+		t.Fatalf("%d results pending, want %d", len(reports), len(nodes))
+	}
+	for _, r := range reports {
+		if r.Status.Phase != ota.DeviceSucceeded || r.UID != "u1" || r.Attempt != 1 {
+			t.Fatalf("report %+v: want Succeeded of u1 attempt 1", r)
+		}
+	}
+	for _, n := range nodes {
+		if c := runner.count(n); c != 1 {
+			t.Fatalf("node %s ran %d times, want once", n, c)
+		}
+	}
+	if err := site.Acked(ctx, reports); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := site.Pending(ctx, 100); err != nil || len(left) != 0 {
+		t.Fatalf("after the ack, Pending = %v, %v; want none", left, err)
+	}
+
+	// Someone else (a previous leader) writes a result: the watch brings it.
+	obj, err := store.Get(ctx, &DeviceRunKind, "", runName("u1", "a-3"), consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := obj.DeepCopy()
+	if err := next.SetStatus(DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceFailed, Attempt: 1, Reason: "Test"}, Reported: ota.DeviceSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.UpdateStatus(ctx, &DeviceRunKind, next); err != nil {
+		t.Fatal(err)
+	}
+	for reports = nil; len(reports) == 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		if reports, err = site.Pending(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(reports) != 1 || reports[0].Node != "a-3" || reports[0].Status.Phase != ota.DeviceFailed {
+		t.Fatalf("after a write by another, Pending = %+v; want a-3 Failed", reports)
+	}
+
+	// A new version (halted) comes without the spec and keeps the devices.
+	if err := site.Accept(ctx, []Assignment{{Task: "t", UID: "u1", Attempt: 1, Version: 2, Window: 2, Halted: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if have, err = site.Have(ctx); err != nil || have["u1"] != 2 {
+		t.Fatalf("Have = %v, %v; want u1 at version 2", have, err)
+	}
+}

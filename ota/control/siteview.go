@@ -1,0 +1,293 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/outpost-mesh/outpost/consensus"
+)
+
+// siteView is the site leader's decoded copy of its SiteTasks and
+// DeviceRuns, kept by a watch on the site's store and by the leader's own
+// writes. The dispatcher's passes (five a second) and the hub link's
+// reports read it instead of listing and decoding every run each time: a
+// pass costs what changed, not what the site holds, which is what lets a
+// hundred site leaders share a machine with their nodes during a task.
+type siteView struct {
+	mu    sync.Mutex
+	ready bool
+	// changed is closed and replaced whenever ready becomes true.
+	changed chan struct{}
+	tasks   map[string]*viewTask           // by UID
+	runs    map[string]map[string]*viewRun // task UID → DeviceRun name → run
+}
+
+// viewTask is a SiteTask, decoded.
+type viewTask struct {
+	obj  *consensus.Object
+	spec SiteTaskSpec
+}
+
+// viewRun is a DeviceRun, decoded.
+type viewRun struct {
+	obj  *consensus.Object
+	spec DeviceRunSpec
+	st   DeviceRunStatus
+}
+
+func newSiteView() *siteView { return &siteView{changed: make(chan struct{})} }
+
+// errViewNotReady is returned while the view is being (re)built.
+var errViewNotReady = errors.New("the site's task view is not ready (the node just became leader)")
+
+// reset fills the view from lists of both kinds and makes it ready.
+func (v *siteView) reset(tasks, runs []*consensus.Object) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.tasks, v.runs = map[string]*viewTask{}, map[string]map[string]*viewRun{}
+	for _, o := range tasks {
+		v.putLocked(&SiteTaskKind, o)
+	}
+	for _, o := range runs {
+		v.putLocked(&DeviceRunKind, o)
+	}
+	v.ready = true
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+// drop empties the view; it is not ready until the next reset.
+func (v *siteView) drop() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.ready, v.tasks, v.runs = false, nil, nil
+}
+
+// wait returns once the view is ready, or errViewNotReady after timeout.
+func (v *siteView) wait(ctx context.Context, timeout time.Duration) error {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		v.mu.Lock()
+		ready, changed := v.ready, v.changed
+		v.mu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return errViewNotReady
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// put records an object of kind k as written or watched; an older version
+// than the one held is ignored.
+func (v *siteView) put(k *consensus.Kind, o *consensus.Object) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ready {
+		v.putLocked(k, o)
+	}
+}
+
+func (v *siteView) putLocked(k *consensus.Kind, o *consensus.Object) {
+	switch k {
+	case &SiteTaskKind:
+		var spec SiteTaskSpec
+		if o.DecodeSpec(&spec) != nil {
+			return
+		}
+		uid := spec.Assignment.UID
+		if cur, ok := v.tasks[uid]; ok && cur.obj.Revision() >= o.Revision() {
+			return
+		}
+		v.tasks[uid] = &viewTask{obj: o, spec: spec}
+	case &DeviceRunKind:
+		var r viewRun
+		if o.DecodeSpec(&r.spec) != nil || o.DecodeStatus(&r.st) != nil {
+			return
+		}
+		byName := v.runs[r.spec.UID]
+		if byName == nil {
+			byName = map[string]*viewRun{}
+			v.runs[r.spec.UID] = byName
+		}
+		if cur, ok := byName[o.Name]; ok && cur.obj.Revision() >= o.Revision() {
+			return
+		}
+		r.obj = o
+		byName[o.Name] = &r
+	}
+}
+
+// remove forgets a deleted object.
+func (v *siteView) remove(k *consensus.Kind, o *consensus.Object) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ready {
+		return
+	}
+	switch k {
+	case &SiteTaskKind:
+		for uid, t := range v.tasks {
+			if t.obj.Name == o.Name {
+				delete(v.tasks, uid)
+			}
+		}
+	case &DeviceRunKind:
+		for _, byName := range v.runs {
+			delete(byName, o.Name)
+		}
+	}
+}
+
+// taskList returns the assignments the view holds, sorted by UID.
+func (v *siteView) taskList() ([]*viewTask, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ready {
+		return nil, errViewNotReady
+	}
+	out := make([]*viewTask, 0, len(v.tasks))
+	for _, t := range v.tasks {
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].spec.Assignment.UID < out[j].spec.Assignment.UID })
+	return out, nil
+}
+
+// runsOf returns copies of a task's runs, sorted by name.
+func (v *siteView) runsOf(uid string) ([]viewRun, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ready {
+		return nil, errViewNotReady
+	}
+	out := make([]viewRun, 0, len(v.runs[uid]))
+	for _, r := range v.runs[uid] {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].obj.Name < out[j].obj.Name })
+	return out, nil
+}
+
+// run returns a copy of one run.
+func (v *siteView) run(uid, name string) (viewRun, bool, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ready {
+		return viewRun{}, false, errViewNotReady
+	}
+	r, ok := v.runs[uid][name]
+	if !ok {
+		return viewRun{}, false, nil
+	}
+	return *r, true, nil
+}
+
+// unreported returns up to limit runs with a result the hub has not
+// acknowledged, by task UID and name.
+func (v *siteView) unreported(limit int) ([]viewRun, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ready {
+		return nil, errViewNotReady
+	}
+	var out []viewRun
+	for _, byName := range v.runs {
+		for _, r := range byName {
+			if r.st.Result.Phase != "" && r.st.Result.Phase != r.st.Reported {
+				out = append(out, *r)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].obj.Name < out[j].obj.Name })
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// follow keeps the view while this node leads: a list of both kinds, then
+// a watch from there; it rebuilds the view when a watch breaks and drops
+// it when leadership goes.
+func (s *Site) follow(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if s.cfg.IsLeader() {
+			if err := s.followOnce(ctx); err != nil && ctx.Err() == nil {
+				s.log.Debug("site task view rebuilt", "err", err)
+			}
+		}
+		s.view.drop()
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.cfg.Interval):
+		}
+	}
+	return nil
+}
+
+// errNotLeader ends followOnce when this node stops leading.
+var errNotLeader = errors.New("no longer the site's leader")
+
+func (s *Site) followOnce(ctx context.Context) error {
+	store := s.cfg.Store
+	tasks, err := store.List(ctx, &SiteTaskKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	runs, err := store.List(ctx, &DeviceRunKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
+	// Both lists are complete up to the first one's index; events after
+	// it are applied again, which put ignores for versions it holds.
+	from := min(tasks.ResourceVersion, runs.ResourceVersion)
+	s.view.reset(tasks.Items, runs.Items)
+	eg, ctx := errgroup.WithContext(ctx)
+	for _, k := range []*consensus.Kind{&SiteTaskKind, &DeviceRunKind} {
+		w, err := store.Watch(ctx, k, "", nil, from)
+		if err != nil {
+			return err
+		}
+		eg.Go(func() error {
+			defer w.Stop()
+			for {
+				ev, err := w.Next(ctx)
+				if err != nil {
+					return err
+				}
+				if ev.Type == watch.Deleted {
+					s.view.remove(k, ev.Object)
+				} else {
+					s.view.put(k, ev.Object)
+				}
+			}
+		})
+	}
+	eg.Go(func() error {
+		t := time.NewTicker(s.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
+			if !s.cfg.IsLeader() {
+				return errNotLeader
+			}
+		}
+	})
+	return eg.Wait()
+}
