@@ -377,9 +377,10 @@ func (m *mesh) tokenCreate(site string, extra ...string) string {
 
 // nodeInfo is what the tests read of a Node object.
 type nodeInfo struct {
-	Name  string
-	Site  string
-	State string
+	Name    string
+	Site    string
+	State   string
+	Version string
 }
 
 // siteInfo is what the tests read of a Site object.
@@ -404,8 +405,9 @@ func (m *mesh) getNodes(via *meshNode) (map[string]nodeInfo, error) {
 				Name string `json:"name"`
 			} `json:"metadata"`
 			Status struct {
-				Site  string `json:"site"`
-				State string `json:"state"`
+				Site    string `json:"site"`
+				State   string `json:"state"`
+				Version string `json:"version"`
 			} `json:"status"`
 		} `json:"items"`
 	}
@@ -417,7 +419,7 @@ func (m *mesh) getNodes(via *meshNode) (map[string]nodeInfo, error) {
 		if _, dup := nodes[it.Metadata.Name]; dup {
 			return nil, fmt.Errorf("get nodes lists %s twice", it.Metadata.Name)
 		}
-		nodes[it.Metadata.Name] = nodeInfo{Name: it.Metadata.Name, Site: it.Status.Site, State: it.Status.State}
+		nodes[it.Metadata.Name] = nodeInfo{Name: it.Metadata.Name, Site: it.Status.Site, State: it.Status.State, Version: it.Status.Version}
 	}
 	return nodes, nil
 }

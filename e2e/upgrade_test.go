@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -119,31 +118,14 @@ func (m *mesh) upgradeWhenIdle(task string, n *meshNode) {
 
 // wantVersions checks that via's API shows each of nodes alive at version.
 func (m *mesh) wantVersions(via *meshNode, nodes []*meshNode, version string) error {
-	out, err := m.adminCLI(via, "get", "nodes", "-o", "json")
+	all, err := m.getNodes(via)
 	if err != nil {
 		return err
 	}
-	var list struct {
-		Items []struct {
-			Metadata struct {
-				Name string `json:"name"`
-			} `json:"metadata"`
-			Status struct {
-				State   string `json:"state"`
-				Version string `json:"version"`
-			} `json:"status"`
-		} `json:"items"`
-	}
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		return fmt.Errorf("get nodes -o json: %w: %.300s", err, out)
-	}
-	got := map[string]string{}
-	for _, it := range list.Items {
-		got[it.Metadata.Name] = it.Status.State + " " + it.Status.Version
-	}
 	for _, n := range nodes {
-		if want := "alive " + version; got[n.name] != want {
-			return fmt.Errorf("%s is %q at the hub; want %q", n.name, got[n.name], want)
+		got := all[n.name].State + " " + all[n.name].Version
+		if want := "alive " + version; got != want {
+			return fmt.Errorf("%s is %q at the hub; want %q", n.name, got, want)
 		}
 	}
 	return nil

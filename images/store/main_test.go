@@ -158,6 +158,16 @@ func (f *fixture) mustMiss(d digest.Digest) {
 	}
 }
 
+// mustLeaveNothing checks that a dropped write of d left neither the blob
+// nor any file behind.
+func (f *fixture) mustLeaveNothing(d digest.Digest) {
+	f.t.Helper()
+	f.mustMiss(d)
+	if files := f.files(); len(files) != 0 {
+		f.t.Fatalf("a dropped write of %s left files: %v", d, files)
+	}
+}
+
 // files lists every regular file under the store's directory.
 func (f *fixture) files() []string {
 	f.t.Helper()

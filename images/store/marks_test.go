@@ -160,10 +160,7 @@ func TestCommitDropsOnlyTheTail(t *testing.T) {
 	if !errors.Is(err, ErrDigestMismatch) || errors.Is(err, ErrRewound) {
 		t.Fatalf("second failed commit from the same mark: %v, want the write dropped", err)
 	}
-	f.mustMiss(d)
-	if files := f.files(); len(files) != 0 {
-		t.Fatalf("a dropped write left files: %v", files)
-	}
+	f.mustLeaveNothing(d)
 }
 
 // TestParseMarksRejects: marks of another interval or malformed ones are

@@ -47,10 +47,7 @@ func TestCommitVerifiesDigestAndSize(t *testing.T) {
 				t.Fatalf("Commit: %v, want %v", err, tc.wantErr)
 			}
 			if tc.wantErr != nil {
-				f.mustMiss(d)
-				if files := f.files(); len(files) != 0 {
-					t.Fatalf("a dropped write left files: %v", files)
-				}
+				f.mustLeaveNothing(d)
 				// The digest can be written again, correctly.
 				f.put(content)
 			}
@@ -343,10 +340,7 @@ func TestAbortAndMismatchReachFollowers(t *testing.T) {
 			if !errors.Is(err, want) || (mismatch && !errors.Is(err, ErrDigestMismatch)) {
 				t.Fatalf("follower read: %v", err)
 			}
-			f.mustMiss(d)
-			if files := f.files(); len(files) != 0 {
-				t.Fatalf("files left: %v", files)
-			}
+			f.mustLeaveNothing(d)
 		})
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/raft"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/consensus/consensustest"
 	"github.com/outpost-mesh/outpost/ota"
 )
 
@@ -18,29 +18,6 @@ import (
 type fakeInventory []Device
 
 func (f fakeInventory) Devices(context.Context) ([]Device, error) { return f, nil }
-
-// benchStore runs a one-member Raft group with the OTA kinds.
-func benchStore(b *testing.B) *consensus.Store {
-	b.Helper()
-	reg := consensus.NewRegistry()
-	reg.MustRegister(ota.TaskKind, ota.DeviceResultKind)
-	cfg := consensus.DefaultConfig()
-	cfg.ID, cfg.Dir, cfg.Bootstrap = "hub", b.TempDir(), true
-	_, cfg.Transport = raft.NewInmemTransport("hub")
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 100*time.Millisecond, 100*time.Millisecond, 100*time.Millisecond
-	g, err := consensus.New(cfg, reg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Run(ctx) }()
-	b.Cleanup(func() { cancel(); <-done })
-	for !g.IsLeader() {
-		time.Sleep(10 * time.Millisecond)
-	}
-	return g.Store()
-}
 
 // BenchmarkHubFanout measures the hub's side of a task on 10,000 devices
 // in 100 sites: resolving targets and creating the DeviceResults, taking in
@@ -55,7 +32,7 @@ func BenchmarkHubFanout(b *testing.B) {
 		}
 	}
 	for i := 0; i < b.N; i++ {
-		store := benchStore(b)
+		store := consensustest.NewStore(b, ota.Register)
 		hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
 		if err != nil {
 			b.Fatal(err)
