@@ -139,18 +139,21 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	defer close(h.stopped)
 	g, gctx := errgroup.WithContext(ctx)
-	h.mu.Lock()
-	h.g, h.ctx = g, gctx
-	h.mu.Unlock()
-	close(h.ready)
+	// This goroutine is in g before anyone else can add to it, so g's
+	// counter never goes from zero to one while Wait runs.
 	g.Go(func() error {
 		<-gctx.Done()
+		<-h.ready // h.g is set: clear it after, never before
 		h.mu.Lock()
 		h.g = nil // Ensure refuses from now on, so g gains no goroutines once this one returns
 		h.mu.Unlock()
 		h.Reset()
 		return nil
 	})
+	h.mu.Lock()
+	h.g, h.ctx = g, gctx
+	h.mu.Unlock()
+	close(h.ready)
 	return g.Wait()
 }
 
