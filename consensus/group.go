@@ -51,7 +51,22 @@ type Config struct {
 	// Sealer encrypts the secret fields of kinds that have them (see
 	// Kind.Secrets). A store without one refuses to write them.
 	Sealer Sealer
+	// Compaction says who compacts the log and state stores.
+	Compaction Compaction
 }
+
+// Compaction says who compacts a group's Badger stores.
+type Compaction int
+
+const (
+	// CompactBadger leaves it to Badger's compactor goroutines, for
+	// stores that grow with the fleet (the hub's).
+	CompactBadger Compaction = iota
+	// CompactPaced compacts from one check a second (internal/compaction),
+	// for the small stores of site nodes: Badger's compactors wake twenty
+	// times a second each, which was most of an idle node's wake-ups.
+	CompactPaced
+)
 
 // DefaultConfig returns the production settings.
 func DefaultConfig() Config {
@@ -127,10 +142,10 @@ func New(cfg Config, reg *Registry) (g *Group, err error) {
 			err = errors.Join(err, g.closeStores())
 		}
 	}()
-	if g.logs, err = OpenLogStore(filepath.Join(cfg.Dir, "raft"), logger); err != nil {
+	if g.logs, err = OpenLogStore(filepath.Join(cfg.Dir, "raft"), logger, cfg.Compaction); err != nil {
 		return g, err
 	}
-	if g.st, err = openState(filepath.Join(cfg.Dir, "state"), logger); err != nil {
+	if g.st, err = openState(filepath.Join(cfg.Dir, "state"), logger, cfg.Compaction); err != nil {
 		return g, err
 	}
 	if g.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, logbridge.HCLog(logger)); err != nil {

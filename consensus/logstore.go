@@ -17,6 +17,7 @@ import (
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
 	"github.com/hashicorp/raft"
+	"github.com/outpost-mesh/outpost/internal/compaction"
 )
 
 // Errors returned by LogStore.
@@ -73,6 +74,7 @@ const (
 // atomic across crashes whatever its size. It is safe for concurrent use.
 type LogStore struct {
 	db     *badger.DB
+	pacer  *compaction.Pacer // nil when Badger compacts
 	dir    string
 	logger *slog.Logger
 
@@ -88,18 +90,25 @@ type LogStore struct {
 // OpenLogStore opens (creating if needed) the Badger database in dir,
 // completes an oversized write interrupted by a crash, and loads the first
 // and last log index. A nil logger discards Badger's logs.
-func OpenLogStore(dir string, logger *slog.Logger) (*LogStore, error) {
+func OpenLogStore(dir string, logger *slog.Logger, c Compaction) (*LogStore, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "logstore")
-	db, err := badger.Open(logStoreOptions(dir, logger))
+	opts := logStoreOptions(dir, logger)
+	if c == CompactPaced {
+		opts = compaction.Paced(opts)
+	}
+	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open badger %s: %w", dir, err)
 	}
 	s := &LogStore{db: db, dir: dir, logger: logger}
 	if err := s.recover(); err != nil {
 		return nil, errors.Join(fmt.Errorf("recover logstore %s: %w", dir, err), db.Close())
+	}
+	if c == CompactPaced {
+		s.pacer = compaction.Start(db, compaction.Interval, logger)
 	}
 	return s, nil
 }
@@ -123,7 +132,8 @@ func OpenLogStore(dir string, logger *slog.Logger) (*LogStore, error) {
 //     still in memtables, and uncompressed, unencrypted blocks need no cache.
 //   - Compression None: entries are small and often already encoded.
 //   - NumVersionsToKeep 1 (default): overwritten entries are garbage.
-//   - NumCompactors 2: the fewest that still compact.
+//   - NumCompactors 2: the fewest that still compact; with CompactPaced
+//     none, and a Pacer compacts.
 //   - DetectConflicts false: writes are blind and serialised by the store.
 //   - MetricsEnabled false: no global expvar bookkeeping; Size reads the
 //     directory instead.
@@ -186,6 +196,9 @@ func (s *LogStore) loadIndexes() error {
 
 // Close closes the Badger database.
 func (s *LogStore) Close() error {
+	if s.pacer != nil {
+		s.pacer.Stop()
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close badger %s: %w", s.dir, err)
 	}

@@ -29,6 +29,15 @@ func TestLogStoreConformance(t *testing.T) {
 		t.Parallel()
 		testLogStore(t, func(t *testing.T) raftStore { return openTestLogStore(t, t.TempDir()) })
 	})
+	t.Run("badger paced", func(t *testing.T) {
+		t.Parallel()
+		testLogStore(t, func(t *testing.T) raftStore {
+			s, err := OpenLogStore(t.TempDir(), nil, CompactPaced)
+			noError(t, err)
+			t.Cleanup(func() { noError(t, s.Close()) })
+			return s
+		})
+	})
 }
 
 // testLogStore runs the conformance cases, each against a new store, so
@@ -140,7 +149,7 @@ func testDeleteRange(t *testing.T, s raftStore) {
 func TestLogStoreReopen(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s, err := OpenLogStore(dir, nil)
+	s, err := OpenLogStore(dir, nil, CompactBadger)
 	noError(t, err)
 	logs := testLogs(1, 100, 64)
 	noError(t, s.StoreLogs(logs))
@@ -189,7 +198,7 @@ func TestLogStoreOversizedOp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			s, err := OpenLogStore(dir, nil)
+			s, err := OpenLogStore(dir, nil, CompactBadger)
 			noError(t, err)
 			logs := stored
 			if tc.op[0] == logOpDelete {
@@ -294,7 +303,7 @@ func TestLogStoreSize(t *testing.T) {
 
 func openTestLogStore(t *testing.T, dir string) *LogStore {
 	t.Helper()
-	s, err := OpenLogStore(dir, nil)
+	s, err := OpenLogStore(dir, nil, CompactBadger)
 	noError(t, err)
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {

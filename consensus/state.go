@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/outpost-mesh/outpost/internal/compaction"
 	"k8s.io/apimachinery/pkg/watch"
 )
 
@@ -45,10 +46,11 @@ func (e Event) Index() uint64 { return e.Object.Revision() }
 
 type state struct {
 	db    *badger.DB
+	pacer *compaction.Pacer // nil when Badger compacts
 	cache objectCache
 }
 
-func openState(dir string, logger *slog.Logger) (*state, error) {
+func openState(dir string, logger *slog.Logger, c Compaction) (*state, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(stateLog{logger}).
 		WithNumVersionsToKeep(1).
@@ -60,14 +62,26 @@ func openState(dir string, logger *slog.Logger) (*state, error) {
 		// The Raft log is the durable record: after a crash, entries past
 		// what reached this store are applied again from the log.
 		WithSyncWrites(false)
+	if c == CompactPaced {
+		opts = compaction.Paced(opts)
+	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", dir, err)
 	}
-	return &state{db: db, cache: objectCache{limit: objectCacheBytes}}, nil
+	s := &state{db: db, cache: objectCache{limit: objectCacheBytes}}
+	if c == CompactPaced {
+		s.pacer = compaction.Start(db, compaction.Interval, logger)
+	}
+	return s, nil
 }
 
-func (s *state) close() error { return s.db.Close() }
+func (s *state) close() error {
+	if s.pacer != nil {
+		s.pacer.Stop()
+	}
+	return s.db.Close()
+}
 
 func genPrefix(gen uint64) []byte {
 	b := make([]byte, 9)

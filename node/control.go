@@ -62,6 +62,7 @@ func (n *Node) controlHandler() http.Handler {
 	mux.Handle("GET /metrics", n.metricsHandler())
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/outpost-mesh/outpost/images/fetch"
 	"github.com/outpost-mesh/outpost/images/registry"
 	"github.com/outpost-mesh/outpost/images/store"
+	"github.com/outpost-mesh/outpost/internal/compaction"
 	"github.com/outpost-mesh/outpost/transport"
 )
 
@@ -37,6 +38,7 @@ type imageCache struct {
 	hub bool // a hub member: serves the hub tier to sites
 
 	db    *badger.DB
+	pacer *compaction.Pacer // compacts db
 	store *store.Store
 	index *blobIndex
 	agree *siteAgreement // who fetches a blob for the site; tags agreed on
@@ -92,6 +94,7 @@ func (n *Node) newImages() error {
 	if c.db, err = openImageDB(filepath.Join(dir, "meta"), c.log); err != nil {
 		return err
 	}
+	c.pacer = compaction.Start(c.db, compaction.Interval, c.log)
 	scfg := store.DefaultConfig()
 	scfg.Dir = dir
 	if !filepath.IsAbs(dir) {
@@ -239,9 +242,9 @@ func (n *Node) listenMirror() (net.Listener, error) {
 }
 
 // openImageDB opens the image store's Badger: its own, synchronous (an
-// acknowledged blob survives a crash), and small.
+// acknowledged blob survives a crash), and small, so compacted by a Pacer.
 func openImageDB(dir string, log *slog.Logger) (*badger.DB, error) {
-	opts := badger.DefaultOptions(dir).
+	opts := compaction.Paced(badger.DefaultOptions(dir)).
 		WithLogger(badgerLog{log}).
 		WithSyncWrites(true).
 		WithMemTableSize(8 << 20).
@@ -249,7 +252,6 @@ func openImageDB(dir string, log *slog.Logger) (*badger.DB, error) {
 		WithBlockCacheSize(8 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumVersionsToKeep(1).
-		WithNumCompactors(2).
 		WithMetricsEnabled(false)
 	db, err := badger.Open(opts)
 	if err != nil {
@@ -339,6 +341,9 @@ func (c *imageCache) closeAll() error {
 	}
 	if c.store != nil {
 		errs = append(errs, c.store.Close())
+	}
+	if c.pacer != nil {
+		c.pacer.Stop()
 	}
 	if c.db != nil {
 		errs = append(errs, c.db.Close())

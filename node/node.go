@@ -254,6 +254,9 @@ func (n *Node) newGroup(logger *slog.Logger) (err error) {
 	gcfg.Bootstrap = n.id.BootstrapSite
 	gcfg.Transport = n.raftNet
 	gcfg.Logger = logger.With("node", n.id.Name, "site", n.id.Site)
+	if n.id.Role != RoleHub {
+		gcfg.Compaction = consensus.CompactPaced
+	}
 	if n.ca != nil {
 		// Hub members hold the mesh CA's key; the key that seals secrets
 		// at rest is derived from it, so each of them has it already.

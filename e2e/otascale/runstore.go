@@ -7,6 +7,7 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 
+	"github.com/outpost-mesh/outpost/internal/compaction"
 	"github.com/outpost-mesh/outpost/node"
 	"github.com/outpost-mesh/outpost/ota"
 	"github.com/outpost-mesh/outpost/ota/agent"
@@ -28,20 +29,20 @@ var _ node.RunStore = badgerRuns{}
 // (each behind an fsync) and would queue a thousand members' admissions
 // behind each other's writes.
 type runsDB struct {
-	db  *badger.DB
-	mu  sync.Mutex
-	mem map[string][]byte
+	db    *badger.DB
+	pacer *compaction.Pacer
+	mu    sync.Mutex
+	mem   map[string][]byte
 }
 
 func openRunsDB(dir string) (*runsDB, error) {
-	opts := badger.DefaultOptions(dir).
+	opts := compaction.Paced(badger.DefaultOptions(dir)).
 		WithSyncWrites(true).
 		WithLogger(nil).
 		WithMemTableSize(32 << 20).
 		WithNumMemtables(2).
 		WithValueLogFileSize(256 << 20).
 		WithBlockCacheSize(16 << 20).
-		WithNumCompactors(2).
 		WithDetectConflicts(false)
 	db, err := badger.Open(opts)
 	if err != nil {
@@ -64,11 +65,15 @@ func openRunsDB(dir string) (*runsDB, error) {
 		db.Close()
 		return nil, err
 	}
+	r.pacer = compaction.Start(db, compaction.Interval, nil)
 	return r, nil
 }
 
 // Close closes the Badger.
-func (r *runsDB) Close() error { return r.db.Close() }
+func (r *runsDB) Close() error {
+	r.pacer.Stop()
+	return r.db.Close()
+}
 
 func (s badgerRuns) key(run, part string) string {
 	return s.node + "/" + run + "/" + part

@@ -32,8 +32,13 @@ type SiteConfig struct {
 	// Alive reports whether a node of the site is reachable now.
 	Alive    func(node string) bool
 	IsLeader func() bool
+	// Interval is the least time between two dispatch passes: the changes
+	// of a burst of results wait for one pass (default 200 ms).
 	Interval time.Duration
-	Logger   *slog.Logger
+	// IdleInterval is how often the dispatcher looks with nothing changed,
+	// for deadlines, nodes that came back and leadership (default 1 s).
+	IdleInterval time.Duration
+	Logger       *slog.Logger
 }
 
 // Site is a site's OTA dispatcher. It acts while its node leads the site's
@@ -66,6 +71,9 @@ func NewSite(cfg SiteConfig) (*Site, error) {
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 200 * time.Millisecond
+	}
+	if cfg.IdleInterval <= 0 {
+		cfg.IdleInterval = max(time.Second, cfg.Interval)
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -266,20 +274,26 @@ func (s *Site) Run(ctx context.Context) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return s.follow(ctx) })
 	eg.Go(func() error {
-		t := time.NewTicker(s.cfg.Interval)
-		defer t.Stop()
+		idle := time.NewTimer(s.cfg.IdleInterval)
+		defer idle.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-t.C:
+			case <-s.view.kick:
+			case <-idle.C:
 			}
 			if !s.cfg.IsLeader() {
 				s.cancelAll()
-				continue
-			}
-			if err := s.dispatch(ctx, eg); err != nil && ctx.Err() == nil {
+			} else if err := s.dispatch(ctx, eg); err != nil && ctx.Err() == nil {
 				s.log.Warn("dispatch", "err", err)
+			}
+			idle.Reset(s.cfg.IdleInterval)
+			// Changes within Interval of this pass wait for the next one.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(s.cfg.Interval):
 			}
 		}
 	})

@@ -15,11 +15,15 @@ import (
 
 // siteView is the site leader's decoded copy of its SiteTasks and
 // DeviceRuns, kept by a watch on the site's store and by the leader's own
-// writes. The dispatcher's passes (five a second) and the hub link's
-// reports read it instead of listing and decoding every run each time: a
-// pass costs what changed, not what the site holds, which is what lets a
-// hundred site leaders share a machine with their nodes during a task.
+// writes. The dispatcher's passes and the hub link's reports read it
+// instead of listing and decoding every run each time: a pass costs what
+// changed, not what the site holds, which is what lets a hundred site
+// leaders share a machine with their nodes during a task.
 type siteView struct {
+	// kick is signalled (without blocking) on every change, to wake the
+	// dispatcher: an idle site makes no passes but its slow clock's.
+	kick chan struct{}
+
 	mu    sync.Mutex
 	ready bool
 	// changed is closed and replaced whenever ready becomes true.
@@ -41,7 +45,17 @@ type viewRun struct {
 	st   DeviceRunStatus
 }
 
-func newSiteView() *siteView { return &siteView{changed: make(chan struct{})} }
+func newSiteView() *siteView {
+	return &siteView{changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// notify wakes the dispatcher; a wake-up already pending covers this one.
+func (v *siteView) notify() {
+	select {
+	case v.kick <- struct{}{}:
+	default:
+	}
+}
 
 // errViewNotReady is returned while the view is being (re)built.
 var errViewNotReady = errors.New("the site's task view is not ready (the node just became leader)")
@@ -60,6 +74,7 @@ func (v *siteView) reset(tasks, runs []*consensus.Object) {
 	v.ready = true
 	close(v.changed)
 	v.changed = make(chan struct{})
+	v.notify()
 }
 
 // drop empties the view; it is not ready until the next reset.
@@ -95,27 +110,28 @@ func (v *siteView) wait(ctx context.Context, timeout time.Duration) error {
 func (v *siteView) put(k *consensus.Kind, o *consensus.Object) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if v.ready {
-		v.putLocked(k, o)
+	if v.ready && v.putLocked(k, o) {
+		v.notify()
 	}
 }
 
-func (v *siteView) putLocked(k *consensus.Kind, o *consensus.Object) {
+// putLocked stores o and reports whether the view changed.
+func (v *siteView) putLocked(k *consensus.Kind, o *consensus.Object) bool {
 	switch k {
 	case &SiteTaskKind:
 		var spec SiteTaskSpec
 		if o.DecodeSpec(&spec) != nil {
-			return
+			return false
 		}
 		uid := spec.Assignment.UID
 		if cur, ok := v.tasks[uid]; ok && cur.obj.Revision() >= o.Revision() {
-			return
+			return false
 		}
 		v.tasks[uid] = &viewTask{obj: o, spec: spec}
 	case &DeviceRunKind:
 		var r viewRun
 		if o.DecodeSpec(&r.spec) != nil || o.DecodeStatus(&r.st) != nil {
-			return
+			return false
 		}
 		byName := v.runs[r.spec.UID]
 		if byName == nil {
@@ -123,11 +139,12 @@ func (v *siteView) putLocked(k *consensus.Kind, o *consensus.Object) {
 			v.runs[r.spec.UID] = byName
 		}
 		if cur, ok := byName[o.Name]; ok && cur.obj.Revision() >= o.Revision() {
-			return
+			return false
 		}
 		r.obj = o
 		byName[o.Name] = &r
 	}
+	return true
 }
 
 // remove forgets a deleted object.
@@ -149,6 +166,7 @@ func (v *siteView) remove(k *consensus.Kind, o *consensus.Object) {
 			delete(byName, o.Name)
 		}
 	}
+	v.notify()
 }
 
 // taskList returns the assignments the view holds, sorted by UID.
@@ -231,7 +249,7 @@ func (s *Site) follow(ctx context.Context) error {
 		s.view.drop()
 		select {
 		case <-ctx.Done():
-		case <-time.After(s.cfg.Interval):
+		case <-time.After(s.cfg.IdleInterval):
 		}
 	}
 	return nil
@@ -276,7 +294,7 @@ func (s *Site) followOnce(ctx context.Context) error {
 		})
 	}
 	eg.Go(func() error {
-		t := time.NewTicker(s.cfg.Interval)
+		t := time.NewTicker(s.cfg.IdleInterval)
 		defer t.Stop()
 		for {
 			select {
