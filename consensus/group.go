@@ -51,22 +51,29 @@ type Config struct {
 	// Sealer encrypts the secret fields of kinds that have them (see
 	// Kind.Secrets). A store without one refuses to write them.
 	Sealer Sealer
-	// Compaction says who compacts the log and state stores.
-	Compaction Compaction
+	// Footprint sizes the log and state stores.
+	Footprint Footprint
 }
 
-// Compaction says who compacts a group's Badger stores.
-type Compaction int
+// Footprint sizes a group's Badger stores: memtables, caches and who
+// compacts them.
+type Footprint int
 
 const (
-	// CompactBadger leaves it to Badger's compactor goroutines, for
-	// stores that grow with the fleet (the hub's).
-	CompactBadger Compaction = iota
-	// CompactPaced compacts from one check a second (internal/compaction),
-	// for the small stores of site nodes: Badger's compactors wake twenty
-	// times a second each, which was most of an idle node's wake-ups.
-	CompactPaced
+	// FootprintHub is for stores that grow with the fleet (the hub's):
+	// 16 MiB memtables, caches of tens of MiB, Badger's own compactors.
+	FootprintHub Footprint = iota
+	// FootprintEdge is for a site node's small stores: 4 MiB memtables
+	// (Badger allocates each in full; at the hub's sizes they were most
+	// of a site node's heap), caches of a few MiB, and compaction from
+	// one check a second (internal/compaction) instead of Badger's
+	// compactors, which wake twenty times a second each and were most of
+	// an idle node's wake-ups.
+	FootprintEdge
 )
+
+// edgeMemTable is a FootprintEdge store's memtable size.
+const edgeMemTable = 4 << 20
 
 // DefaultConfig returns the production settings.
 func DefaultConfig() Config {
@@ -142,10 +149,10 @@ func New(cfg Config, reg *Registry) (g *Group, err error) {
 			err = errors.Join(err, g.closeStores())
 		}
 	}()
-	if g.logs, err = OpenLogStore(filepath.Join(cfg.Dir, "raft"), logger, cfg.Compaction); err != nil {
+	if g.logs, err = OpenLogStore(filepath.Join(cfg.Dir, "raft"), logger, cfg.Footprint); err != nil {
 		return g, err
 	}
-	if g.st, err = openState(filepath.Join(cfg.Dir, "state"), logger, cfg.Compaction); err != nil {
+	if g.st, err = openState(filepath.Join(cfg.Dir, "state"), logger, cfg.Footprint); err != nil {
 		return g, err
 	}
 	if g.snaps, err = raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), 2, logbridge.HCLog(logger)); err != nil {

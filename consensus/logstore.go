@@ -90,14 +90,14 @@ type LogStore struct {
 // OpenLogStore opens (creating if needed) the Badger database in dir,
 // completes an oversized write interrupted by a crash, and loads the first
 // and last log index. A nil logger discards Badger's logs.
-func OpenLogStore(dir string, logger *slog.Logger, c Compaction) (*LogStore, error) {
+func OpenLogStore(dir string, logger *slog.Logger, fp Footprint) (*LogStore, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	logger = logger.With("component", "logstore")
 	opts := logStoreOptions(dir, logger)
-	if c == CompactPaced {
-		opts = compaction.Paced(opts)
+	if fp == FootprintEdge {
+		opts = compaction.Paced(opts).WithMemTableSize(edgeMemTable)
 	}
 	db, err := badger.Open(opts)
 	if err != nil {
@@ -107,7 +107,7 @@ func OpenLogStore(dir string, logger *slog.Logger, c Compaction) (*LogStore, err
 	if err := s.recover(); err != nil {
 		return nil, errors.Join(fmt.Errorf("recover logstore %s: %w", dir, err), db.Close())
 	}
-	if c == CompactPaced {
+	if fp == FootprintEdge {
 		s.pacer = compaction.Start(db, compaction.Interval, logger)
 	}
 	return s, nil
@@ -132,8 +132,10 @@ func OpenLogStore(dir string, logger *slog.Logger, c Compaction) (*LogStore, err
 //     still in memtables, and uncompressed, unencrypted blocks need no cache.
 //   - Compression None: entries are small and often already encoded.
 //   - NumVersionsToKeep 1 (default): overwritten entries are garbage.
-//   - NumCompactors 2: the fewest that still compact; with CompactPaced
-//     none, and a Pacer compacts.
+//   - NumCompactors 2: the fewest that still compact.
+//
+// FootprintEdge makes the memtables 4 MiB (a transaction then carries
+// ~600 KiB; bigger ops take the redo path) and lets a Pacer compact.
 //   - DetectConflicts false: writes are blind and serialised by the store.
 //   - MetricsEnabled false: no global expvar bookkeeping; Size reads the
 //     directory instead.

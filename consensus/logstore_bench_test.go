@@ -30,7 +30,7 @@ var benchStores = []struct {
 	open func(b *testing.B, dir string) raftStore
 }{
 	{"badger", func(b *testing.B, dir string) raftStore {
-		s, err := OpenLogStore(dir, nil, CompactBadger)
+		s, err := OpenLogStore(dir, nil, FootprintHub)
 		noError(b, err)
 		b.Cleanup(func() { noError(b, s.Close()) })
 		return s

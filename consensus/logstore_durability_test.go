@@ -93,7 +93,7 @@ func TestLogStoreDurabilityChild(t *testing.T) {
 	if dir == "" {
 		return
 	}
-	s, err := OpenLogStore(dir, nil, CompactBadger)
+	s, err := OpenLogStore(dir, nil, FootprintHub)
 	noError(t, err)
 	// Bounded, so that a child whose parent died stops on its own.
 	for n, next := 1, uint64(1); n <= 2*durabilityKills; n++ {

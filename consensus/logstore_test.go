@@ -32,7 +32,7 @@ func TestLogStoreConformance(t *testing.T) {
 	t.Run("badger paced", func(t *testing.T) {
 		t.Parallel()
 		testLogStore(t, func(t *testing.T) raftStore {
-			s, err := OpenLogStore(t.TempDir(), nil, CompactPaced)
+			s, err := OpenLogStore(t.TempDir(), nil, FootprintEdge)
 			noError(t, err)
 			t.Cleanup(func() { noError(t, s.Close()) })
 			return s
@@ -149,7 +149,7 @@ func testDeleteRange(t *testing.T, s raftStore) {
 func TestLogStoreReopen(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	s, err := OpenLogStore(dir, nil, CompactBadger)
+	s, err := OpenLogStore(dir, nil, FootprintHub)
 	noError(t, err)
 	logs := testLogs(1, 100, 64)
 	noError(t, s.StoreLogs(logs))
@@ -198,7 +198,7 @@ func TestLogStoreOversizedOp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			s, err := OpenLogStore(dir, nil, CompactBadger)
+			s, err := OpenLogStore(dir, nil, FootprintHub)
 			noError(t, err)
 			logs := stored
 			if tc.op[0] == logOpDelete {
@@ -303,7 +303,7 @@ func TestLogStoreSize(t *testing.T) {
 
 func openTestLogStore(t *testing.T, dir string) *LogStore {
 	t.Helper()
-	s, err := OpenLogStore(dir, nil, CompactBadger)
+	s, err := OpenLogStore(dir, nil, FootprintHub)
 	noError(t, err)
 	t.Cleanup(func() {
 		if err := s.Close(); err != nil {

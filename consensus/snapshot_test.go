@@ -60,7 +60,7 @@ func newTestFSM(t testing.TB, historyLimit uint64) *testFSM {
 
 func (f *testFSM) open(t testing.TB, historyLimit uint64) {
 	t.Helper()
-	st, err := openState(f.dir, nil, CompactBadger)
+	st, err := openState(f.dir, nil, FootprintHub)
 	if err != nil {
 		t.Fatal(err)
 	}

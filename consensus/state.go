@@ -50,7 +50,7 @@ type state struct {
 	cache objectCache
 }
 
-func openState(dir string, logger *slog.Logger, c Compaction) (*state, error) {
+func openState(dir string, logger *slog.Logger, fp Footprint) (*state, error) {
 	opts := badger.DefaultOptions(dir).
 		WithLogger(stateLog{logger}).
 		WithNumVersionsToKeep(1).
@@ -62,15 +62,21 @@ func openState(dir string, logger *slog.Logger, c Compaction) (*state, error) {
 		// The Raft log is the durable record: after a crash, entries past
 		// what reached this store are applied again from the log.
 		WithSyncWrites(false)
-	if c == CompactPaced {
-		opts = compaction.Paced(opts)
+	cacheLimit := objectCacheBytes
+	if fp == FootprintEdge {
+		opts = compaction.Paced(opts).
+			WithMemTableSize(edgeMemTable).
+			WithNumMemtables(2).
+			WithBlockCacheSize(8 << 20).
+			WithIndexCacheSize(4 << 20)
+		cacheLimit /= 4
 	}
 	db, err := badger.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", dir, err)
 	}
-	s := &state{db: db, cache: objectCache{limit: objectCacheBytes}}
-	if c == CompactPaced {
+	s := &state{db: db, cache: objectCache{limit: cacheLimit}}
+	if fp == FootprintEdge {
 		s.pacer = compaction.Start(db, compaction.Interval, logger)
 	}
 	return s, nil

@@ -247,9 +247,10 @@ func openImageDB(dir string, log *slog.Logger) (*badger.DB, error) {
 	opts := compaction.Paced(badger.DefaultOptions(dir)).
 		WithLogger(badgerLog{log}).
 		WithSyncWrites(true).
-		WithMemTableSize(8 << 20).
+		WithMemTableSize(4 << 20).
 		WithNumMemtables(2).
-		WithBlockCacheSize(8 << 20).
+		WithValueThreshold(64 << 10). // under a transaction's 15% of a memtable
+		WithBlockCacheSize(4 << 20).
 		WithValueLogFileSize(64 << 20).
 		WithNumVersionsToKeep(1).
 		WithMetricsEnabled(false)

@@ -255,7 +255,7 @@ func (n *Node) newGroup(logger *slog.Logger) (err error) {
 	gcfg.Transport = n.raftNet
 	gcfg.Logger = logger.With("node", n.id.Name, "site", n.id.Site)
 	if n.id.Role != RoleHub {
-		gcfg.Compaction = consensus.CompactPaced
+		gcfg.Footprint = consensus.FootprintEdge
 	}
 	if n.ca != nil {
 		// Hub members hold the mesh CA's key; the key that seals secrets

@@ -34,6 +34,9 @@ func (n *Node) runRoster(ctx context.Context) error {
 	defer t.Stop()
 	events := n.gossip.Events()
 	for {
+		// A tick with no gossip event since the last pass changes no
+		// member's state: it only refreshes the lastSeen that are due.
+		changed := false
 		select {
 		case <-ctx.Done():
 			return nil
@@ -42,6 +45,7 @@ func (n *Node) runRoster(ctx context.Context) error {
 			if !ok {
 				events = nil
 			}
+			changed = true
 		}
 		if !n.group.IsLeader() {
 			n.siteRoster.reset()
@@ -53,7 +57,7 @@ func (n *Node) runRoster(ctx context.Context) error {
 		if err := n.reconcileRaft(members); err != nil && ctx.Err() == nil {
 			n.log.Debug("raft membership not reconciled", "err", err)
 		}
-		if err := n.writeRoster(ctx, members); err != nil && ctx.Err() == nil {
+		if err := n.writeRoster(ctx, members, changed); err != nil && ctx.Err() == nil {
 			n.log.Debug("roster not written", "err", err)
 		}
 	}
@@ -147,12 +151,13 @@ func (n *Node) raftRoles() map[string]string {
 	return roles
 }
 
-// writeRoster writes each member's Node object where it changed.
-func (n *Node) writeRoster(ctx context.Context, members []gossip.Member) error {
+// writeRoster writes each member's Node object where it changed; unless
+// changed, it looks only at members whose lastSeen is due.
+func (n *Node) writeRoster(ctx context.Context, members []gossip.Member, changed bool) error {
 	roles := n.raftRoles()
 	now := time.Now()
 	for _, m := range members {
-		if m.Site != n.id.Site || n.revoked(m.Name) {
+		if m.Site != n.id.Site || (!changed && n.siteRoster.fresh(m.Name, now, n.cfg.HeartbeatInterval)) || n.revoked(m.Name) {
 			continue
 		}
 		raftState := roles[m.Name]

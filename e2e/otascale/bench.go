@@ -361,16 +361,21 @@ func hubBytes() (int64, error) {
 	return 0, fmt.Errorf("iptables: the otascale-hub rule is gone")
 }
 
-// saveProfiles fetches profiles of the hub and the first site's leader
-// from their control sockets: heap profiles, or with a prefix ("idle-", a
-// task's name) 15 s CPU profiles (taken together).
+// saveProfiles fetches profiles of the hub and every site leader from
+// their control sockets: heap profiles, or with a prefix ("idle-", a
+// task's name) 15 s CPU profiles (taken together). The leaders' are
+// leader-sNNN.pprof; `go tool pprof` merges them when given them all.
 func (f *fleet) saveProfiles(prefix string) {
 	path := "/debug/pprof/heap"
 	if prefix != "" {
 		path = "/debug/pprof/profile?seconds=15"
 	}
+	dirs := map[string]string{"hub": filepath.Join(f.dir, "hub")}
+	for k := 1; k <= f.sites; k++ {
+		dirs["leader-"+siteName(k)] = filepath.Join(f.dir, "leaders", siteName(k))
+	}
 	var wg sync.WaitGroup
-	for name, dataDir := range map[string]string{"hub": filepath.Join(f.dir, "hub"), "leader": filepath.Join(f.dir, "leaders", siteName(1))} {
+	for name, dataDir := range dirs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -409,10 +414,12 @@ func (f *fleet) saveGoroutines(prefix string) {
 	}
 }
 
-// guardMemory stops the benchmark before the machine runs out of memory:
+// guardMemory samples the processes' own memory each second (sampleAnon)
+// and stops the benchmark before the machine runs out of memory:
 // below 1 GiB available it kills the fleet and exits.
 func guardMemory(f *fleet) {
 	for range time.Tick(time.Second) {
+		f.sampleAnon()
 		b, err := os.ReadFile("/proc/meminfo")
 		if err != nil {
 			return

@@ -37,7 +37,8 @@ type fleet struct {
 	// default, every core).
 	gomaxprocs int
 
-	mu sync.Mutex // guards the process lists for guardMemory
+	mu       sync.Mutex      // guards the process lists for guardMemory, and anonPeak
+	anonPeak map[int]float64 // pid → peak RssAnon seen, MiB
 
 	apiOnce sync.Once
 	api     *http.Client
