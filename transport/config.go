@@ -47,8 +47,11 @@ type Config struct {
 	// IdleTimeout closes a connection that has received nothing for this
 	// long.
 	IdleTimeout time.Duration
-	// KeepAlive is how often an idle connection sends a ping; it must be
-	// shorter than IdleTimeout.
+	// KeepAlive is how often an idle connection this node dialed sends a
+	// ping; it must be shorter than IdleTimeout. Only the dialer pings (it
+	// is the side behind a NAT, if any), and its pings keep both ends'
+	// idle timers from firing: a leader's hundred connections cost half
+	// the packets they would if both ends pinged.
 	KeepAlive time.Duration
 	// HandshakesPerSecondPerSource and HandshakeBurstPerSource bound how
 	// fast one source IP may start connections; excess attempts are

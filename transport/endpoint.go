@@ -166,11 +166,16 @@ func (e *Endpoint) Run(ctx context.Context) (err error) {
 }
 
 // quicConfig is the QUIC configuration; a dialing connection accepts no
-// streams (maxIncoming < 0): the dialer opens, the listener serves.
+// streams (maxIncoming < 0): the dialer opens, the listener serves. Only
+// the dialer sends keep-alives (Config.KeepAlive).
 func (e *Endpoint) quicConfig(maxIncoming int64) *quic.Config {
+	keepAlive := time.Duration(0)
+	if maxIncoming < 0 {
+		keepAlive = e.cfg.KeepAlive
+	}
 	return &quic.Config{
 		MaxIdleTimeout:                 e.cfg.IdleTimeout,
-		KeepAlivePeriod:                e.cfg.KeepAlive,
+		KeepAlivePeriod:                keepAlive,
 		MaxIncomingStreams:             maxIncoming,
 		MaxIncomingUniStreams:          -1,
 		MaxStreamReceiveWindow:         e.cfg.MaxStreamReceiveWindow,

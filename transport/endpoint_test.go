@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -436,4 +437,41 @@ func TestDialAfterRunReturns(t *testing.T) {
 	if err := e.Run(t.Context()); err == nil {
 		t.Error("second Run succeeded")
 	}
+}
+
+// Only the dialer pings, and that keeps the connection open at both ends
+// past their idle timeouts; without the pings the next dial would need a
+// new handshake.
+func TestDialerPingsKeepIdleConnectionOpen(t *testing.T) {
+	t.Parallel()
+	ca := newCA(t)
+	short := func(c Config) Config {
+		c.IdleTimeout, c.KeepAlive = 2*time.Second, 300*time.Millisecond
+		return c
+	}
+	server := start(t, short(testConfig(ca, nodeCert(t, ca, "hub-1", "hub", RoleHub))), allKinds(echo))
+	client := start(t, short(testConfig(ca, nodeCert(t, ca, "edge-1", "a", RoleEdge))), nil)
+	addr := server.Addr().String()
+	if _, err := dialExchange(t, client, addr); err != nil {
+		t.Fatal(err)
+	}
+	// Idle for 2.5 idle timeouts: a connection is kept only by pings.
+	time.Sleep(5 * time.Second)
+	if n := server.ConnectionCount(); n != 1 {
+		t.Fatalf("server has %d connections after idling, want 1", n)
+	}
+	if _, err := dialExchange(t, client, addr); err != nil {
+		t.Fatal(err)
+	}
+	if n := client.handshakes.Load(); n != 1 {
+		t.Fatalf("client made %d handshakes, want 1: the idle connection was closed", n)
+	}
+}
+
+func dialExchange(t *testing.T, e *Endpoint, addr string) (string, error) {
+	s, err := e.Dial(t.Context(), addr, KindRPC)
+	if err != nil {
+		return "", err
+	}
+	return exchange(s, "ping")
 }

@@ -350,7 +350,7 @@ func (s *Site) dispatch(ctx context.Context, eg *errgroup.Group) error {
 }
 
 func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignment) error {
-	runs, err := s.view.runsOf(a.UID)
+	runs, err := s.view.activeRuns(a.UID)
 	if err != nil {
 		return err
 	}

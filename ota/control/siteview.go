@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/ota"
 )
 
 // siteView is the site leader's decoded copy of its SiteTasks and
@@ -129,6 +131,13 @@ func (v *siteView) putLocked(k *consensus.Kind, o *consensus.Object) bool {
 		}
 		v.tasks[uid] = &viewTask{obj: o, spec: spec}
 	case &DeviceRunKind:
+		// The leader's own writes come back by the watch: a version held
+		// already is known by its name (runName) before anything is decoded.
+		if uid, _, ok := strings.Cut(o.Name, "."); ok {
+			if cur, ok := v.runs[uid][o.Name]; ok && cur.obj.Revision() >= o.Revision() {
+				return false
+			}
+		}
 		var r viewRun
 		if o.DecodeSpec(&r.spec) != nil || o.DecodeStatus(&r.st) != nil {
 			return false
@@ -184,16 +193,20 @@ func (v *siteView) taskList() ([]*viewTask, error) {
 	return out, nil
 }
 
-// runsOf returns copies of a task's runs, sorted by name.
-func (v *siteView) runsOf(uid string) ([]viewRun, error) {
+// activeRuns returns copies of a task's queued and running runs, sorted
+// by name: a pass over a task costs its unfinished devices.
+func (v *siteView) activeRuns(uid string) ([]viewRun, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.ready {
 		return nil, errViewNotReady
 	}
-	out := make([]viewRun, 0, len(v.runs[uid]))
+	var out []viewRun
 	for _, r := range v.runs[uid] {
-		out = append(out, *r)
+		switch r.st.Result.Phase {
+		case ota.DeviceQueued, ota.DeviceRunning, "":
+			out = append(out, *r)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].obj.Name < out[j].obj.Name })
 	return out, nil
