@@ -163,17 +163,30 @@ func (s *Site) requeue(ctx context.Context, a Assignment) error {
 	return nil
 }
 
+// createRuns creates a new assignment's runs. Those that can start at
+// once (within the window, their node alive) are created Running, which
+// saves each a second write; the next dispatch pass launches them, as it
+// does any Running run that no goroutine drives.
 func (s *Site) createRuns(ctx context.Context, a Assignment) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(writeConcurrency)
 	now := metav1.Now()
+	starts := 0
+	if !a.Halted && !a.Canceled {
+		starts = a.Window
+	}
 	for _, node := range a.Devices {
+		// The hub created the device's result Queued: that phase needs no
+		// report.
+		st := DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued}
+		if starts > 0 && s.cfg.Alive(node) {
+			starts--
+			st.Result.Phase, st.Result.StartTime = ota.DeviceRunning, &now
+		}
 		eg.Go(func() error {
 			obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: runName(a.UID, node), Labels: map[string]string{labelUID: a.UID}}}
 			_ = obj.SetSpec(DeviceRunSpec{Task: a.Task, UID: a.UID, Attempt: a.Attempt, Node: node})
-			// The hub created the device's result Queued: that phase
-			// needs no report.
-			_ = obj.SetStatus(DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued})
+			_ = obj.SetStatus(st)
 			created, err := s.cfg.Store.CreateWithStatus(ctx, &DeviceRunKind, obj)
 			if apierrors.IsAlreadyExists(err) {
 				return nil
