@@ -278,6 +278,18 @@ func (g *Gossip) Members() []Member {
 	return g.members.list()
 }
 
+// Member returns the member called name, as Members would list it, without
+// copying and sorting the others: for the lookups a leader makes per device.
+func (g *Gossip) Member(name string) (Member, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	m, ok := g.members.get(name)
+	if ok && (m.State == Dead || m.State == Left) && name != g.members.self && time.Since(m.Since) > g.members.retention {
+		return Member{}, false // pruned at the next Members
+	}
+	return m, ok
+}
+
 // NumAlive returns how many members, this node included, are Alive.
 // Suspect ones are not counted.
 func (g *Gossip) NumAlive() int {

@@ -51,6 +51,13 @@ func TestPoolFormsAndCarriesMeta(t *testing.T) {
 			if m.RaftVoter != (m.Name == "form-0") || m.APIAddr != "127.0.0.1:7080" || m.Labels["node"] != m.Name {
 				t.Errorf("%s sees meta %+v", n.Local().Name, m.Meta)
 			}
+			// Member looks one up as Members lists it.
+			if one, ok := n.Member(m.Name); !ok || one.State != m.State || one.Addr != m.Addr || !one.Meta.equal(m.Meta) {
+				t.Errorf("%s: Member(%s) = %+v, %v; Members has %+v", n.Local().Name, m.Name, one, ok, m)
+			}
+		}
+		if m, ok := n.Member("form-9"); ok {
+			t.Errorf("%s: Member(form-9) = %+v, want none", n.Local().Name, m)
 		}
 		// Every member arrives as a join, this node included.
 		for name := range want {

@@ -66,12 +66,8 @@ func (n *Node) memberAlive(name string) bool {
 	if name == n.id.Name {
 		return true
 	}
-	for _, m := range n.gossip.Members() {
-		if m.Name == name {
-			return m.State == gossip.Alive
-		}
-	}
-	return false
+	m, ok := n.gossip.Member(name)
+	return ok && m.State == gossip.Alive
 }
 
 // otaRunner runs a device on its node: locally, or over a QUIC stream.
@@ -148,12 +144,8 @@ func (a *agentService) serveCancel(_ context.Context, s *transport.Stream) {
 
 // memberAddr is a site member's QUIC address, "" when unknown.
 func (n *Node) memberAddr(name string) string {
-	for _, m := range n.gossip.Members() {
-		if m.Name == name {
-			return m.QUICAddr
-		}
-	}
-	return ""
+	m, _ := n.gossip.Member(name)
+	return m.QUICAddr
 }
 
 // otaRunResponse answers a RunRequest.
