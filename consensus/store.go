@@ -84,6 +84,32 @@ func (s *Store) Get(ctx context.Context, k *Kind, namespace, name string, opt Re
 	return obj.DeepCopy(), nil
 }
 
+// GetMany returns the objects of k in namespace with the given names, by
+// name, read in one transaction; absent names are left out. It is for a
+// caller about to update many objects: one read instead of one each.
+func (s *Store) GetMany(ctx context.Context, k *Kind, namespace string, names []string, opt ReadOptions) (map[string]*Object, error) {
+	if err := s.readBarrier(ctx, opt); err != nil {
+		return nil, err
+	}
+	out := make(map[string]*Object, len(names))
+	err := s.g.st.view(func(txn *badger.Txn, p []byte) error {
+		for _, name := range names {
+			obj, err := s.g.st.readObject(txn, p, objectKey(k, namespace, name))
+			if err != nil {
+				return err
+			}
+			if obj != nil {
+				out[name] = obj.DeepCopy()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	return out, nil
+}
+
 // List returns the objects of k in namespace (every namespace when empty)
 // that match sel (everything when nil), and the resourceVersion read at.
 func (s *Store) List(ctx context.Context, k *Kind, namespace string, sel labels.Selector, opt ReadOptions) (*List, error) {
@@ -180,6 +206,13 @@ func (s *Store) UpdateWithStatus(ctx context.Context, k *Kind, obj *Object) (*Ob
 	if err != nil {
 		return nil, err
 	}
+	return s.updateCmd(ctx, k, obj, cur, obj.Revision(), true)
+}
+
+// UpdateWithStatusFrom is UpdateWithStatus for a caller that has just
+// read cur and made obj from it (obj carries cur's resourceVersion, so the
+// write fails with a Conflict if cur changed since): it spares the read.
+func (s *Store) UpdateWithStatusFrom(ctx context.Context, k *Kind, obj, cur *Object) (*Object, error) {
 	return s.updateCmd(ctx, k, obj, cur, obj.Revision(), true)
 }
 

@@ -48,3 +48,41 @@ func TestUpdateWithStatus(t *testing.T) {
 		t.Errorf("Update changed the status to %s", kept.Status)
 	}
 }
+
+// TestGetManyThenUpdateFrom reads several objects in one transaction and
+// updates one from what was read; an update from a read that another
+// write has overtaken is a Conflict.
+func TestGetManyThenUpdateFrom(t *testing.T) {
+	t.Parallel()
+	c := newTestGroup(t)
+	s, k := c.Store(0), c.Kind()
+	ctx := t.Context()
+	mustCreate(t, s, k, newWidget("ns", "a", nil, widgetSpec{Size: 1}))
+	mustCreate(t, s, k, newWidget("ns", "b", nil, widgetSpec{Size: 2}))
+	got, err := s.GetMany(ctx, k, "ns", []string{"a", "missing", "b"}, ReadOptions{Stale: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got["a"] == nil || got["b"] == nil {
+		t.Fatalf("GetMany = %v, want a and b", got)
+	}
+	cur := got["a"]
+	next := cur.DeepCopy()
+	next.Status = json.RawMessage(`{"phase":"Done"}`)
+	updated, err := s.UpdateWithStatusFrom(ctx, k, next, cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(updated.Status) != `{"phase":"Done"}` || updated.UID != cur.UID {
+		t.Fatalf("after UpdateWithStatusFrom: status %s, uid %s (was %s)", updated.Status, updated.UID, cur.UID)
+	}
+	// GetMany hands out copies: the update did not reach the map's object.
+	if string(cur.Status) == `{"phase":"Done"}` {
+		t.Error("GetMany's object changed with the store")
+	}
+	again := cur.DeepCopy()
+	again.Status = json.RawMessage(`{"phase":"Lost"}`)
+	if _, err := s.UpdateWithStatusFrom(ctx, k, again, cur); !apierrors.IsConflict(err) {
+		t.Fatalf("update from a stale read: %v, want Conflict", err)
+	}
+}

@@ -15,7 +15,10 @@
 // `true` on every node, timed from the apply to the task's completion, and
 // a 10 MiB contentFrom write to 10 nodes in each of 10 sites, with the bytes the
 // hub's QUIC port sent while it ran (an iptables counter in the namespace).
-// Memory is each process's peak resident set (VmHWM). The site leaders and
+// Memory is each process's peak resident set (VmHWM) and, for the hub and
+// the leaders, the peak of its own part (RssAnon, sampled each second:
+// VmHWM also counts the binary's pages, which the kernel shares between
+// the hundred leaders). The site leaders and
 // simulators run with GOMAXPROCS 1 (-gomaxprocs): each stands for a host of
 // its own, and a hundred Go schedulers each spinning on both cores for work
 // would cost more than the work.

@@ -7,8 +7,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
 )
@@ -63,12 +61,24 @@ const ingestConcurrency = 32
 // of another site, is dropped. Reports are written concurrently, so their
 // Raft proposals share batches.
 func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) error {
+	names := make([]string, len(reports))
+	for i, r := range reports {
+		names[i] = resultName(r.Task, r.Node)
+	}
+	// One read for the whole report; a result not found was deleted with
+	// its task.
+	objs, err := h.cfg.Store.GetMany(ctx, &ota.DeviceResultKind, "", names, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return err
+	}
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(ingestConcurrency)
-	for _, r := range reports {
-		eg.Go(func() error { return h.ingest(ctx, site, r) })
+	for i, r := range reports {
+		if obj := objs[names[i]]; obj != nil {
+			eg.Go(func() error { return h.ingest(ctx, site, r, obj) })
+		}
 	}
-	err := eg.Wait()
+	err = eg.Wait()
 	h.mu.Lock()
 	for _, r := range reports {
 		h.dirty[r.Task] = true
@@ -83,15 +93,8 @@ func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) e
 	return err
 }
 
-func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport) error {
-	store := h.cfg.Store
-	obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName(r.Task, r.Node), consensus.ReadOptions{Stale: true})
-	if apierrors.IsNotFound(err) {
-		return nil // the task was deleted
-	}
-	if err != nil {
-		return err
-	}
+// ingest records one report on obj, the device's DeviceResult as just read.
+func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport, obj *consensus.Object) error {
 	var spec ota.DeviceResultSpec
 	var cur ota.DeviceResultStatus
 	_ = obj.DecodeSpec(&spec)
@@ -113,7 +116,7 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport) error {
 	if err := next.SetStatus(st); err != nil {
 		return err
 	}
-	if _, err := store.UpdateWithStatus(ctx, &ota.DeviceResultKind, next); err != nil {
+	if _, err := h.cfg.Store.UpdateWithStatusFrom(ctx, &ota.DeviceResultKind, next, obj); err != nil {
 		return fmt.Errorf("record %s: %w", next.Name, err)
 	}
 	h.countDelta(r.UID, spec.Site, cur.Phase, st.Phase)
