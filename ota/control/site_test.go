@@ -142,3 +142,51 @@ func TestSiteDispatchesFromItsView(t *testing.T) {
 		t.Fatalf("Have = %v, %v; want u1 at version 2", have, err)
 	}
 }
+
+// TestAcceptCreatesStartableRunsRunning checks that a new assignment's
+// runs within its window whose nodes are alive are created Running, and
+// the rest (past the window, node offline, or a halted task) Queued.
+func TestAcceptCreatesStartableRunsRunning(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		halted bool
+		want   map[string]ota.DevicePhase
+	}{
+		{"window of 2", false, map[string]ota.DevicePhase{"a-0": ota.DeviceRunning, "a-1": ota.DeviceQueued, "a-2": ota.DeviceRunning, "a-3": ota.DeviceQueued}},
+		{"halted", true, map[string]ota.DevicePhase{"a-0": ota.DeviceQueued, "a-1": ota.DeviceQueued, "a-2": ota.DeviceQueued, "a-3": ota.DeviceQueued}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			store := consensustest.NewStore(t, Register)
+			site, err := NewSite(SiteConfig{
+				Site: "a", Store: store, Runner: &countingRunner{runs: map[string]int{}},
+				Alive: func(node string) bool { return node != "a-1" }, IsLeader: func() bool { return true },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := Assignment{
+				Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 2, Halted: tc.halted,
+				Devices: []string{"a-0", "a-1", "a-2", "a-3"},
+				Spec:    &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}},
+			}
+			if err := site.Accept(t.Context(), []Assignment{a}); err != nil {
+				t.Fatal(err)
+			}
+			for node, want := range tc.want {
+				obj, err := store.Get(t.Context(), &DeviceRunKind, "", runName("u1", node), consensus.ReadOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var st DeviceRunStatus
+				if err := obj.DecodeStatus(&st); err != nil {
+					t.Fatal(err)
+				}
+				if st.Result.Phase != want || (want == ota.DeviceRunning) != (st.Result.StartTime != nil) || st.Reported != ota.DeviceQueued {
+					t.Errorf("%s: phase %s, start time %v, reported %s; want %s", node, st.Result.Phase, st.Result.StartTime, st.Reported, want)
+				}
+			}
+		})
+	}
+}
