@@ -31,7 +31,7 @@ e2e: ## Multi-host tests: real outpost processes in network namespaces (root)
 bench: ## Run the benchmarks and print the tables (README has the latest)
 	./scripts/bench.sh
 
-bench-ota: build ## The 10,000-node OTA benchmark: hub, 100 sites, simulated nodes in a namespace (root; ~10 min, ~20 GiB)
+bench-ota: build ## The 10,000-node OTA benchmark: hub, 100 sites, simulated nodes in a namespace (root; ~10 min, ~16 GiB)
 	$(GO) build -o bin/otascale ./e2e/otascale
 	./bin/otascale run -outpost $(BIN)
 
