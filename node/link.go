@@ -341,6 +341,9 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	revoked := n.revokedNames(ctx)
 	now := time.Now()
 	n.siteClock.mark(n.group.Status().Term, rep.Site, now)
+	if first := n.assignFirst(ctx, rep.Site, rep.OTA); first != nil {
+		return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked, OTA: first}
+	}
 	versions := map[string]bool{}
 	// The Nodes are written concurrently, so that Raft commits them
 	// together: a site's nodes joined together and fall due for their

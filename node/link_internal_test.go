@@ -9,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/ota"
+	"github.com/outpost-mesh/outpost/ota/control"
 )
 
 // TestLinkReportSendsTheRosterOnChange checks the site link's report: the
@@ -17,21 +19,7 @@ import (
 // brings it back.
 func TestLinkReportSendsTheRosterOnChange(t *testing.T) {
 	t.Parallel()
-	cfg := DefaultConfig()
-	cfg.Name, cfg.DataDir = "node-1", t.TempDir()
-	cfg.APIAddr, cfg.BindAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1", ""
-	cfg.QUICPort, cfg.GossipPort = 0, 0
-	cfg.TuneRaft = func(c *consensus.Config) {
-		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
-	}
-	n, err := New(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- n.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	n, ctx := startHubForLinkTest(t)
 	store := n.group.Store()
 	var obj *consensus.Object
 	for deadline := time.Now().Add(30 * time.Second); obj == nil; {
@@ -84,5 +72,76 @@ func TestLinkReportSendsTheRosterOnChange(t *testing.T) {
 	}
 	if !found {
 		t.Fatalf("the report's roster %+v lacks node-1 at version v-test", r.Nodes)
+	}
+}
+
+// startHubForLinkTest runs a hub of one node (node-1) until the test ends.
+func startHubForLinkTest(t *testing.T) (*Node, context.Context) {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.Name, cfg.DataDir = "node-1", t.TempDir()
+	cfg.APIAddr, cfg.BindAddr, cfg.RegistryAddr = "127.0.0.1:0", "127.0.0.1", ""
+	cfg.QUICPort, cfg.GossipPort = 0, 0
+	cfg.TuneRaft = func(c *consensus.Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 50*time.Millisecond, 50*time.Millisecond, 50*time.Millisecond
+	}
+	n, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return n, ctx
+}
+
+// TestAssignFirstOncePerSiteAndTask checks that a site's report is
+// answered at once with a task the site has not heard of, once: the next
+// report that still lacks it takes the usual path, and a site that holds
+// the task is not answered early again.
+func TestAssignFirstOncePerSiteAndTask(t *testing.T) {
+	t.Parallel()
+	n, ctx := startHubForLinkTest(t)
+	store := n.group.Store()
+	node := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "edge-a1", Labels: map[string]string{"outpost.dev/site": "a"}}}
+	_ = node.SetStatus(NodeStatus{Site: "a", State: "alive"})
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t1"}}
+	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}})
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub did not take writes within 30s: %v", err)
+		}
+		if _, err = store.CreateWithStatus(ctx, &NodeKind, node); err == nil {
+			break
+		}
+	}
+	if _, err := store.Create(ctx, &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	var first *otaLinkReply
+	for deadline := time.Now().Add(30 * time.Second); first == nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no assignment for site a within 30s")
+		}
+		first = n.assignFirst(ctx, "a", &otaLinkReport{})
+	}
+	if len(first.Assignments) != 1 || first.Assignments[0].Spec == nil || first.Acked != nil {
+		t.Fatalf("first reply %+v: want the one assignment with its spec, nothing acknowledged", first)
+	}
+	uid := first.Assignments[0].UID
+	if again := n.assignFirst(ctx, "a", &otaLinkReport{}); again != nil {
+		t.Fatalf("a second report lacking the task was answered early again: %+v", again)
+	}
+	have := control.SiteState{uid: first.Assignments[0].Version}
+	if held := n.assignFirst(ctx, "a", &otaLinkReport{Have: have}); held != nil {
+		t.Fatalf("a site holding the task was answered early: %+v", held)
+	}
+	n.firstMu.Lock()
+	left := len(n.firstSent["a"])
+	n.firstMu.Unlock()
+	if left != 0 {
+		t.Errorf("%d tasks still remembered for site a after it took them in", left)
 	}
 }

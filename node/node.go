@@ -59,13 +59,18 @@ type Node struct {
 	// roster, and (hub members) the rosters sites report.
 	siteRoster, hubRoster rosterCache
 	siteClock             siteClock // hub leader: when each site last reported
-	reg                   *prometheus.Registry
-	started               time.Time
-	images                *imageCache          // nil: no image cache (an edge node with the mirror off)
-	tunnels               *tunnel.Hub          // hub members: proxy clusters' reverse tunnels (tunnel.go)
-	clusterCtl            *clusters.Controller // hub members: the cluster controller (clusters.go)
-	edgeAgent             *edgeAgent           // site nodes with --cluster: the cluster's tunnel agent (tunnel.go)
-	access                accessState          // hub members: audit log, task signing key (audit.go, otagrant.go)
+	// firstMu guards firstSent: the tasks whose assignment assignFirst
+	// sent to a site ahead of its report's writes, by site and task UID,
+	// until the site holds them.
+	firstMu    sync.Mutex
+	firstSent  map[string]map[string]bool
+	reg        *prometheus.Registry
+	started    time.Time
+	images     *imageCache          // nil: no image cache (an edge node with the mirror off)
+	tunnels    *tunnel.Hub          // hub members: proxy clusters' reverse tunnels (tunnel.go)
+	clusterCtl *clusters.Controller // hub members: the cluster controller (clusters.go)
+	edgeAgent  *edgeAgent           // site nodes with --cluster: the cluster's tunnel agent (tunnel.go)
+	access     accessState          // hub members: audit log, task signing key (audit.go, otagrant.go)
 
 	warm memberWarmer // site leader: connections to its members (otawarm.go)
 }

@@ -226,6 +226,53 @@ func (n *Node) otaInbox(ctx context.Context, reply *otaLinkReply) error {
 	return n.otaSite.Acked(ctx, reply.Acked)
 }
 
+// assignFirst answers a site's report at once, writing nothing, when the
+// hub has a task the site has not heard of (an assignment with its spec):
+// the report's own writes (due lastSeen refreshes, results) would wait at
+// the hub behind the new task's thousands, and the site's devices with
+// them. Once per site and task: a reply with assignments makes the site
+// report again at once, and that report is written and acknowledged as
+// usual. Nil when there is no such task.
+func (n *Node) assignFirst(ctx context.Context, site string, rep *otaLinkReport) *otaLinkReply {
+	if rep == nil || n.otaHub == nil {
+		return nil
+	}
+	as := n.otaHub.Assignments(site, rep.Have)
+	n.firstMu.Lock()
+	sent := n.firstSent[site]
+	for uid := range sent {
+		if _, ok := rep.Have[uid]; ok {
+			delete(sent, uid) // the site holds it now
+		}
+	}
+	fresh := false
+	for _, a := range as {
+		if a.Spec != nil && !sent[a.UID] {
+			fresh = true
+		}
+	}
+	if fresh {
+		if sent == nil {
+			sent = map[string]bool{}
+			if n.firstSent == nil {
+				n.firstSent = map[string]map[string]bool{}
+			}
+			n.firstSent[site] = sent
+		}
+		for _, a := range as {
+			if a.Spec != nil {
+				sent[a.UID] = true
+			}
+		}
+	}
+	n.firstMu.Unlock()
+	if !fresh {
+		return nil
+	}
+	n.logs.deliver(rep.Logs) // the site does not send them again
+	return &otaLinkReply{Assignments: n.signAssignments(ctx, site, as), LogRequests: n.logs.take(site)}
+}
+
 // otaExchange is the hub's side: ingest a site's results and answer with
 // its assignments.
 func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport) (*otaLinkReply, error) {
