@@ -341,8 +341,12 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	revoked := n.revokedNames(ctx)
 	now := time.Now()
 	n.siteClock.mark(n.group.Status().Term, rep.Site, now)
-	if first := n.assignFirst(ctx, rep.Site, rep.OTA); first != nil {
-		return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked, OTA: first}
+	// Only a report whose roster is as last sent may skip its writes: the
+	// site sends a changed roster once.
+	if rep.SameNodes {
+		if first := n.assignFirst(ctx, rep.Site, rep.OTA); first != nil {
+			return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked, OTA: first}
+		}
 	}
 	versions := map[string]bool{}
 	// The Nodes are written concurrently, so that Raft commits them

@@ -11,6 +11,7 @@ import (
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
 	"github.com/outpost-mesh/outpost/ota/control"
+	"github.com/outpost-mesh/outpost/transport"
 )
 
 // TestLinkReportSendsTheRosterOnChange checks the site link's report: the
@@ -99,7 +100,8 @@ func startHubForLinkTest(t *testing.T) (*Node, context.Context) {
 // TestAssignFirstOncePerSiteAndTask checks that a site's report is
 // answered at once with a task the site has not heard of, once: the next
 // report that still lacks it takes the usual path, and a site that holds
-// the task is not answered early again.
+// the task is not answered early again. A report that carries a changed
+// roster is never answered early: its nodes are written.
 func TestAssignFirstOncePerSiteAndTask(t *testing.T) {
 	t.Parallel()
 	n, ctx := startHubForLinkTest(t)
@@ -120,12 +122,24 @@ func TestAssignFirstOncePerSiteAndTask(t *testing.T) {
 	if _, err := store.Create(ctx, &ota.TaskKind, task); err != nil {
 		t.Fatal(err)
 	}
-	var first *otaLinkReply
-	for deadline := time.Now().Add(30 * time.Second); first == nil; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); len(n.otaHub.Assignments("a", nil)) == 0; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no assignment for site a within 30s")
 		}
-		first = n.assignFirst(ctx, "a", &otaLinkReport{})
+	}
+	// A roster change goes through the usual path, assignment included.
+	roster := &linkReport{Site: "a", Leader: "edge-a1", OTA: &otaLinkReport{},
+		Nodes: []linkNode{{Name: "edge-a2", Status: NodeStatus{Site: "a", State: "alive"}}}}
+	reply := n.acceptReport(ctx, transport.Peer{Name: "edge-a1", Site: "a"}, roster)
+	if reply.Error != "" || reply.OTA == nil || len(reply.OTA.Assignments) != 1 {
+		t.Fatalf("reply to a roster change: %+v", reply)
+	}
+	if _, err := store.Get(ctx, &NodeKind, "", "edge-a2", consensus.ReadOptions{}); err != nil {
+		t.Fatalf("the roster's new node was not written: %v", err)
+	}
+	first := n.assignFirst(ctx, "a", &otaLinkReport{})
+	if first == nil {
+		t.Fatal("a report without the task was not answered early")
 	}
 	if len(first.Assignments) != 1 || first.Assignments[0].Spec == nil || first.Acked != nil {
 		t.Fatalf("first reply %+v: want the one assignment with its spec, nothing acknowledged", first)

@@ -227,7 +227,8 @@ func (n *Node) otaInbox(ctx context.Context, reply *otaLinkReply) error {
 }
 
 // assignFirst answers a site's report at once, writing nothing, when the
-// hub has a task the site has not heard of (an assignment with its spec):
+// hub has a task the site has not heard of (an assignment with its spec;
+// acceptReport asks only for a report whose roster is unchanged):
 // the report's own writes (due lastSeen refreshes, results) would wait at
 // the hub behind the new task's thousands, and the site's devices with
 // them. Once per site and task: a reply with assignments makes the site
