@@ -198,9 +198,7 @@ func (s *LogStore) loadIndexes() error {
 
 // Close closes the Badger database.
 func (s *LogStore) Close() error {
-	if s.pacer != nil {
-		s.pacer.Stop()
-	}
+	s.pacer.Stop()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close badger %s: %w", s.dir, err)
 	}

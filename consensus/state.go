@@ -83,9 +83,7 @@ func openState(dir string, logger *slog.Logger, fp Footprint) (*state, error) {
 }
 
 func (s *state) close() error {
-	if s.pacer != nil {
-		s.pacer.Stop()
-	}
+	s.pacer.Stop()
 	return s.db.Close()
 }
 

@@ -206,7 +206,7 @@ func (s *Store) UpdateWithStatus(ctx context.Context, k *Kind, obj *Object) (*Ob
 	if err != nil {
 		return nil, err
 	}
-	return s.updateCmd(ctx, k, obj, cur, obj.Revision(), true)
+	return s.UpdateWithStatusFrom(ctx, k, obj, cur)
 }
 
 // UpdateWithStatusFrom is UpdateWithStatus for a caller that has just

@@ -284,7 +284,7 @@ func (g *Gossip) Member(name string) (Member, bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m, ok := g.members.get(name)
-	if ok && (m.State == Dead || m.State == Left) && name != g.members.self && time.Since(m.Since) > g.members.retention {
+	if ok && g.members.expired(name, m.State, m.Since, time.Now()) {
 		return Member{}, false // pruned at the next Members
 	}
 	return m, ok

@@ -179,10 +179,16 @@ func (t *table) refuted(name string, now time.Time, grace time.Duration) []Event
 // retention. The local member is never pruned.
 func (t *table) prune(now time.Time) {
 	for name, e := range t.members {
-		if (e.State == Dead || e.State == Left) && name != t.self && now.Sub(e.Since) > t.retention {
+		if t.expired(name, e.State, e.Since, now) {
 			delete(t.members, name)
 		}
 	}
+}
+
+// expired reports whether a member in state since then is past the
+// retention: Dead or Left for longer, and not the local member.
+func (t *table) expired(name string, state State, since, now time.Time) bool {
+	return (state == Dead || state == Left) && name != t.self && now.Sub(since) > t.retention
 }
 
 // get returns a copy of the member called name.

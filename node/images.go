@@ -343,9 +343,7 @@ func (c *imageCache) closeAll() error {
 	if c.store != nil {
 		errs = append(errs, c.store.Close())
 	}
-	if c.pacer != nil {
-		c.pacer.Stop()
-	}
+	c.pacer.Stop()
 	if c.db != nil {
 		errs = append(errs, c.db.Close())
 	}

@@ -37,8 +37,12 @@ func Start(db *badger.DB, interval time.Duration, log *slog.Logger) *Pacer {
 	return p
 }
 
-// Stop ends the Pacer and waits for a compaction under way to finish.
+// Stop ends the Pacer and waits for a compaction under way to finish. A
+// nil Pacer (a store Badger compacts) has nothing to stop.
 func (p *Pacer) Stop() {
+	if p == nil {
+		return
+	}
 	close(p.stop)
 	<-p.done
 }

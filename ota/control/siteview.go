@@ -3,6 +3,8 @@ package control
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -201,15 +203,27 @@ func (v *siteView) activeRuns(uid string) ([]viewRun, error) {
 	if !v.ready {
 		return nil, errViewNotReady
 	}
-	var out []viewRun
-	for _, r := range v.runs[uid] {
+	return copyRuns(func(r *viewRun) bool {
 		switch r.st.Result.Phase {
 		case ota.DeviceQueued, ota.DeviceRunning, "":
-			out = append(out, *r)
+			return true
+		}
+		return false
+	}, v.runs[uid]), nil
+}
+
+// copyRuns returns copies of the runs that keep selects, sorted by name.
+func copyRuns(keep func(*viewRun) bool, byNames ...map[string]*viewRun) []viewRun {
+	var out []viewRun
+	for _, byName := range byNames {
+		for _, r := range byName {
+			if keep(r) {
+				out = append(out, *r)
+			}
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].obj.Name < out[j].obj.Name })
-	return out, nil
+	return out
 }
 
 // run returns a copy of one run.
@@ -234,15 +248,9 @@ func (v *siteView) unreported(limit int) ([]viewRun, error) {
 	if !v.ready {
 		return nil, errViewNotReady
 	}
-	var out []viewRun
-	for _, byName := range v.runs {
-		for _, r := range byName {
-			if r.st.Result.Phase != "" && r.st.Result.Phase != r.st.Reported {
-				out = append(out, *r)
-			}
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].obj.Name < out[j].obj.Name })
+	out := copyRuns(func(r *viewRun) bool {
+		return r.st.Result.Phase != "" && r.st.Result.Phase != r.st.Reported
+	}, slices.Collect(maps.Values(v.runs))...)
 	if len(out) > limit {
 		out = out[:limit]
 	}
