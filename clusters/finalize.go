@@ -2,6 +2,7 @@ package clusters
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -13,10 +14,13 @@ import (
 )
 
 // finalize cleans up after a Cluster being deleted, then removes the
-// finalizer so the object goes: the installers' cleanup first (it needs the
-// connection, through the tunnel for a proxy cluster), then the tunnel's
-// ports; the token is revoked from the moment deletion starts (VerifyToken
-// refuses a deleting Cluster) and goes with the object.
+// finalizer so the object goes. The order: the installers' cleanup first,
+// because it needs the connection (through the tunnel, for a proxy
+// cluster, whose agent stays accepted until then); then the cluster token
+// is revoked (its hash erased from the spec: the agent is refused from
+// then on); then the tunnel's ports are released (the agent is dropped);
+// then the finalizer goes. A failed step keeps the finalizer and is
+// retried with backoff; the steps done before it are idempotent.
 func (c *Controller) finalize(ctx context.Context, obj *consensus.Object) error {
 	if !slices.Contains(obj.Finalizers, Finalizer) {
 		c.forget(obj.Name)
@@ -36,6 +40,10 @@ func (c *Controller) finalize(ctx context.Context, obj *consensus.Object) error 
 			return fmt.Errorf("uninstall components of %s: %w", obj.Name, err)
 		}
 	}
+	obj, err := c.revokeToken(ctx, obj)
+	if err != nil {
+		return fmt.Errorf("revoke the cluster token of %s: %w", obj.Name, err)
+	}
 	if c.cfg.Tunnels != nil {
 		if err := c.cfg.Tunnels.Release(ctx, obj.Name); err != nil {
 			return fmt.Errorf("release tunnel of %s: %w", obj.Name, err)
@@ -49,6 +57,35 @@ func (c *Controller) finalize(ctx context.Context, obj *consensus.Object) error 
 	c.forget(obj.Name)
 	c.log.Info("cluster deleted", "cluster", obj.Name)
 	return nil
+}
+
+// revokeToken erases a deleting Cluster's token hash from its spec, so
+// that VerifyToken refuses its agent from now on, and returns the stored
+// object. A Cluster without a token hash is returned as it is. The other
+// secrets stay sealed as they are.
+func (c *Controller) revokeToken(ctx context.Context, obj *consensus.Object) (*consensus.Object, error) {
+	var spec map[string]any
+	if err := json.Unmarshal(obj.Spec, &spec); err != nil {
+		return obj, err
+	}
+	conn, _ := spec["connection"].(map[string]any)
+	if h, _ := conn["tokenHash"].(string); h == "" {
+		return obj, nil
+	}
+	// An empty secret clears the stored one; a missing one would keep it.
+	conn["tokenHash"] = ""
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		return obj, err
+	}
+	next := obj.DeepCopy()
+	next.Spec = raw
+	out, err := c.cfg.Store.Update(ctx, &ClusterKind, next)
+	if err != nil {
+		return obj, err
+	}
+	c.log.Info("cluster token revoked", "cluster", obj.Name)
+	return out, nil
 }
 
 // uninstall hands the installer the cluster with whatever connection can

@@ -33,6 +33,9 @@ type forwardTunnels struct {
 	conns     []net.Conn
 	released  []string
 	wg        sync.WaitGroup
+	// onRelease, when set, is called at the start of Release (without
+	// the lock), for tests of what has happened by then.
+	onRelease func(cluster string)
 }
 
 func (f *forwardTunnels) setConnected(v bool) {
@@ -89,6 +92,9 @@ func (f *forwardTunnels) serve(ln net.Listener) {
 }
 
 func (f *forwardTunnels) Release(_ context.Context, cluster string) error {
+	if f.onRelease != nil {
+		f.onRelease(cluster)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if ln := f.lns[cluster]; ln != nil {

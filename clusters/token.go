@@ -38,9 +38,11 @@ func HashToken(token string) string {
 }
 
 // VerifyToken checks an agent's token for cluster against the local
-// replica of store: the Cluster must exist, be a proxy cluster that is not
-// being deleted (deletion revokes the token) and hold the token's hash.
-// Every refusal is ErrBadToken; a store failure is returned as it is.
+// replica of store: the Cluster must exist, be a proxy cluster and hold
+// the token's hash. A Cluster being deleted keeps its token until the
+// finalizer has run the installers' cleanup (which reaches the cluster
+// through the agent) and erased the hash: that is the revocation. Every
+// refusal is ErrBadToken; a store failure is returned as it is.
 func VerifyToken(ctx context.Context, store *consensus.Store, cluster, token string) error {
 	obj, err := store.Get(ctx, &ClusterKind, "", cluster, consensus.ReadOptions{Stale: true})
 	if apierrors.IsNotFound(err) {
@@ -48,9 +50,6 @@ func VerifyToken(ctx context.Context, store *consensus.Store, cluster, token str
 	}
 	if err != nil {
 		return fmt.Errorf("verify token of cluster %s: %w", cluster, err)
-	}
-	if obj.DeletionTimestamp != nil {
-		return ErrBadToken
 	}
 	open, err := store.Unseal(&ClusterKind, obj)
 	if err != nil {

@@ -8,8 +8,8 @@ import (
 	"github.com/outpost-mesh/outpost/consensus"
 )
 
-// TestVerifyToken: only the token whose hash a live proxy Cluster holds
-// opens it; deletion revokes it.
+// TestVerifyToken: only the token whose hash a proxy Cluster holds opens
+// it; a deleting Cluster's token works until the finalizer revokes it.
 func TestVerifyToken(t *testing.T) {
 	store := newStore(t)
 	token, hash, err := NewToken()
@@ -42,8 +42,21 @@ func TestVerifyToken(t *testing.T) {
 	if _, err := store.Delete(t.Context(), &ClusterKind, "", "edge", 0, ""); err != nil {
 		t.Fatal(err)
 	}
+	// Deletion alone does not revoke it: the installers' cleanup reaches
+	// the cluster through the agent. The finalizer's revocation does.
+	if err := VerifyToken(t.Context(), store, "edge", token); err != nil {
+		t.Errorf("token of a cluster whose cleanup has not run: %v, want it valid", err)
+	}
+	c, err := New(testConfig(store))
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj, _ = store.Get(t.Context(), &ClusterKind, "", "edge", consensus.ReadOptions{})
+	if _, err := c.revokeToken(t.Context(), obj); err != nil {
+		t.Fatal(err)
+	}
 	if err := VerifyToken(t.Context(), store, "edge", token); !errors.Is(err, ErrBadToken) {
-		t.Errorf("token of a deleting cluster: %v, want ErrBadToken", err)
+		t.Errorf("token after revocation: %v, want ErrBadToken", err)
 	}
 }
 
