@@ -160,11 +160,7 @@ func (c *Controller) Run(ctx context.Context) error {
 // lead runs the queue, its feeders and the workers until leadership or ctx
 // is lost.
 func (c *Controller) lead(ctx context.Context) error {
-	limiter := workqueue.NewTypedMaxOfRateLimiter(
-		workqueue.NewTypedItemExponentialFailureRateLimiter[string](500*time.Millisecond, c.cfg.Resync),
-		workqueue.DefaultTypedControllerRateLimiter[string](),
-	)
-	q := workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{Name: "clusters"})
+	q := c.newQueue()
 	c.mu.Lock()
 	c.queue = q
 	c.mu.Unlock()
@@ -202,6 +198,21 @@ func (c *Controller) lead(ctx context.Context) error {
 		})
 	}
 	return eg.Wait()
+}
+
+// retryFirst is the wait before a failed reconcile's first retry; each
+// further failure doubles it, up to Resync.
+const retryFirst = 500 * time.Millisecond
+
+// newQueue is a term's work queue: per-cluster exponential backoff on
+// failures (retryFirst doubling up to Resync) under client-go's overall
+// 10 qps bucket.
+func (c *Controller) newQueue() workqueue.TypedRateLimitingInterface[string] {
+	limiter := workqueue.NewTypedMaxOfRateLimiter(
+		workqueue.NewTypedItemExponentialFailureRateLimiter[string](retryFirst, c.cfg.Resync),
+		workqueue.DefaultTypedControllerRateLimiter[string](),
+	)
+	return workqueue.NewTypedRateLimitingQueueWithConfig(limiter, workqueue.TypedRateLimitingQueueConfig[string]{Name: "clusters"})
 }
 
 // Enqueue asks for a reconcile of Cluster name now, as when its agent
