@@ -197,6 +197,9 @@ hub's tunnel port, with TLS verified end to end against the edge API server
 			if _, err := clientcmd.Load(kc); err != nil {
 				return fmt.Errorf("the hub sent no kubeconfig: %w", err)
 			}
+			if loopbackOnly(kc, c.server) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: cluster %s's tunnel port is bound on the hub leader's loopback (spec.externalKubeAPIEnabled is false), so this kubeconfig works on the hub leader only; to use it from here, set spec.externalKubeAPIEnabled: true (outpost apply) or create the cluster with --external\n", args[0])
+			}
 			if file == "" || file == "-" {
 				_, err = cmd.OutOrStdout().Write(kc)
 				return err
@@ -210,6 +213,33 @@ hub's tunnel port, with TLS verified end to end against the edge API server
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "write the kubeconfig to this file (mode 0600) instead of stdout")
 	return cmd
+}
+
+// loopbackOnly reports whether kubeconfig kc reaches its cluster at a
+// loopback address while the hub's API is elsewhere: the kubeconfig of a
+// proxy cluster whose tunnel port the hub leader binds on its loopback
+// only, of no use on another machine.
+func loopbackOnly(kc []byte, hubServer string) bool {
+	cfg, err := clientcmd.Load(kc)
+	if err != nil {
+		return false
+	}
+	ctx := cfg.Contexts[cfg.CurrentContext]
+	if ctx == nil || cfg.Clusters[ctx.Cluster] == nil {
+		return false
+	}
+	isLoopback := func(raw string) bool {
+		u, err := url.Parse(raw)
+		if err != nil {
+			return false
+		}
+		if u.Hostname() == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(u.Hostname())
+		return ip != nil && ip.IsLoopback()
+	}
+	return isLoopback(cfg.Clusters[ctx.Cluster].Server) && !isLoopback(hubServer)
 }
 
 func newClusterAgentManifestCommand(g *globals) *cobra.Command {

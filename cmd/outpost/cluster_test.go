@@ -138,11 +138,41 @@ func TestNodeClusterFlags(t *testing.T) {
 		{[]string{"--cluster", "store-1", "--kubeconfig", "/x"}, "--cluster-token"},
 		{[]string{"--kubeconfig", "/x"}, "give --cluster NAME"},
 		{[]string{"--cluster-grace", "0s"}, "--cluster-grace"},
+		{[]string{"--cluster-workers", "0"}, "--cluster-workers"},
+		{[]string{"--tunnel-ports", "17000"}, "--tunnel-ports"},
+		{[]string{"--tunnel-ports", "17999-17000"}, "--tunnel-ports"},
+		{[]string{"--tunnel-ports", "high-low"}, "--tunnel-ports"},
 		{[]string{"--cluster-resync", "-1s"}, "--cluster-resync"},
 	} {
 		args := append([]string{"node", "--data-dir", t.TempDir(), "--api-addr", "127.0.0.1:0", "--registry-addr", ""}, tc.args...)
 		if r := runCLI(t, bin, "", args...); r.code == 0 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("outpost node %s: exit %d, stderr %q; want a refusal naming %s", strings.Join(tc.args, " "), r.code, r.stderr, tc.want)
+		}
+	}
+}
+
+// TestLoopbackOnly: `outpost cluster kubeconfig` warns when the kubeconfig
+// reaches a tunnel port on the hub leader's loopback from a machine that
+// reached the hub elsewhere.
+func TestLoopbackOnly(t *testing.T) {
+	t.Parallel()
+	kc := func(server string) []byte {
+		return []byte("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"" + server +
+			"\"}\ncontexts:\n- name: c\n  context: {cluster: c, user: u}\nusers:\n- name: u\n  user: {token: t}\ncurrent-context: c\n")
+	}
+	for _, tc := range []struct {
+		server, hub string
+		want        bool
+	}{
+		{"https://127.0.0.1:17000", "https://hub.example.net:7000", true},
+		{"https://127.0.0.1:17000", "https://10.1.2.3:7000", true},
+		{"https://localhost:17000", "https://10.1.2.3:7000", true},
+		{"https://127.0.0.1:17000", "https://127.0.0.1:7000", false},
+		{"https://10.1.2.3:17000", "https://10.1.2.3:7000", false},
+		{"https://api.factory-a.example:6443", "https://hub.example.net:7000", false},
+	} {
+		if got := loopbackOnly(kc(tc.server), tc.hub); got != tc.want {
+			t.Errorf("loopbackOnly(server %s, hub %s) = %v, want %v", tc.server, tc.hub, got, tc.want)
 		}
 	}
 }
