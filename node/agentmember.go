@@ -60,6 +60,7 @@ func NewAgent(cfg Config, store RunStore, logger *slog.Logger) (a *Agent, err er
 	if a.agent, err = newAgentService(cfg.DataDir, cfg.OTAPolicy, a.id, store, a.log); err != nil {
 		return a, err
 	}
+	a.agent.report = a.deliverRefusals // otarefusal_site.go
 	tc := transport.DefaultConfig()
 	tc.BindAddr = net.JoinHostPort(cfg.BindAddr, fmt.Sprint(cfg.QUICPort))
 	if cfg.QUICPort != 0 {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -26,9 +27,6 @@ const (
 const (
 	// auditPruneInterval is how often the hub leader prunes the log.
 	auditPruneInterval = time.Minute
-	// auditQueue bounds the events waiting to be written in the
-	// background (dispatches, refusals reported by sites).
-	auditQueue = 4096
 	// auditWriteTimeout bounds writing one event.
 	auditWriteTimeout = 5 * time.Second
 	// labelAuditUser carries the event's user, for `outpost audit --user`.
@@ -76,25 +74,27 @@ var AuditEventKind = consensus.Kind{
 	},
 }
 
-// auditLog writes AuditEvents to the hub's Raft group. API calls are
-// recorded before their answer is complete, by the member that serves them
-// (the leader: followers forward every write and every refusal), so an
-// acknowledged write has its event in Raft. Events of the mesh itself are
-// queued and written in the background.
+// auditLog writes AuditEvents to the hub's Raft group, each before what
+// it records is answered, so nothing is held in a member's memory that a
+// change of leader could lose. API calls are recorded before their answer
+// is complete, by the member that serves them (the leader: followers
+// forward every write and every refusal), so an acknowledged write has
+// its event in Raft. A task's dispatch is recorded before its assignment
+// leaves the hub (otagrant.go), and a site's refusals before the hub tells
+// the site it has them (otarefusal_site.go).
 type auditLog struct {
 	store     *consensus.Store
 	isLeader  func() bool
 	log       *slog.Logger
 	maxAge    time.Duration
 	maxEvents int
-	queue     chan AuditEventSpec
 	now       func() time.Time
 }
 
 func newAuditLog(store *consensus.Store, isLeader func() bool, maxAge time.Duration, maxEvents int, logger *slog.Logger) *auditLog {
 	return &auditLog{
 		store: store, isLeader: isLeader, log: logger.With("component", "audit"),
-		maxAge: maxAge, maxEvents: maxEvents, queue: make(chan AuditEventSpec, auditQueue), now: time.Now,
+		maxAge: maxAge, maxEvents: maxEvents, now: time.Now,
 	}
 }
 
@@ -108,22 +108,6 @@ func (l *auditLog) record(ctx context.Context, ev AuditEventSpec) {
 	defer cancel()
 	if err := l.write(ctx, ev); err != nil {
 		l.log.Warn("audit event not written", "user", ev.User, "verb", ev.Verb, "resource", ev.Resource, "name", ev.Name, "err", err)
-	}
-}
-
-// enqueue hands ev to the background writer; a full queue drops it, with
-// a warning, rather than hold up the mesh.
-func (l *auditLog) enqueue(ev AuditEventSpec) {
-	if l == nil {
-		return
-	}
-	if ev.Time.IsZero() {
-		ev.Time = metav1.NewTime(l.now())
-	}
-	select {
-	case l.queue <- ev:
-	default:
-		l.log.Warn("audit queue full; event dropped", "user", ev.User, "verb", ev.Verb, "name", ev.Name)
 	}
 }
 
@@ -160,8 +144,8 @@ func auditUserLabel(u string) string {
 	return strings.Trim(v, "._-")
 }
 
-// run writes queued events and prunes the log by age and count while this
-// member leads, until ctx ends.
+// run prunes the log by age and count while this member leads, until ctx
+// ends.
 func (l *auditLog) run(ctx context.Context) error {
 	t := time.NewTicker(auditPruneInterval)
 	defer t.Stop()
@@ -169,11 +153,9 @@ func (l *auditLog) run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case ev := <-l.queue:
-			l.drain(ctx, ev)
 		case <-t.C:
 			if l.isLeader() {
-				if err := l.prune(ctx); err != nil && ctx.Err() == nil {
+				if err := l.prune(ctx, l.now()); err != nil && ctx.Err() == nil {
 					l.log.Warn("prune the audit log", "err", err)
 				}
 			}
@@ -181,37 +163,16 @@ func (l *auditLog) run(ctx context.Context) error {
 	}
 }
 
-// drain writes ev and whatever else is queued, concurrently, so their
-// Raft proposals share batches.
-func (l *auditLog) drain(ctx context.Context, first AuditEventSpec) {
-	batch := []AuditEventSpec{first}
-	for len(batch) < 256 {
-		select {
-		case ev := <-l.queue:
-			batch = append(batch, ev)
-			continue
-		default:
-		}
-		break
-	}
-	var eg errgroup.Group
-	eg.SetLimit(64)
-	for _, ev := range batch {
-		eg.Go(func() error { l.record(ctx, ev); return nil })
-	}
-	_ = eg.Wait()
-}
-
-// prune deletes events older than maxAge, then the oldest beyond
+// prune deletes events older than maxAge at now, then the oldest beyond
 // maxEvents.
-func (l *auditLog) prune(ctx context.Context) error {
+func (l *auditLog) prune(ctx context.Context, now time.Time) error {
 	list, err := l.store.List(ctx, &AuditEventKind, "", nil, consensus.ReadOptions{Stale: true})
 	if err != nil {
 		return err
 	}
 	items := list.Items
 	sort.Slice(items, func(i, j int) bool { return items[i].CreationTimestamp.Before(&items[j].CreationTimestamp) })
-	cutoff := l.now().Add(-l.maxAge)
+	cutoff := now.Add(-l.maxAge)
 	var drop []*consensus.Object
 	for i, o := range items {
 		if (l.maxAge > 0 && o.CreationTimestamp.Time.Before(cutoff)) || (l.maxEvents > 0 && len(items)-i > l.maxEvents) {
@@ -333,11 +294,14 @@ func (a *apiServer) refuseUnauthenticated(w http.ResponseWriter, r *http.Request
 	a.refuse(w, r, err, ev)
 }
 
-// accessState is a hub member's share of access control: the audit log
-// and the key that signs task grants (otagrant.go).
+// accessState is a node's share of access control: on hub members the
+// audit log and the key that signs task grants (otagrant.go); on every
+// node the lock that orders its site's refusal records
+// (otarefusal_site.go).
 type accessState struct {
-	audit  *auditLog
-	grants grantSigner
+	audit     *auditLog
+	grants    grantSigner
+	refusalMu sync.Mutex
 }
 
 // newAccess wires the audit log and the admin calls (backup) into a hub
@@ -348,8 +312,8 @@ func (n *Node) newAccess() {
 	n.api.admin = n.adminHandler()
 }
 
-// runAccess restores a prepared backup (backup.go), then writes the audit
-// log and prunes it while this member leads, until ctx ends.
+// runAccess restores a prepared backup (backup.go), then prunes the audit
+// log while this member leads, until ctx ends.
 func (n *Node) runAccess(ctx context.Context) error {
 	if err := n.restorePending(ctx); err != nil {
 		return err

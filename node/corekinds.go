@@ -137,7 +137,7 @@ func validateAccessToken(obj *consensus.Object) field.ErrorList {
 func CoreKinds() *consensus.Registry {
 	r := consensus.NewRegistry()
 	r.MustRegister(NodeKind, SiteKind, AccessTokenKind, AuditEventKind, JoinTokenKind, MemberKind, SecretKind, RevocationKind,
-		ota.TaskKind, ota.DeviceResultKind, control.SiteTaskKind, control.DeviceRunKind,
+		ota.TaskKind, ota.DeviceResultKind, control.SiteTaskKind, control.DeviceRunKind, GrantRefusalKind,
 		clusters.ClusterKind)
 	return r
 }

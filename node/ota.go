@@ -25,6 +25,7 @@ func (n *Node) newOTA() error {
 	if err != nil {
 		return err
 	}
+	n.agent.report = n.deliverRefusals // otarefusal_site.go
 	n.otaSite, err = control.NewSite(control.SiteConfig{
 		Site: n.id.Site, Store: n.group.Store(), Runner: otaRunner{n}, Alive: n.memberAlive,
 		IsLeader: n.group.IsLeader, Logger: n.log,
@@ -76,7 +77,7 @@ type otaRunner struct{ n *Node }
 func (r otaRunner) Run(ctx context.Context, node string, req control.RunRequest) (ota.DeviceResultStatus, error) {
 	n := r.n
 	if node == n.id.Name {
-		return n.agent.run(ctx, req)
+		return n.agent.run(ctx, req, refusalCaller{peer: n.id.Site + "/" + n.id.Name})
 	}
 	var resp otaRunResponse
 	if err := n.callMember(ctx, node, methodOTARun, req, &resp); err != nil {
@@ -169,7 +170,7 @@ func (a *agentService) serveRun(ctx context.Context, s *transport.Stream) {
 	} else if req.Node != a.id.Name {
 		resp.Error = fmt.Sprintf("run for node %s reached node %s", req.Node, a.id.Name)
 	} else {
-		st, err := a.run(ctx, req)
+		st, err := a.run(ctx, req, refusalCaller{peer: peer.Site + "/" + peer.Name, source: peerHost(peer)})
 		if err != nil {
 			resp.Error = err.Error()
 		}
@@ -183,6 +184,9 @@ type otaLinkReport struct {
 	Have    control.SiteState      `json:"have,omitempty"`
 	Results []control.DeviceReport `json:"results,omitempty"`
 	Logs    []logReply             `json:"logs,omitempty"`
+	// Refusals are run requests the site's nodes refused for their grant
+	// (otarefusal.go), for the audit log.
+	Refusals []GrantRefusal `json:"refusals,omitempty"`
 }
 
 // otaLinkReply is the OTA part of the hub's answer.
@@ -190,6 +194,8 @@ type otaLinkReply struct {
 	Assignments []control.Assignment   `json:"assignments,omitempty"`
 	Acked       []control.DeviceReport `json:"acked,omitempty"`
 	LogRequests []logRequest           `json:"logRequests,omitempty"`
+	// RefusalsAudited are the refusals the hub wrote to its audit log.
+	RefusalsAudited []refusalAck `json:"refusalsAudited,omitempty"`
 }
 
 // otaOutbox gathers what the site leader sends the hub.
@@ -202,11 +208,15 @@ func (n *Node) otaOutbox(ctx context.Context) (*otaLinkReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	refusals, err := n.refusalStore().pending(ctx) // otarefusal_site.go
+	if err != nil {
+		return nil, err
+	}
 	n.outLogsMu.Lock()
 	logs := n.outLogs
 	n.outLogs = nil
 	n.outLogsMu.Unlock()
-	return &otaLinkReport{Have: have, Results: results, Logs: logs}, nil
+	return &otaLinkReport{Have: have, Results: results, Logs: logs, Refusals: refusals}, nil
 }
 
 // otaInbox applies the hub's answer at the site.
@@ -221,6 +231,9 @@ func (n *Node) otaInbox(ctx context.Context, reply *otaLinkReply) error {
 		n.outLogsMu.Unlock()
 	}
 	if err := n.otaSite.Accept(ctx, reply.Assignments); err != nil {
+		return err
+	}
+	if err := n.refusalStore().ack(ctx, reply.RefusalsAudited); err != nil { // otarefusal_site.go
 		return err
 	}
 	return n.otaSite.Acked(ctx, reply.Acked)
@@ -281,12 +294,12 @@ func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport)
 		return nil, nil
 	}
 	n.logs.deliver(rep.Logs)
-	n.auditRefusedGrants(site, rep.Results) // otagrant.go
+	audited := n.access.audit.auditRefusals(ctx, site, rep.Refusals) // otarefusal_site.go
 	if err := n.otaHub.Ingest(ctx, site, rep.Results); err != nil {
 		return nil, err
 	}
 	as := n.signAssignments(ctx, site, n.otaHub.Assignments(site, rep.Have)) // otagrant.go: every device run is signed
-	return &otaLinkReply{Assignments: as, Acked: rep.Results, LogRequests: n.logs.take(site)}, nil
+	return &otaLinkReply{Assignments: as, Acked: rep.Results, LogRequests: n.logs.take(site), RefusalsAudited: audited}, nil
 }
 
 // runHubSiteOTA is the hub site's link to its own controller: the hub

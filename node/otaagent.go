@@ -36,6 +36,11 @@ type agentService struct {
 	blobs agent.BlobOpener
 	// grants remembers the hub's grants this agent accepted (otagrant.go).
 	grants *grant.Guard
+	// refusals counts the run requests refused for their grant until
+	// report hands them to the site (otarefusal.go); a nil report keeps
+	// them here, bounded.
+	refusals *refusalBook
+	report   func(context.Context, []GrantRefusal) error
 
 	// admitMu serializes admitRun.
 	admitMu sync.Mutex
@@ -69,7 +74,10 @@ func newAgentService(dataDir string, pol agent.Policy, id *identity, store RunSt
 	if err != nil {
 		return nil, err
 	}
-	return &agentService{dir: dir, policy: pol, id: id, store: store, log: logger, grants: grants, running: map[string]*agentRun{}}, nil
+	return &agentService{
+		dir: dir, policy: pol, id: id, store: store, log: logger, grants: grants,
+		refusals: newRefusalBook(maxHeldRefusals), running: map[string]*agentRun{},
+	}, nil
 }
 
 // Run owns the device runs until ctx ends; on return every run has ended
@@ -79,6 +87,9 @@ func (a *agentService) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.eg, a.ctx = eg, ctx
 	a.mu.Unlock()
+	if a.report != nil {
+		eg.Go(func() error { return a.reportRefusals(ctx, a.report) }) // otarefusal.go
+	}
 	<-ctx.Done()
 	a.mu.Lock()
 	a.eg = nil
@@ -87,10 +98,11 @@ func (a *agentService) Run(ctx context.Context) error {
 }
 
 // run returns the device's result: the stored one, the one of a run in
-// progress once it ends, or that of a new run.
-func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.DeviceResultStatus, error) {
+// progress once it ends, or that of a new run. from is who asked, for the
+// audit of a refusal.
+func (a *agentService) run(ctx context.Context, req control.RunRequest, from refusalCaller) (ota.DeviceResultStatus, error) {
 	key := runKey(req.UID, req.Attempt)
-	r, st, err := a.admitRun(req, key)
+	r, st, err := a.admitRun(req, key, from)
 	if r == nil {
 		return st, err
 	}
@@ -108,10 +120,11 @@ func (a *agentService) run(ctx context.Context, req control.RunRequest) (ota.Dev
 // leader's second request for a run (its first stream broke) never finds
 // the grant recorded but the run not yet started, and takes it for a
 // replay.
-func (a *agentService) admitRun(req control.RunRequest, key string) (*agentRun, ota.DeviceResultStatus, error) {
+func (a *agentService) admitRun(req control.RunRequest, key string, from refusalCaller) (*agentRun, ota.DeviceResultStatus, error) {
 	a.admitMu.Lock()
 	defer a.admitMu.Unlock()
 	if err := a.admit(req, key); err != nil { // otagrant.go: only the hub's grants run
+		a.refuse(req, from, err) // otarefusal.go: audited at the hub
 		return nil, failed(req, grant.Reason, err.Error()), nil
 	}
 	if st, ok, err := a.store.Result(key); err != nil || ok {

@@ -64,8 +64,10 @@ func (n *Node) grantKey() (crypto.Signer, error) {
 
 // signAssignments gives every device an assignment starts (its devices
 // when it carries the spec, and a retry's devices) a grant signed by the
-// hub, and audits the dispatch. An assignment that cannot be signed is
-// left out: the site asks again at its next report.
+// hub, and audits the dispatch: the event is in the hub's Raft before the
+// assignment leaves, so no dispatch goes unaudited, whichever member
+// leads. An assignment that cannot be signed or audited is left out: the
+// site asks again at its next report.
 func (n *Node) signAssignments(ctx context.Context, site string, as []control.Assignment) []control.Assignment {
 	out := as[:0]
 	for _, a := range as {
@@ -115,25 +117,16 @@ func (n *Node) signAssignment(ctx context.Context, site string, a *control.Assig
 		}
 		a.Grants = append(a.Grants, g)
 	}
-	n.access.audit.enqueue(AuditEventSpec{
+	wctx, cancel := context.WithTimeout(ctx, auditWriteTimeout)
+	defer cancel()
+	err = n.access.audit.write(wctx, AuditEventSpec{
 		User: "hub/" + n.id.Name, Verb: "dispatch", Group: ota.Group, Resource: "tasks", Name: a.Task,
 		Code: 200, Message: fmt.Sprintf("site %s: %d devices at attempt %d, grants valid until %s", site, len(seen), a.Attempt, expires.UTC().Format(time.RFC3339)),
 	})
-	return nil
-}
-
-// auditRefusedGrants records, at the hub, the runs a site's agents refused
-// for their grant (a task forged in the site's store, or replayed).
-func (n *Node) auditRefusedGrants(site string, reports []control.DeviceReport) {
-	for _, r := range reports {
-		if r.Status.Reason != grant.Reason {
-			continue
-		}
-		n.access.audit.enqueue(AuditEventSpec{
-			User: "site/" + site, Verb: "run", Group: ota.Group, Resource: "tasks", Name: r.Task,
-			Code: 403, Message: fmt.Sprintf("node %s refused task %s (uid %s, attempt %d): %s", r.Node, r.Task, r.UID, r.Attempt, r.Status.Message),
-		})
+	if err != nil {
+		return fmt.Errorf("audit the dispatch: %w", err)
 	}
+	return nil
 }
 
 // caPublicKey is the mesh CA's key, which checks the hub's grants.
@@ -148,7 +141,8 @@ func (id *identity) caPublicKey() *ecdsa.PublicKey {
 // expired grant is refused, and so is a grant used before whose run left
 // no trace here (a replay). A grant used before whose run exists resolves
 // to that run (a site leader re-dispatching after a failover), which the
-// journal keeps from running any step twice.
+// journal keeps from running any step twice. The caller audits a
+// refusal (otarefusal.go).
 func (a *agentService) admit(req control.RunRequest, key string) error {
 	err := grant.Verify(a.id.caPublicKey(), req.Grant, grant.Request{
 		Task: req.Task, UID: req.UID, Attempt: req.Attempt, Node: a.id.Name, Site: a.id.Site,
@@ -159,9 +153,6 @@ func (a *agentService) admit(req control.RunRequest, key string) error {
 		if seen, err = a.grants.Admit(req.Grant); err == nil && seen && !a.hasTrace(key) {
 			err = fmt.Errorf("%w: grant %s of task %s attempt %d", grant.ErrReplay, req.Grant.ID, req.Task, req.Attempt)
 		}
-	}
-	if err != nil {
-		a.log.Warn("task refused", "task", req.Task, "attempt", req.Attempt, "err", err)
 	}
 	return err
 }

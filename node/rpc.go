@@ -23,6 +23,7 @@ const (
 	methodOTARun    = "ota.run"    // site leader → node: run a task's device
 	methodOTACancel = "ota.cancel" // site leader → node: kill a device's run
 	methodOTALogs   = "ota.logs"   // site member → node: a run's full output
+	// methodOTARefusals (otarefusal_site.go): site member → site leader.
 )
 
 // readRPCHeader reads the header of a KindRPC stream; on error it closes
@@ -52,6 +53,8 @@ func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
 		n.serveForwarded(ctx, s)
 	case h.Method == methodRenew && n.id.Role == RoleHub:
 		n.serveRenew(ctx, s)
+	case h.Method == methodOTARefusals:
+		n.serveRefusals(ctx, s) // otarefusal_site.go
 	case n.agent.serve(ctx, h.Method, s):
 	default:
 		refuseMethod(s, h.Method)
