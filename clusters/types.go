@@ -84,9 +84,9 @@ type VCluster struct {
 	// vcluster-<name> (see HostNamespace).
 	Namespace string `json:"namespace,omitempty"`
 	// Endpoint is an https:// URL at which the hub reaches the virtual
-	// API server (a NodePort, a LoadBalancer); default: the host
-	// cluster's API address as the hub reaches it (direct endpoint or
-	// tunnel port), with tls-server-name kept.
+	// API server (a NodePort, a LoadBalancer); default: a loopback port
+	// of the hub forwarded to the vcluster pod through the host's API
+	// server (direct or tunnelled), with tls-server-name kept.
 	Endpoint string `json:"endpoint,omitempty"`
 	// Values are extra chart values, a JSON object, merged over the ones
 	// the hub sets.
@@ -153,8 +153,9 @@ type ClusterStatus struct {
 	Connection *Ports `json:"connection,omitempty"`
 	// LastProbeTime is when the controller last probed the cluster.
 	LastProbeTime *metav1.Time `json:"lastProbeTime,omitempty"`
-	// LastHeardTime is when the cluster (or its agent) last answered; the
-	// grace period counts from it.
+	// LastHeardTime is when the cluster's API server last answered a
+	// probe (directly or through the tunnel); the grace period counts
+	// from it.
 	LastHeardTime *metav1.Time `json:"lastHeardTime,omitempty"`
 }
 

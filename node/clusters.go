@@ -51,8 +51,12 @@ func (n *Node) newClusters() error {
 	if n.tunnels != nil {
 		cfg.Tunnels = n.tunnels
 	}
-	if cfg.Installer, err = n.newComponentInstaller(); err != nil {
+	inst, err := n.newComponentInstaller()
+	if err != nil {
 		return err
+	}
+	if inst != nil {
+		cfg.Installer, n.components = inst, inst
 	}
 	if n.cfg.TuneClusters != nil {
 		n.cfg.TuneClusters(&cfg)
@@ -71,9 +75,10 @@ const chartsHost = "hub.outpost.internal"
 // newComponentInstaller builds the installer of clusters' components
 // (clusters/components): charts from the hub's own registry, read in
 // process through the registry's OCI API with Helm's registry client;
-// virtual clusters' hosts reached as the controller reaches them. A
-// component registered twice fails the start, naming both places.
-func (n *Node) newComponentInstaller() (clusters.Installer, error) {
+// virtual clusters' hosts reached as the controller reaches them (Run
+// serves the virtual clusters' forwards). A component registered twice
+// fails the start, naming both places.
+func (n *Node) newComponentInstaller() (*components.Installer, error) {
 	if n.images == nil || n.images.tierAPI == nil {
 		return nil, nil
 	}

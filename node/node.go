@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/outpost-mesh/outpost/clusters"
+	"github.com/outpost-mesh/outpost/clusters/components"
 	"github.com/outpost-mesh/outpost/clusters/tunnel"
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/gossip"
@@ -66,11 +67,12 @@ type Node struct {
 	firstSent  map[string]map[string]bool
 	reg        *prometheus.Registry
 	started    time.Time
-	images     *imageCache          // nil: no image cache (an edge node with the mirror off)
-	tunnels    *tunnel.Hub          // hub members: proxy clusters' reverse tunnels (tunnel.go)
-	clusterCtl *clusters.Controller // hub members: the cluster controller (clusters.go)
-	edgeAgent  *edgeAgent           // site nodes with --cluster: the cluster's tunnel agent (tunnel.go)
-	access     accessState          // hub members: audit log, task signing key (audit.go, otagrant.go)
+	images     *imageCache           // nil: no image cache (an edge node with the mirror off)
+	tunnels    *tunnel.Hub           // hub members: proxy clusters' reverse tunnels (tunnel.go)
+	clusterCtl *clusters.Controller  // hub members: the cluster controller (clusters.go)
+	components *components.Installer // hub members: clusters' components and virtual clusters' forwards (clusters.go)
+	edgeAgent  *edgeAgent            // site nodes with --cluster: the cluster's tunnel agent (tunnel.go)
+	access     accessState           // hub members: audit log, task signing key (audit.go, otagrant.go)
 
 	warm memberWarmer // site leader: connections to its members (otawarm.go)
 }
@@ -430,6 +432,9 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	}
 	if n.clusterCtl != nil {
 		eg.Go(func() error { return n.clusterCtl.Run(loopCtx) })
+	}
+	if n.components != nil {
+		eg.Go(func() error { return n.components.Run(loopCtx) })
 	}
 	if n.edgeAgent != nil {
 		eg.Go(func() error { return n.runEdgeAgent(loopCtx) })

@@ -92,4 +92,5 @@ const (
 	ReasonWaitingKubeconfig = "WaitingForKubeconfig"
 	ReasonKubeconfigTimeout = "KubeconfigTimeout"
 	ReasonInvalidKubeconfig = "InvalidKubeconfig"
+	ReasonForwardFailed     = "ForwardFailed"
 )

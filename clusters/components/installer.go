@@ -75,6 +75,7 @@ type Installer struct {
 	cfg InstallerConfig
 	reg *Registry
 	env *env
+	fwd *forwards // virtual clusters' forwards (forward.go)
 }
 
 var (
@@ -83,7 +84,8 @@ var (
 )
 
 // NewInstaller validates cfg, including the registry: a component
-// registered twice fails here, naming both places.
+// registered twice fails here, naming both places. It starts no
+// goroutines: Run does.
 func NewInstaller(cfg InstallerConfig) (*Installer, error) {
 	if cfg.Registry == nil {
 		reg, err := DefaultRegistry()
@@ -100,8 +102,17 @@ func NewInstaller(cfg InstallerConfig) (*Installer, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "cluster-components")
-	return &Installer{cfg: cfg, reg: cfg.Registry, env: &env{charts: cfg.Charts, log: log, conns: map[string]*conn{}}}, nil
+	return &Installer{
+		cfg: cfg, reg: cfg.Registry, env: &env{charts: cfg.Charts, log: log, conns: map[string]*conn{}},
+		fwd: &forwards{log: log, byName: map[string]*forward{}},
+	}, nil
 }
+
+// Run serves the virtual clusters' forwards (the hub's loopback ports
+// that reach each virtual API server through its host) until ctx is
+// done, and closes them on return. Provision fails with ErrNotRunning
+// while Run is not running.
+func (in *Installer) Run(ctx context.Context) error { return in.fwd.run(ctx) }
 
 // item is one component of a Cluster's plan.
 type item struct {

@@ -177,9 +177,16 @@ type hub struct {
 	inst  *Installer
 }
 
-// startHub runs a controller with an Installer; mod adjusts the
-// installer's config.
+// startHub runs a controller and an Installer (which serves virtual
+// clusters' forwards); mod adjusts the installer's config.
 func startHub(tb testing.TB, mod func(*InstallerConfig)) *hub {
+	tb.Helper()
+	return startHubWith(tb, mod, nil)
+}
+
+// startHubWith is startHub; ctl, when set, adjusts the controller's
+// config (after the hub's store is made).
+func startHubWith(tb testing.TB, mod func(*InstallerConfig), ctl func(*hub, *clusters.Config)) *hub {
 	tb.Helper()
 	setup(tb)
 	h := &hub{store: newStore(tb)}
@@ -199,16 +206,22 @@ func startHub(tb testing.TB, mod func(*InstallerConfig)) *hub {
 	cfg := clusters.DefaultConfig()
 	cfg.Store, cfg.IsLeader, cfg.Installer = h.store, func() bool { return true }, h.inst
 	cfg.Resync, cfg.ProbeTimeout, cfg.GracePeriod = time.Second, 5*time.Second, 3*time.Second
+	if ctl != nil {
+		ctl(h, &cfg)
+	}
 	if h.ctl, err = clusters.New(cfg); err != nil {
 		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done := make(chan error, 2)
 	go func() { done <- h.ctl.Run(ctx) }()
+	go func() { done <- h.inst.Run(ctx) }()
 	tb.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("controller: %v", err)
+		for range 2 {
+			if err := <-done; err != nil {
+				tb.Errorf("controller or installer: %v", err)
+			}
 		}
 	})
 	return h

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/outpost-mesh/outpost/clusters"
 )
@@ -168,8 +169,12 @@ func (in *Installer) Provision(ctx context.Context, t *clusters.Target) ([]byte,
 		return notReady(ReasonHostUnavailable, err)
 	}
 	endpoint := v.Endpoint
-	if endpoint == "" {
-		endpoint = hostCfg.Host
+	if endpoint != "" {
+		in.fwd.close(t.Name) // one made before the endpoint was set
+	} else {
+		if endpoint, err = in.forwardTo(t, host, cfg, kc); err != nil {
+			return notReady(ReasonForwardFailed, err)
+		}
 	}
 	if kc, err = rewriteServer(kc, endpoint); err != nil {
 		return notReady(ReasonInvalidKubeconfig, fmt.Errorf("secret %s/vc-%s: %w", cfg.Namespace, cfg.Release, err))
@@ -183,23 +188,9 @@ func (in *Installer) Provision(ctx context.Context, t *clusters.Target) ([]byte,
 // keeps TLS verified end to end: the name the virtual API server's
 // certificate was issued for becomes tls-server-name.
 func rewriteServer(kubeconfig []byte, endpoint string) ([]byte, error) {
-	cfg, err := clientcmd.Load(kubeconfig)
+	cfg, name, cl, err := currentCluster(kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("not a kubeconfig: %v", err)
-	}
-	name := cfg.CurrentContext
-	if name == "" && len(cfg.Contexts) == 1 {
-		for n := range cfg.Contexts {
-			name = n
-		}
-	}
-	kctx, ok := cfg.Contexts[name]
-	if !ok {
-		return nil, errors.New("the kubeconfig has no current context")
-	}
-	cl, ok := cfg.Clusters[kctx.Cluster]
-	if !ok {
-		return nil, fmt.Errorf("the kubeconfig has no cluster %q", kctx.Cluster)
+		return nil, err
 	}
 	from, err := url.Parse(cl.Server)
 	if err != nil || from.Host == "" {
@@ -217,6 +208,43 @@ func rewriteServer(kubeconfig []byte, endpoint string) ([]byte, error) {
 	return clientcmd.Write(*cfg)
 }
 
+// kubeconfigServer is the server URL of the kubeconfig's current cluster.
+func kubeconfigServer(kubeconfig []byte) (*url.URL, error) {
+	_, _, cl, err := currentCluster(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(cl.Server)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("server %q is not a URL", cl.Server)
+	}
+	return u, nil
+}
+
+// currentCluster parses a kubeconfig and returns its current context's
+// name (its only context's when none is current) and cluster.
+func currentCluster(kubeconfig []byte) (*clientcmdapi.Config, string, *clientcmdapi.Cluster, error) {
+	cfg, err := clientcmd.Load(kubeconfig)
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("not a kubeconfig: %v", err)
+	}
+	name := cfg.CurrentContext
+	if name == "" && len(cfg.Contexts) == 1 {
+		for n := range cfg.Contexts {
+			name = n
+		}
+	}
+	kctx, ok := cfg.Contexts[name]
+	if !ok {
+		return nil, "", nil, errors.New("the kubeconfig has no current context")
+	}
+	cl, ok := cfg.Clusters[kctx.Cluster]
+	if !ok {
+		return nil, "", nil, fmt.Errorf("the kubeconfig has no cluster %q", kctx.Cluster)
+	}
+	return cfg, name, cl, nil
+}
+
 // deprovision removes a virtual cluster from its host: the release, then
 // what Helm leaves behind (the data PVCs, the vc-cidr ConfigMap, the
 // kubeconfig secret) and the namespace the hub made, so that a new
@@ -227,6 +255,8 @@ func (in *Installer) deprovision(ctx context.Context, t *clusters.Target) error 
 	if err != nil {
 		return err
 	}
+	// Connections to a virtual cluster being deleted end now.
+	in.fwd.close(t.Name)
 	v := t.Spec.VCluster
 	hostCfg, err := in.cfg.HostConfig(ctx, v.HostCluster)
 	if apierrors.IsNotFound(err) {

@@ -2,6 +2,9 @@ package components
 
 import (
 	"context"
+	"net"
+	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,18 +21,23 @@ import (
 	"github.com/outpost-mesh/outpost/internal/kubetest"
 )
 
-// TestVirtualCluster: a vcluster Cluster installs the chart (with its
-// distro) into its host's namespace and waits for secret vc-<name>; the
+// TestVirtualCluster: a proxy Cluster gets its component through its
+// agent's tunnel; a vcluster Cluster on it installs the chart (with its
+// distro) into the host's namespace, through the tunnel too, and waits for secret vc-<name>; the
 // test plays the virtual control plane by writing that secret, with a
 // kubeconfig for a second real API server at vcluster's in-pod address
-// (https://localhost:8443). The hub stores it (sealed) with the server
-// rewritten to where it reaches the virtual cluster, which then goes
+// (https://localhost:8443), and plays the vcluster pod's node with a
+// kubelet that port-forwards to that API server. The hub stores the
+// kubeconfig (sealed) with the server rewritten to its forward, a
+// loopback port whose connections go through the host's API server to
+// the pod (as `vcluster connect` does), and the virtual cluster then goes
 // through the same condition chain to Ready, its own components
-// included. Deletion waits until the release, the data PVC, vc-cidr, the
-// kubeconfig secret and the namespace are gone; a new Cluster of the
-// same name starts empty.
+// installed through the forward. Deletion closes the forward and waits
+// until the release, the data PVC, vc-cidr, the kubeconfig secret and the
+// namespace are gone; a new Cluster of the same name (default distro:
+// k8s) starts empty.
 func TestVirtualCluster(t *testing.T) {
-	h := startHub(t, nil)
+	h, lab := startTunnelledHub(t)
 	virt, err := kubetest.Start(t.Context())
 	if err != nil {
 		t.Fatalf("second kube-apiserver: %v", err)
@@ -39,11 +47,23 @@ func TestVirtualCluster(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	h.create(t, "host", direct(t))
+	virtURL, err := url.Parse(virt.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet := startFakeKubelet(t, kube.Client, "vcluster-node", virtURL.Host)
+	// The host is a proxy cluster: the hub reaches it, installs its
+	// component and the vcluster chart, and reaches the virtual API
+	// server only through its agent's tunnel.
+	hostSpec, token := proxy(t, clusters.Component{Name: "testruntime"})
+	h.create(t, "host", hostSpec)
+	lab.startAgent(t, "host", token)
+	h.wait(t, "host", "TestruntimeReady", metav1.ConditionTrue, ReasonInstalled, func() { markRolledOut(t, kube.Client, "testruntime-system") })
 	h.wait(t, "host", clusters.ConditionReady, metav1.ConditionTrue, "")
+	hostPort := h.status(t, "host").Connection.KubernetesAPI
 	spec := clusters.ClusterSpec{
 		Connection: clusters.Connection{Type: clusters.ConnectionDirect},
-		VCluster:   &clusters.VCluster{Enabled: true, HostCluster: "host", Distro: clusters.DistroK3s, Endpoint: virt.URL},
+		VCluster:   &clusters.VCluster{Enabled: true, HostCluster: "host", Distro: clusters.DistroK3s},
 		Components: []clusters.Component{{Name: "testruntime"}},
 	}
 	h.create(t, "vc1", spec)
@@ -66,6 +86,7 @@ func TestVirtualCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	playStatefulSetPod(t, host, ns, "vc1", kubelet.node)
 	playVCluster(t, virt, ns, "vc1")
 
 	h.wait(t, "vc1", ConditionVirtualClusterReady, metav1.ConditionTrue, ReasonInstalled)
@@ -78,9 +99,17 @@ func TestVirtualCluster(t *testing.T) {
 	if st := h.status(t, "vc1"); st.UID != string(sys.UID) {
 		t.Errorf("virtual cluster's uid %q, want the virtual API server's kube-system %q", st.UID, sys.UID)
 	}
+	if _, err := virt.Client.AppsV1().Deployments("testruntime-system").Get(ctx, "testruntime", metav1.GetOptions{}); err != nil {
+		t.Errorf("the virtual cluster's component is not in the virtual API server: %v", err)
+	}
 	kc := storedKubeconfig(t, h, "vc1")
-	if cl := kc.Clusters[kc.Contexts[kc.CurrentContext].Cluster]; cl.Server != virt.URL || cl.TLSServerName != "localhost" {
-		t.Errorf("stored kubeconfig: server %q tls-server-name %q, want %q and localhost", cl.Server, cl.TLSServerName, virt.URL)
+	cl := kc.Clusters[kc.Contexts[kc.CurrentContext].Cluster]
+	server, err := url.Parse(cl.Server)
+	if err != nil || server.Hostname() != "127.0.0.1" || server.Host == virtURL.Host || server.Port() == strconv.Itoa(hostPort) || cl.TLSServerName != "localhost" {
+		t.Errorf("stored kubeconfig: server %q tls-server-name %q, want the hub's forward on 127.0.0.1 and localhost", cl.Server, cl.TLSServerName)
+	}
+	if n, path := kubelet.forwarded(); n == 0 || path != "/portForward/"+ns+"/vc1-0" {
+		t.Errorf("the host's kubelet saw %d port-forwards (last %q), want them to pod %s/vc1-0", n, path, ns)
 	}
 
 	h.remove(t, "vc1")
@@ -103,9 +132,14 @@ func TestVirtualCluster(t *testing.T) {
 	if _, err := host.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("namespace left after deletion: %v", err)
 	}
+	if c, err := net.Dial("tcp", server.Host); err == nil {
+		c.Close()
+		t.Errorf("the deleted virtual cluster's forward %s still accepts connections", server.Host)
+	}
 
-	// The same name again: a new namespace, no kubeconfig until the new
-	// control plane writes one.
+	// The same name again, with the default distro: a new namespace, no
+	// kubeconfig until the new control plane writes one.
+	spec.VCluster.Distro = ""
 	h.create(t, "vc1", spec)
 	h.wait(t, "vc1", ConditionVirtualClusterReady, metav1.ConditionFalse, ReasonWaitingKubeconfig)
 	again, err := host.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
@@ -118,10 +152,19 @@ func TestVirtualCluster(t *testing.T) {
 	if pvcs, _ := host.CoreV1().PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{}); len(pvcs.Items) != 0 {
 		t.Errorf("the recreated virtual cluster sees old PVCs: %d", len(pvcs.Items))
 	}
+	if pods, _ := host.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{}); len(pods.Items) != 0 {
+		t.Errorf("the recreated virtual cluster sees old pods: %d", len(pods.Items))
+	}
+	if sts, err := host.AppsV1().StatefulSets(ns).Get(ctx, "vc1", metav1.GetOptions{}); err != nil || sts.Labels["distro"] != clusters.DistroK8s {
+		t.Errorf("vcluster without a distro: %v, distro %q, want k8s", err, sts.Labels["distro"])
+	}
 	h.remove(t, "vc1")
 	eventually(t, time.Minute, func() bool { playNamespaceController(t, ns); return h.gone("vc1") }, "vc1 was never finalized the second time")
 	h.remove(t, "host")
 	eventually(t, time.Minute, func() bool { return h.gone("host") }, "host was never finalized")
+	if (object{"deployment", "testruntime-system", "testruntime"}).exists(t) {
+		t.Error("the proxy host's component was not uninstalled through its tunnel")
+	}
 }
 
 // playVCluster does what the virtual control plane and the StatefulSet
@@ -159,7 +202,8 @@ func playVCluster(t *testing.T, virt *kubetest.Server, ns, name string) {
 }
 
 // playNamespaceController does what kube-controller-manager would for a
-// deleted namespace: lets its PVCs go (pvc-protection) and finalizes it.
+// deleted namespace: lets its PVCs go (pvc-protection), deletes its pods
+// and service accounts, and finalizes it.
 func playNamespaceController(t *testing.T, ns string) {
 	t.Helper()
 	ctx := context.Background()
@@ -179,6 +223,13 @@ func playNamespaceController(t *testing.T, ns string) {
 	n, err := core.Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err != nil || n.DeletionTimestamp == nil {
 		return
+	}
+	// No kubelet confirms a pod's end: delete them at once.
+	if err := core.Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	if err := core.ServiceAccounts(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
 	}
 	if rest, _ := core.PersistentVolumeClaims(ns).List(ctx, metav1.ListOptions{}); len(rest.Items) > 0 {
 		return
