@@ -260,3 +260,53 @@ func TestTaskHaltAndResume(t *testing.T) {
 		t.Fatalf("after resume: %s %+v, want Succeeded", v.Status.Phase, v.Status.Counts)
 	}
 }
+
+// TestTaskLogs reads a device's full output through the API: every step,
+// one step, and a silent step, which keeps no log files on the node.
+func TestTaskLogs(t *testing.T) {
+	t.Parallel()
+	tn := startNode(t)
+	tn.waitNode(t)
+	tn.mustDo(t, call{method: http.MethodPost, path: tasksPath, body: taskJSON("talk", map[string]any{
+		"targets": map[string]any{"nodes": []string{"node-1"}},
+		"steps": []map[string]any{
+			{"name": "talk", "type": "exec", "script": "echo out-line; echo err-line >&2"},
+			{"name": "quiet", "type": "exec", "command": []string{"true"}},
+		},
+	})}, http.StatusCreated, nil)
+	if v := tn.waitTask(t, "talk", ended); v.Status.Phase != ota.TaskSucceeded {
+		t.Fatalf("task %s", v.Status.Phase)
+	}
+	logs := func(query string) (int, string) {
+		code, b := tn.do(t, call{method: http.MethodGet, path: tasksPath + "/talk/logs?" + query, accept: "text/plain, application/json"})
+		return code, string(b)
+	}
+	code, all := logs("node=node-1")
+	if code != http.StatusOK || !strings.Contains(all, "==> step talk (stdout) <==\nout-line\n") || !strings.Contains(all, "==> step talk (stderr) <==\nerr-line\n") || strings.Contains(all, "quiet") {
+		t.Fatalf("all steps: %d %q", code, all)
+	}
+	if code, one := logs("node=node-1&step=talk"); code != http.StatusOK || one != all {
+		t.Fatalf("step talk: %d %q, want %q", code, one, all)
+	}
+	if code, b := logs("node=node-1&step=quiet"); code != http.StatusNotFound || !strings.Contains(b, "left no output") {
+		t.Fatalf("step quiet: %d %s, want 404 saying it left no output", code, b)
+	}
+	if code, b := logs("node=elsewhere"); code != http.StatusNotFound {
+		t.Fatalf("unknown node: %d %s, want 404", code, b)
+	}
+	var task struct {
+		Metadata struct {
+			UID string `json:"uid"`
+		} `json:"metadata"`
+	}
+	tn.mustDo(t, call{method: http.MethodGet, path: tasksPath + "/talk"}, http.StatusOK, &task)
+	run := filepath.Join(tn.dir, "ota", task.Metadata.UID+"-1")
+	if _, err := os.Stat(filepath.Join(run, "talk.stdout")); err != nil {
+		t.Fatalf("the talking step's log: %v", err)
+	}
+	for _, f := range []string{"quiet.stdout", "quiet.stderr"} {
+		if _, err := os.Stat(filepath.Join(run, f)); !os.IsNotExist(err) {
+			t.Errorf("the silent step left %s (%v)", f, err)
+		}
+	}
+}

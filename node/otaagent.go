@@ -165,10 +165,10 @@ func (a *agentService) cancel(uid string, attempt int) bool {
 }
 
 func (a *agentService) execute(ctx context.Context, req control.RunRequest, key string) ota.DeviceResultStatus {
+	// The run's directory is made by the first thing kept there (a
+	// journal record, a step's output): a run that prints nothing into a
+	// RunStore of its own costs the disk no directory.
 	runDir := filepath.Join(a.dir, key)
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
-		return failed(req, "JournalError", err.Error())
-	}
 	d := agent.Device{
 		Env:     agent.Env{Node: a.id.Name, Site: a.id.Site, Task: req.Task},
 		Attempt: req.Attempt, Steps: req.Steps,
@@ -267,6 +267,9 @@ func (j fileJournal) Lookup(i int) (ota.StepResult, bool, error) {
 func (j fileJournal) Record(i int, r ota.StepResult) error {
 	b, err := json.Marshal(r)
 	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(j.dir, 0o700); err != nil {
 		return err
 	}
 	return atomicfile.Write(j.path(i), b, 0o600)

@@ -7,8 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -158,7 +156,8 @@ func (a *agentService) admit(req control.RunRequest, key string) error {
 }
 
 // hasTrace reports whether the run key has run here: in progress, with a
-// result, or with a journal.
+// result, or with a journal (its first step's Running marker is recorded
+// before the step starts).
 func (a *agentService) hasTrace(key string) bool {
 	a.mu.Lock()
 	_, running := a.running[key]
@@ -169,6 +168,6 @@ func (a *agentService) hasTrace(key string) bool {
 	if _, ok, _ := a.store.Result(key); ok {
 		return true
 	}
-	_, err := os.Stat(filepath.Join(a.dir, key))
-	return err == nil
+	_, ok, _ := a.store.Journal(key).Lookup(0)
+	return ok
 }

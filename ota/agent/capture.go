@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"unicode/utf8"
 
 	"github.com/outpost-mesh/outpost/ota"
@@ -13,8 +14,9 @@ const LogLimit = 64 << 20
 
 // capture keeps a stream's first and last ota.OutputLimit bytes in memory
 // (a fixed head and a ring for the tail, so memory is bounded whatever the
-// process prints) and copies the stream to a log file up to a cap.
-// It is used by one copying goroutine at a time.
+// process prints) and copies the stream to a log file up to a cap. The
+// file (and its directory) is made at the first byte, so a silent process
+// costs the disk nothing. It is used by one copying goroutine at a time.
 type capture struct {
 	limit int
 	head  []byte
@@ -23,7 +25,9 @@ type capture struct {
 	fill  int    // bytes held in ring
 	total int64
 
-	file     *os.File // nil: no log file
+	path     string   // "": no log file
+	file     *os.File // opened at the first byte
+	fileErr  error    // the log file could not be made
 	fileMax  int64
 	fileN    int64
 	fileDead bool // a write failed or the cap was reached
@@ -31,16 +35,8 @@ type capture struct {
 
 // newCapture returns a capture keeping limit bytes of head and of tail and
 // logging to path (none when path is ""), capped at fileMax bytes.
-func newCapture(limit int, path string, fileMax int64) (*capture, error) {
-	c := &capture{limit: limit, fileMax: fileMax}
-	if path != "" {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("open log %s: %w", path, err)
-		}
-		c.file = f
-	}
-	return c, nil
+func newCapture(limit int, path string, fileMax int64) *capture {
+	return &capture{limit: limit, path: path, fileMax: fileMax}
 }
 
 // Write never fails: the process must not see errors of our bookkeeping.
@@ -75,8 +71,14 @@ func (c *capture) Write(p []byte) (int, error) {
 }
 
 func (c *capture) log(p []byte) {
-	if c.file == nil || c.fileDead {
+	if c.path == "" || c.fileDead || len(p) == 0 {
 		return
+	}
+	if c.file == nil {
+		if c.fileErr = c.open(); c.fileErr != nil {
+			c.fileDead = true
+			return
+		}
 	}
 	if room := c.fileMax - c.fileN; int64(len(p)) > room {
 		p = p[:room]
@@ -89,10 +91,24 @@ func (c *capture) log(p []byte) {
 	}
 }
 
-// Close ends the log file, noting there when the stream was cut.
+// open makes the log file and its directory.
+func (c *capture) open() error {
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o700); err != nil {
+		return fmt.Errorf("log dir: %w", err)
+	}
+	f, err := os.OpenFile(c.path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log %s: %w", c.path, err)
+	}
+	c.file = f
+	return nil
+}
+
+// Close ends the log file, noting there when the stream was cut. It
+// returns why the file could not be made, if it could not.
 func (c *capture) Close() error {
 	if c.file == nil {
-		return nil
+		return c.fileErr
 	}
 	if c.total > c.fileN {
 		fmt.Fprintf(c.file, "\n[outpost: log cut at %d bytes; the stream had %d bytes]\n", c.fileN, c.total)

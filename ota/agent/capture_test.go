@@ -27,10 +27,7 @@ func TestCaptureHeadTail(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			c, err := newCapture(8, "", 0)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := newCapture(8, "", 0)
 			total := 0
 			for _, w := range tc.writes {
 				c.Write([]byte(w))
@@ -47,14 +44,14 @@ func TestCaptureHeadTail(t *testing.T) {
 func TestCaptureUTF8Boundaries(t *testing.T) {
 	t.Parallel()
 	// "é" is 2 bytes: the head's limit of 8 falls inside the first é.
-	c, _ := newCapture(8, "", 0)
+	c := newCapture(8, "", 0)
 	c.Write([]byte("abcdefgéé")) // 7 + 4 = 11 bytes
 	o := c.Output()
 	if o.Head != "abcdefg" || o.Tail != "éé" || o.Truncated {
 		t.Fatalf("contiguous split: %+v", o)
 	}
 	// The tail's first byte is the second half of an é.
-	c, _ = newCapture(8, "", 0)
+	c = newCapture(8, "", 0)
 	c.Write([]byte("abcdefg" + "é" + strings.Repeat("x", 20) + "ééé" + "xxx"))
 	o = c.Output()
 	if o.Head != "abcdefg" || o.Tail != "ééxxx" || !o.Truncated {
@@ -65,10 +62,7 @@ func TestCaptureUTF8Boundaries(t *testing.T) {
 func TestCaptureLogCap(t *testing.T) {
 	t.Parallel()
 	p := filepath.Join(t.TempDir(), "out")
-	c, err := newCapture(4, p, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newCapture(4, p, 10)
 	c.Write([]byte("0123456"))
 	c.Write([]byte("789abcdef"))
 	if err := c.Close(); err != nil {
@@ -77,5 +71,43 @@ func TestCaptureLogCap(t *testing.T) {
 	b, _ := os.ReadFile(p)
 	if !strings.HasPrefix(string(b), "0123456789\n[outpost: log cut at 10 bytes; the stream had 16 bytes]") {
 		t.Fatalf("log %q", b)
+	}
+}
+
+// TestCaptureMakesItsFileAtTheFirstByte: a silent stream leaves no file
+// (nor directory) behind; a file that cannot be made is Close's error.
+func TestCaptureMakesItsFileAtTheFirstByte(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	silent := newCapture(4, filepath.Join(dir, "quiet", "s.stdout"), 10)
+	silent.Write(nil)
+	if err := silent.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "quiet")); !os.IsNotExist(err) {
+		t.Fatalf("a silent stream made its log directory: %v", err)
+	}
+	loud := newCapture(4, filepath.Join(dir, "loud", "s.stdout"), 10)
+	loud.Write([]byte("hi"))
+	if err := loud.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "loud", "s.stdout")); string(b) != "hi" {
+		t.Fatalf("log %q, want hi", b)
+	}
+	// A regular file where the directory should be.
+	blocked := filepath.Join(dir, "blocked")
+	if err := os.WriteFile(blocked, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := newCapture(4, filepath.Join(blocked, "s.stdout"), 10)
+	if n, err := c.Write([]byte("out")); n != 3 || err != nil {
+		t.Fatalf("Write = %d, %v: the process must not see the log's failure", n, err)
+	}
+	if err := c.Close(); err == nil || !strings.Contains(err.Error(), "log dir") {
+		t.Fatalf("Close = %v, want the log directory's error", err)
+	}
+	if o := c.Output(); o.Head != "out" {
+		t.Fatalf("output %+v, want the head kept", o)
 	}
 }

@@ -64,10 +64,7 @@ func runExec(ctx context.Context, step *ota.Step, env Env, logDir string) ota.St
 // runLogged runs p for step, capturing its output, and returns the result
 // with exit code, output and reason filled in.
 func runLogged(ctx context.Context, step *ota.Step, p *process, logDir string) ota.StepResult {
-	stdout, stderr, err := openCaptures(step.Name, logDir)
-	if err != nil {
-		return failed(ota.ReasonIOError, "%v", err)
-	}
+	stdout, stderr := openCaptures(step.Name, logDir)
 	o := p.run(ctx, stdout, stderr)
 	r := ota.StepResult{Phase: ota.StepSucceeded, ExitCode: o.exitCode}
 	if cerr := stdout.Close(); cerr != nil && o.reason == "" {
@@ -83,25 +80,16 @@ func runLogged(ctx context.Context, step *ota.Step, p *process, logDir string) o
 	return r
 }
 
-// openCaptures opens the two captures of a step, logging to
-// logDir/<name>.stdout and .stderr when logDir is set.
-func openCaptures(name, logDir string) (stdout, stderr *capture, err error) {
+// openCaptures returns the two captures of a step, logging to
+// logDir/<name>.stdout and .stderr when logDir is set (each file made at
+// its stream's first byte).
+func openCaptures(name, logDir string) (stdout, stderr *capture) {
 	var outPath, errPath string
 	if logDir != "" {
-		if err := os.MkdirAll(logDir, 0o700); err != nil {
-			return nil, nil, fmt.Errorf("log dir: %w", err)
-		}
 		base := filepath.Join(logDir, LogName(name))
 		outPath, errPath = base+".stdout", base+".stderr"
 	}
-	if stdout, err = newCapture(ota.OutputLimit, outPath, LogLimit); err != nil {
-		return nil, nil, err
-	}
-	if stderr, err = newCapture(ota.OutputLimit, errPath, LogLimit); err != nil {
-		stdout.Close()
-		return nil, nil, err
-	}
-	return stdout, stderr, nil
+	return newCapture(ota.OutputLimit, outPath, LogLimit), newCapture(ota.OutputLimit, errPath, LogLimit)
 }
 
 // LogName returns the file name (without .stdout or .stderr) under which a
