@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -92,22 +93,133 @@ func TestAuditRecordsWritesAndRefusals(t *testing.T) {
 	}
 }
 
-// TestAuditRetention: past --audit-max-events the oldest events go.
+// TestAuditRetention: past --audit-max-events the oldest events go, and
+// past --audit-max-age every event older than that.
 func TestAuditRetention(t *testing.T) {
 	t.Parallel()
-	tn := startNode(t, func(c *node.Config) { c.AuditMaxEvents = 5 })
-	for i := range 12 {
-		tn.createSite(t, fmt.Sprintf("s%d", i), nil, nil)
+	t.Run("count", func(t *testing.T) {
+		t.Parallel()
+		tn := startNode(t, func(c *node.Config) { c.AuditMaxEvents = 5 })
+		for i := range 12 {
+			tn.createSite(t, fmt.Sprintf("s%d", i), nil, nil)
+		}
+		if err := node.PruneAuditNow(tn.node); err != nil {
+			t.Fatal(err)
+		}
+		evs := tn.auditEvents(t)
+		if len(evs) != 5 {
+			t.Fatalf("%d events kept, want 5", len(evs))
+		}
+		for _, e := range evs {
+			if e.Verb == "create" && e.Name == "" && e.Resource == "sites" && e.Code == 201 {
+				continue
+			}
+			t.Errorf("kept %+v; want only the newest site creates", e)
+		}
+	})
+	t.Run("age", func(t *testing.T) {
+		t.Parallel()
+		tn := startNode(t, func(c *node.Config) { c.AuditMaxAge = time.Hour })
+		for i := range 3 {
+			tn.createSite(t, fmt.Sprintf("s%d", i), nil, nil)
+		}
+		before := len(tn.auditEvents(t))
+		if before < 3 {
+			t.Fatalf("%d events, want the 3 site creates at least", before)
+		}
+		// Half an hour on, nothing is past the hour.
+		if err := node.PruneAuditAt(tn.node, time.Now().Add(30*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(tn.auditEvents(t)); n != before {
+			t.Fatalf("%d events after pruning at +30m, want all %d", n, before)
+		}
+		// Two hours on, every one of them is.
+		if err := node.PruneAuditAt(tn.node, time.Now().Add(2*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if evs := tn.auditEvents(t); len(evs) != 0 {
+			t.Fatalf("%d events left after pruning at +2h, want none: %+v", len(evs), evs)
+		}
+	})
+}
+
+// TestAuditSurvivesLeaderChange: on a hub of three, the events of writes,
+// a refusal and a task's dispatch, all recorded by the first leader, are
+// every one in the log the next leader serves once the first has stopped;
+// a write sent to a follower afterwards is recorded once, with the
+// follower it came through.
+func TestAuditSurvivesLeaderChange(t *testing.T) {
+	t.Parallel()
+	first := startNode(t)
+	token := first.createToken(t, "hub", 0, time.Time{})
+	addr := first.hubQUIC(t)
+	members := []*edgeNode{}
+	for _, name := range []string{"node-2", "node-3"} {
+		members = append(members, startEdge(t, addr, token, name, func(c *node.Config) { c.APIAddr = "127.0.0.1:0" }))
 	}
-	node.PruneAuditNow(tn.node)
-	eventually(t, 30*time.Second, func() error {
-		if n := len(tn.auditEvents(t)); n > 5 {
-			return fmt.Errorf("%d events kept, want at most 5", n)
+	eventually(t, 60*time.Second, func() error {
+		voters := 0
+		for _, p := range first.node.Group().Status().Peers {
+			if p.Suffrage == "Voter" {
+				voters++
+			}
+		}
+		if voters != 3 || !first.node.Group().IsLeader() {
+			return fmt.Errorf("hub group %+v, want node-1 leading three voters", first.node.Group().Status().Peers)
 		}
 		return nil
 	})
-	evs := tn.auditEvents(t)
-	if len(evs) == 0 {
-		t.Fatal("pruning removed every event")
+
+	viewer := first.createAccessToken(t, "watcher", node.RoleViewer)
+	first.createSite(t, "berlin", nil, map[string]any{"location": "DE"})
+	if code, _ := first.do(t, call{method: http.MethodDelete, path: sitesPath + "/berlin", auth: viewer}); code != http.StatusForbidden {
+		t.Fatalf("viewer delete: %d, want 403", code)
+	}
+	first.mustDo(t, call{method: http.MethodPost, path: tasksPath, body: taskJSON("before", map[string]any{
+		"targets": map[string]any{"nodes": []string{"node-1"}},
+		"steps":   []map[string]any{{"name": "true", "type": "exec", "command": []string{"true"}}},
+	})}, http.StatusCreated, nil)
+	first.findEvent(t, "the dispatch", func(e node.AuditEventSpec) bool { return e.Verb == "dispatch" && e.Name == "before" })
+	before := first.auditEvents(t)
+	if len(before) < 5 {
+		t.Fatalf("%d events before the change, want the token, site, refusal, task and dispatch", len(before))
+	}
+
+	first.stop(t)
+	var next *edgeNode
+	eventually(t, 60*time.Second, func() error {
+		if next = siteLeader(members); next == nil {
+			return fmt.Errorf("the hub has no new leader")
+		}
+		return nil
+	})
+	var follower *edgeNode
+	for _, m := range members {
+		if m != next {
+			follower = m
+		}
+	}
+	at := func(n *edgeNode) *testNode {
+		c := *first
+		c.url, c.node = n.APIURL(), n.Node
+		return &c
+	}
+	after := at(next).auditEvents(t)
+	for _, want := range before {
+		if !slices.ContainsFunc(after, func(e node.AuditEventSpec) bool { return e == want }) {
+			t.Errorf("lost with the leader change: %+v", want)
+		}
+	}
+	at(follower).createSite(t, "paris", nil, nil)
+	var got []node.AuditEventSpec
+	all := at(next).auditEvents(t)
+	for _, e := range all {
+		if e.Verb == "create" && e.Resource == "sites" && !slices.Contains(before, e) {
+			got = append(got, e)
+		}
+	}
+	if len(got) != 1 || got[0].Via != follower.Name() || got[0].Code != http.StatusCreated {
+		t.Fatalf("the create sent to follower %s is in the log as %+v; want once, via it; the log: %+v", follower.Name(), got, all)
 	}
 }
