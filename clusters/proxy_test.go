@@ -29,10 +29,13 @@ type forwardTunnels struct {
 
 	mu        sync.Mutex
 	connected bool
-	lns       map[string]net.Listener
-	conns     []net.Conn
-	released  []string
-	wg        sync.WaitGroup
+	// silent: the agent counts as connected but carries nothing (a link
+	// cut before the hub's heartbeat timeout notices).
+	silent   bool
+	lns      map[string]net.Listener
+	conns    []net.Conn
+	released []string
+	wg       sync.WaitGroup
 	// onRelease, when set, is called at the start of Release (without
 	// the lock), for tests of what has happened by then.
 	onRelease func(cluster string)
@@ -71,7 +74,7 @@ func (f *forwardTunnels) serve(ln net.Listener) {
 			return
 		}
 		f.mu.Lock()
-		up := f.connected
+		up := f.connected && !f.silent
 		f.mu.Unlock()
 		if !up {
 			c.Close()
@@ -213,4 +216,37 @@ func TestProxyCluster(t *testing.T) {
 	if _, err := c.Kubeconfig(t.Context(), "edge2", ""); !apierrors.IsServiceUnavailable(err) {
 		t.Errorf("kubeconfig of a cluster with no agent: %v, want 503", err)
 	}
+}
+
+// TestProxySilentTunnelGoesUnknown: an agent the hub still counts as
+// connected (a cut link, noticed only at the heartbeat timeout) whose
+// tunnel carries nothing does not keep the cluster heard: AgentAvailable
+// and Ready go Unknown after the grace period, and Ready comes back when
+// the tunnel carries again.
+func TestProxySilentTunnelGoesUnknown(t *testing.T) {
+	kube := sharedKube(t)
+	u, _ := url.Parse(kube.URL)
+	tun := &forwardTunnels{target: u.Host, ca: kube.CAPEM, lns: map[string]net.Listener{}, connected: true}
+	t.Cleanup(func() { tun.close(); tun.wg.Wait() })
+	store := newStore(t)
+	cfg := testConfig(store) // grace: 3 s
+	cfg.Tunnels, cfg.TunnelPorts = tun, twoFreePorts(t)
+	runController(t, cfg)
+	_, hash, _ := NewToken()
+	createCluster(t, store, "edge", ClusterSpec{Connection: Connection{Type: ConnectionProxy, TokenHash: hash}})
+	waitCondition(t, store, "edge", ConditionReady, metav1.ConditionTrue, ReasonHealthy)
+
+	tun.mu.Lock()
+	tun.silent = true
+	for _, c := range tun.conns { // what the link carried ends with it
+		c.Close()
+	}
+	tun.mu.Unlock()
+	waitCondition(t, store, "edge", ConditionAgentAvailable, metav1.ConditionUnknown, ReasonUnreachable)
+	waitCondition(t, store, "edge", ConditionReady, metav1.ConditionUnknown, ReasonUnreachable)
+
+	tun.mu.Lock()
+	tun.silent = false
+	tun.mu.Unlock()
+	waitCondition(t, store, "edge", ConditionReady, metav1.ConditionTrue, ReasonHealthy)
 }

@@ -258,8 +258,11 @@ func (r *round) connectProxy(ctx context.Context) (*rest.Config, error) {
 		r.unreachable(errors.New("the cluster's agent is not connected"))
 		return nil, nil
 	}
-	t := metav1.NewTime(r.now)
-	r.st.LastHeardTime = &t
+	// A connected agent is not the cluster answering: lastHeardTime moves
+	// only when the API server answers the probe through the tunnel, so a
+	// cut link (which the hub notices only at the agent's heartbeat
+	// timeout) or an agent that cannot reach its API server goes Unknown
+	// after the grace period all the same.
 	return tunnelConfig(ts), nil
 }
 
