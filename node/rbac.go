@@ -184,19 +184,21 @@ func (a *apiServer) redact(r *http.Request, k *consensus.Kind, obj *consensus.Ob
 	return withholdOutput(obj)
 }
 
-// withholdOutput returns a DeviceResult without its steps' output.
+// withholdOutput returns a DeviceResult without its steps' output; one
+// whose status does not decode, without its status.
 func withholdOutput(obj *consensus.Object) *consensus.Object {
-	var st ota.DeviceResultStatus
-	if obj.DecodeStatus(&st) != nil {
-		return obj
-	}
-	for i := range st.Steps {
-		s := &st.Steps[i]
-		s.Stdout, s.Stderr, s.Read, s.Playbook = ota.Output{}, ota.Output{}, nil, nil
-	}
 	out := obj.DeepCopy()
-	if out.SetStatus(st) != nil {
-		return obj
+	var st ota.DeviceResultStatus
+	if obj.DecodeStatus(&st) == nil {
+		for i := range st.Steps {
+			s := &st.Steps[i]
+			s.Stdout, s.Stderr, s.Read, s.Playbook = ota.Output{}, ota.Output{}, nil, nil
+		}
+		if out.SetStatus(st) != nil {
+			out.Status = nil
+		}
+	} else {
+		out.Status = nil
 	}
 	if out.Annotations == nil {
 		out.Annotations = map[string]string{}

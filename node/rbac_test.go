@@ -179,3 +179,76 @@ func TestAccessTokenLifecycle(t *testing.T) {
 		t.Fatalf("revoked token: %d, want 401", code)
 	}
 }
+
+// TestSecretTaskOutput: a task annotated ota.outpost.dev/secret-output
+// keeps its devices' output from viewers, in every way they could read it
+// (get, list, table, watch, the logs subresource), while an operator sees
+// it; a task without the annotation shows its output to viewers.
+func TestSecretTaskOutput(t *testing.T) {
+	t.Parallel()
+	tn := startNode(t)
+	tn.waitNode(t)
+	viewer := tn.createAccessToken(t, "eyes", node.RoleViewer)
+	operator := tn.createAccessToken(t, "hands", node.RoleOperator)
+	for name, word := range map[string]string{"secret": "TOPSECRET", "plain": "PLAINTEXT"} {
+		obj := map[string]any{
+			"apiVersion": "ota.outpost.dev/v1alpha1", "kind": "Task", "metadata": map[string]any{"name": name},
+			"spec": map[string]any{
+				"targets": map[string]any{"nodes": []string{tn.name}},
+				"steps":   []map[string]any{{"name": "say", "type": "exec", "command": []string{"echo", word + "-OUT"}}},
+			},
+		}
+		if name == "secret" {
+			obj["metadata"].(map[string]any)["annotations"] = map[string]string{node.SecretOutputAnnotation: "true"}
+		}
+		body, _ := json.Marshal(obj)
+		tn.mustDo(t, call{method: http.MethodPost, path: tasksPath, body: body}, http.StatusCreated, nil)
+		tn.waitTask(t, name, ended)
+	}
+	const results = "/apis/ota.outpost.dev/v1alpha1/deviceresults"
+	sel := func(task string) string { return "?labelSelector=ota.outpost.dev%2Ftask%3D" + task }
+	read := func(auth, path, accept string) string {
+		t.Helper()
+		code, b := tn.do(t, call{method: http.MethodGet, path: path, auth: auth, accept: accept})
+		if code != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, code, b)
+		}
+		return string(b)
+	}
+	var one struct {
+		Items []struct {
+			Metadata struct{ Name string } `json:"metadata"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(read("", results+sel("secret"), "")), &one); err != nil || len(one.Items) != 1 {
+		t.Fatalf("the secret task's results: %v, %+v; want one", err, one)
+	}
+	secretResult := results + "/" + one.Items[0].Metadata.Name
+	tableWithObjects := "application/json;as=Table;v=v1;g=meta.k8s.io"
+	for _, tc := range []struct{ what, path, accept string }{
+		{"list", results + sel("secret"), ""},
+		{"get", secretResult, ""},
+		{"table", results + sel("secret") + "&includeObject=Object", tableWithObjects},
+		{"watch", results + sel("secret") + "&watch=true&timeoutSeconds=1", ""},
+	} {
+		if got := read(viewer, tc.path, tc.accept); strings.Contains(got, "TOPSECRET") || !strings.Contains(got, node.SecretOutputAnnotation+"-withheld") {
+			t.Errorf("viewer %s of the secret task's results: %s; want the output withheld, and said so", tc.what, got)
+		}
+		if got := read(operator, tc.path, tc.accept); !strings.Contains(got, "TOPSECRET-OUT") {
+			t.Errorf("operator %s of the secret task's results lacks its output: %s", tc.what, got)
+		}
+	}
+	if got := read(viewer, results+sel("plain"), ""); !strings.Contains(got, "PLAINTEXT-OUT") {
+		t.Errorf("viewer list of the plain task's results lacks its output: %s", got)
+	}
+	code, msg := tn.statusOf(t, call{method: http.MethodGet, path: tasksPath + "/secret/logs?node=" + tn.name, auth: viewer})
+	if code != http.StatusForbidden || !strings.Contains(msg, "secret") || !strings.Contains(msg, "needs operator") {
+		t.Errorf("viewer GET tasks/secret/logs: %d %q; want 403 saying the output is secret and operator is needed", code, msg)
+	}
+	if got := read(operator, tasksPath+"/secret/logs?node="+tn.name, ""); !strings.Contains(got, "TOPSECRET-OUT") {
+		t.Errorf("operator GET tasks/secret/logs: %s; want the output", got)
+	}
+	if got := read(viewer, tasksPath+"/plain/logs?node="+tn.name, ""); !strings.Contains(got, "PLAINTEXT-OUT") {
+		t.Errorf("viewer GET tasks/plain/logs: %s; want the output", got)
+	}
+}
