@@ -66,6 +66,7 @@ type Config struct {
 	env   *env         // the Installer's charts and clients
 	chart *chart.Chart // loaded by PreInstall when Install needs it
 	state state        // what this round's phases learned
+	parts []*Config    // a HelmInstaller's releases, this one first
 }
 
 // Condition types the components set (CoreReady is the clusters

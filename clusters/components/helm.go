@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"path"
 	"reflect"
+	"slices"
+	"strings"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -22,20 +24,121 @@ const maxHistory = 5
 // HelmInstaller installs a component as a Helm release of its chart,
 // pulled from the hub's registry: install (or upgrade when the chart's
 // version or the values changed), then wait for the release's
-// Deployments, DaemonSets and StatefulSets to roll out.
-type HelmInstaller struct{}
+// Deployments, DaemonSets and StatefulSets to roll out. A runtime made
+// of several upstream charts names the others in With.
+type HelmInstaller struct {
+	// With are further charts of the component, each installed after the
+	// component's own chart as a release of its own in the component's
+	// namespace (and uninstalled before it).
+	With []Companion
+}
+
+// Companion is a further chart of a component (OpenYurt's yurthub beside
+// yurt-manager): the chart Chart in the same repository folder of the
+// hub's registry as the component's chart, at the component's chart
+// version (the upstream project versions them together), installed as
+// release <component>-<Chart> with the component's values under the key
+// Chart, as Helm passes an umbrella chart's values to a subchart.
+type Companion struct {
+	Chart string
+}
 
 var _ ComponentInstaller = HelmInstaller{}
 
-// state is what one round of a component's phases learns.
+// state is what one round of a release's phases learns.
 type state struct {
 	deployed *release.Release // the release as it runs, if any
 	upToDate bool             // deployed runs Config's chart version and values
 }
 
-// PreInstall checks the cluster answers and that the deployed release is
-// what Config asks for; if not, it loads the chart.
-func (HelmInstaller) PreInstall(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
+// parts returns c's releases in install order: c itself (its values
+// without the companions' keys), then a Config per companion. They are
+// made once per round, so each keeps what its phases learn.
+func (h HelmInstaller) parts(c *Config) []*Config {
+	if c.parts != nil {
+		return c.parts
+	}
+	c.parts = []*Config{c}
+	if len(h.With) == 0 {
+		return c.parts
+	}
+	own := map[string]any{}
+	for k, v := range c.Values {
+		own[k] = v
+	}
+	for _, w := range h.With {
+		p := &Config{
+			Component: c.Component, Release: c.Release + "-" + w.Chart, Namespace: c.Namespace,
+			Chart: path.Join(path.Dir(c.Chart), w.Chart), Version: c.Version, RolloutTimeout: c.RolloutTimeout, env: c.env,
+		}
+		p.Values, _ = own[w.Chart].(map[string]any)
+		delete(own, w.Chart)
+		c.parts = append(c.parts, p)
+	}
+	c.Values = orNil(own)
+	return c.parts
+}
+
+// PreInstall checks the cluster answers and that each deployed release
+// is what Config asks for; for one that is not, it loads the chart.
+func (h HelmInstaller) PreInstall(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
+	var loaded []string
+	for _, p := range h.parts(c) {
+		if cc, err := preInstall(ctx, t, p); err != nil {
+			return cc, err
+		}
+		if !p.state.upToDate {
+			loaded = append(loaded, p.Chart+":"+p.Version)
+		}
+	}
+	if len(loaded) == 0 {
+		return installed(c), nil
+	}
+	return progress(c, "PreInstall: chart %s loaded", strings.Join(loaded, ", ")), nil
+}
+
+// Install installs each release, or upgrades it when it differs.
+func (h HelmInstaller) Install(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
+	var applied []string
+	for _, p := range h.parts(c) {
+		if p.state.upToDate {
+			continue
+		}
+		if cc, err := install(ctx, t, p); err != nil {
+			return cc, err
+		}
+		applied = append(applied, fmt.Sprintf("%s/%s revision %d", p.Namespace, p.Release, p.state.deployed.Version))
+	}
+	if len(applied) == 0 {
+		return installed(c), nil
+	}
+	return progress(c, "Install: release %s applied", strings.Join(applied, ", ")), nil
+}
+
+// PostInstall waits for each release's workloads to roll out.
+func (h HelmInstaller) PostInstall(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
+	for _, p := range h.parts(c) {
+		if cc, err := postInstall(ctx, t, p); err != nil || cc.Status != metav1.ConditionTrue {
+			return cc, err
+		}
+	}
+	return installed(c), nil
+}
+
+// Uninstall removes the releases, the component's own last; a release
+// that is not there is no error.
+func (h HelmInstaller) Uninstall(ctx context.Context, t *clusters.Target, c *Config) error {
+	for _, p := range slices.Backward(h.parts(c)) {
+		if err := uninstall(ctx, t, p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// preInstall checks the cluster answers and whether c's release is what
+// c asks for; if not, it loads the chart.
+func preInstall(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
 	conn, err := c.env.conn(t)
 	if err != nil {
 		return failed(c, ReasonUnreachable, err), err
@@ -61,19 +164,16 @@ func (HelmInstaller) PreInstall(ctx context.Context, t *clusters.Target, c *Conf
 		return failed(c, ReasonUnreachable, err), err
 	}
 	if c.state.upToDate {
-		return installed(c, c.state.deployed), nil
+		return ComponentCondition{}, nil
 	}
 	if c.chart, err = c.env.charts.Load(c.Chart, c.Version); err != nil {
 		return failed(c, ReasonChartUnavailable, err), err
 	}
-	return progress(c, "PreInstall: chart %s:%s loaded", c.Chart, c.Version), nil
+	return ComponentCondition{}, nil
 }
 
-// Install installs the release, or upgrades it when it differs.
-func (HelmInstaller) Install(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
-	if c.state.upToDate {
-		return installed(c, c.state.deployed), nil
-	}
+// install installs c's release, or upgrades it.
+func install(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
 	conn, err := c.env.conn(t)
 	if err != nil {
 		return failed(c, ReasonUnreachable, err), err
@@ -100,11 +200,13 @@ func (HelmInstaller) Install(ctx context.Context, t *clusters.Target, c *Config)
 		return failed(c, ReasonInstallFailed, err), err
 	}
 	c.state.deployed = rel
-	return progress(c, "Install: release %s/%s revision %d applied", c.Namespace, c.Release, rel.Version), nil
+	return ComponentCondition{}, nil
 }
 
-// PostInstall waits for the release's workloads to roll out.
-func (HelmInstaller) PostInstall(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
+// postInstall reports whether c's release's workloads rolled out: True,
+// or False RollingOut, or False RolloutTimeout past c.RolloutTimeout
+// since the release's last deploy.
+func postInstall(ctx context.Context, t *clusters.Target, c *Config) (ComponentCondition, error) {
 	rel := c.state.deployed
 	if rel == nil {
 		err := errors.New("no deployed release")
@@ -119,7 +221,7 @@ func (HelmInstaller) PostInstall(ctx context.Context, t *clusters.Target, c *Con
 		return failed(c, ReasonUnreachable, err), err
 	}
 	if pending == "" {
-		return installed(c, rel), nil
+		return ComponentCondition{Status: metav1.ConditionTrue}, nil
 	}
 	since := time.Since(rel.Info.LastDeployed.Time).Round(time.Second)
 	if since > c.RolloutTimeout {
@@ -130,9 +232,8 @@ func (HelmInstaller) PostInstall(ctx context.Context, t *clusters.Target, c *Con
 		Message: fmt.Sprintf("%s installing: PostInstall: %s (%s since the install)", c.Component.Title, pending, since)}, nil
 }
 
-// Uninstall removes the release; a release that is not there is no
-// error.
-func (HelmInstaller) Uninstall(ctx context.Context, t *clusters.Target, c *Config) error {
+// uninstall removes c's release; one that is not there is no error.
+func uninstall(_ context.Context, t *clusters.Target, c *Config) error {
 	conn, err := c.env.conn(t)
 	if err != nil {
 		return err
@@ -170,8 +271,15 @@ func failed(c *Config, reason string, err error) ComponentCondition {
 		Message: c.Component.Title + " install failed: " + err.Error()}
 }
 
-// installed is the component's condition when it runs.
-func installed(c *Config, rel *release.Release) ComponentCondition {
+// installed is the component's condition when it runs: its version and
+// its releases.
+func installed(c *Config) ComponentCondition {
+	var rels []string
+	for _, p := range c.parts {
+		if p.state.deployed != nil {
+			rels = append(rels, fmt.Sprintf("%s/%s revision %d", p.Namespace, p.Release, p.state.deployed.Version))
+		}
+	}
 	return ComponentCondition{Status: metav1.ConditionTrue, Reason: ReasonInstalled,
-		Message: fmt.Sprintf("%s %s installed (release %s/%s revision %d)", c.Component.Title, c.Version, c.Namespace, c.Release, rel.Version)}
+		Message: fmt.Sprintf("%s %s installed (release %s)", c.Component.Title, c.Version, strings.Join(rels, ", "))}
 }

@@ -9,6 +9,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 
 	"github.com/outpost-mesh/outpost/clusters"
 	"github.com/outpost-mesh/outpost/consensus"
@@ -32,6 +34,14 @@ func (o object) exists(t *testing.T) bool {
 		_, err = apps.StatefulSets(o.ns).Get(ctx, o.name, metav1.GetOptions{})
 	case "configmap":
 		_, err = kube.Client.CoreV1().ConfigMaps(o.ns).Get(ctx, o.name, metav1.GetOptions{})
+	case "yurtstaticset":
+		// OpenYurt's custom resource, from the CRD yurt-manager's chart
+		// installs.
+		dyn, derr := dynamic.NewForConfig(kube.Config)
+		if derr != nil {
+			t.Fatal(derr)
+		}
+		_, err = dyn.Resource(schema.GroupVersionResource{Group: "apps.openyurt.io", Version: "v1alpha1", Resource: "yurtstaticsets"}).Namespace(o.ns).Get(ctx, o.name, metav1.GetOptions{})
 	case "release":
 		// Helm's record of the release: a Secret per revision.
 		s, lerr := kube.Client.CoreV1().Secrets(o.ns).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm,name=" + o.name})
@@ -47,7 +57,8 @@ func (o object) exists(t *testing.T) bool {
 }
 
 // TestComponentsInstallAndUninstall: every default component installs
-// from the hub's registry into a real API server, its conditions moving
+// from the hub's registry into a real API server (OpenYurt as two
+// releases, yurt-manager with OpenYurt's CRD, then yurthub), its conditions moving
 // PreInstall → Install → PostInstall, and is True once the test marks its
 // workloads rolled out; CoreReady (outpost-agent and outpost-node) gates
 // Ready. Deleting the Cluster uninstalls them: their objects and Helm
@@ -66,13 +77,15 @@ func TestComponentsInstallAndUninstall(t *testing.T) {
 	defer w.Stop()
 	h.create(t, "edge", direct(t,
 		clusters.Component{Name: "outpost-agent"}, clusters.Component{Name: "outpost-node"},
-		clusters.Component{Name: "etcd"}, clusters.Component{Name: "openyurt"}, clusters.Component{Name: "kubeedge"}))
+		clusters.Component{Name: "etcd"}, clusters.Component{Name: "kubeedge"},
+		clusters.Component{Name: "openyurt", Values: []byte(`{"replicas":2,"yurthub":{"cacheAgents":"outpost"}}`)}))
 	objects := []object{
 		{"deployment", "outpost-system", "outpost-agent"}, {"configmap", "outpost-system", "outpost-agent"},
 		{"daemonset", "outpost-system", "outpost-node"}, {"statefulset", "etcd-system", "etcd"},
-		{"deployment", "kube-system", "yurt-manager"}, {"daemonset", "kube-system", "yurt-hub"},
+		{"deployment", "kube-system", "yurt-manager"}, {"configmap", "kube-system", "yurt-hub-cfg"}, {"yurtstaticset", "kube-system", "yurt-hub"},
 		{"deployment", "ke-system", "cloudcore"},
-		{"release", "outpost-system", "outpost-agent"}, {"release", "kube-system", "openyurt"}, {"release", "ke-system", "kubeedge"},
+		{"release", "outpost-system", "outpost-agent"}, {"release", "outpost-system", "outpost-node"}, {"release", "etcd-system", "etcd"},
+		{"release", "kube-system", "openyurt"}, {"release", "kube-system", "openyurt-yurthub"}, {"release", "ke-system", "kubeedge"},
 	}
 	// Without kubelets nothing rolls out: Ready waits for CoreReady.
 	c := h.wait(t, "edge", clusters.ConditionCoreReady, metav1.ConditionFalse, ReasonRollingOut)
@@ -93,6 +106,14 @@ func TestComponentsInstallAndUninstall(t *testing.T) {
 		if !o.exists(t) {
 			t.Errorf("%s %s/%s not installed", o.kind, o.ns, o.name)
 		}
+	}
+	// OpenYurt's values: its own to yurt-manager, those under "yurthub"
+	// to yurthub's release.
+	if d, err := kube.Client.AppsV1().Deployments("kube-system").Get(t.Context(), "yurt-manager", metav1.GetOptions{}); err != nil || d.Spec.Replicas == nil || *d.Spec.Replicas != 2 {
+		t.Errorf("yurt-manager did not get the spec's values: %v", err)
+	}
+	if cm, err := kube.Client.CoreV1().ConfigMaps("kube-system").Get(t.Context(), "yurt-hub-cfg", metav1.GetOptions{}); err != nil || cm.Data["cache_agents"] != "outpost" {
+		t.Errorf("yurthub did not get the spec's yurthub values: %v %v", err, cm)
 	}
 	if msg := h.status(t, "edge"); !strings.Contains(condMessage(msg, clusters.ConditionCoreReady), "Outpost agent") || !strings.Contains(condMessage(msg, clusters.ConditionCoreReady), "Outpost node") {
 		t.Errorf("CoreReady does not speak for both core components: %q", condMessage(msg, clusters.ConditionCoreReady))
