@@ -28,11 +28,16 @@ const labelVCluster = "clusters.outpost.dev/vcluster"
 // release: the service CIDR it found.
 const cidrConfigMap = "vc-cidr"
 
+// vclusterK0sVersion is the default vcluster chart for distro k0s: the
+// last release whose controlPlane.distro has k0s (loft-sh removed it in
+// 0.26, and the chart's values schema refuses it since).
+const vclusterK0sVersion = "0.25.2"
+
 func init() {
 	Register(Component{
 		Name: vclusterName, Title: "vcluster", Condition: ConditionVirtualClusterReady,
 		// loft-sh/vcluster (https://charts.loft.sh), mirrored into the
-		// hub's registry.
+		// hub's registry; distro k0s defaults to vclusterK0sVersion.
 		Chart: "charts/vcluster", Version: "0.28.0",
 		Installer: vclusterInstaller{},
 	})
@@ -127,8 +132,11 @@ func (in *Installer) vclusterConfig(t *clusters.Target) (*Config, error) {
 		Component: comp, Release: t.Name, Namespace: v.HostNamespace(t.Name), Chart: comp.Chart, Version: comp.Version,
 		RolloutTimeout: in.cfg.RolloutTimeout, env: in.env,
 	}
-	if v.Chart != "" {
+	switch {
+	case v.Chart != "":
 		cfg.Chart, cfg.Version = v.Chart, v.Version
+	case distro == clusters.DistroK0s:
+		cfg.Version = vclusterK0sVersion
 	}
 	defaults := map[string]any{"controlPlane": map[string]any{"distro": map[string]any{distro: map[string]any{"enabled": true}}}}
 	var err error
