@@ -11,10 +11,12 @@ import (
 )
 
 // TestFailuresAreContained: a missing chart, a chart that fails to
-// render and an unknown component name each give a False condition with
-// a reason, while the Cluster's other component installs; an unreachable
-// cluster and a virtual cluster whose host does not exist are reported
-// and do not hold up the others.
+// render, an unknown component name and a chart override without a
+// version each give a False condition with a reason, while the Cluster's
+// other component installs; an unreachable cluster (AgentAvailable
+// Unknown, as the Clusters issue has it), a virtual cluster on it (False
+// HostUnavailable) and a virtual cluster whose host does not exist are
+// reported and do not hold up the others.
 func TestFailuresAreContained(t *testing.T) {
 	h := startHub(t, nil)
 	h.create(t, "mixed", direct(t,
@@ -22,11 +24,16 @@ func TestFailuresAreContained(t *testing.T) {
 		clusters.Component{Name: "kubeedge", Chart: "charts/broken", Version: "1.0.0"},
 		clusters.Component{Name: "kubeegde"},
 		clusters.Component{Name: "vcluster"},
+		clusters.Component{Name: "etcd", Chart: "charts/etcd"},
 		clusters.Component{Name: "testruntime"},
 	))
 	down := direct(t, clusters.Component{Name: "etcd"})
 	down.Connection.KubernetesAPIEndpoint = "https://127.0.0.1:1"
 	h.create(t, "down", down)
+	h.create(t, "vdown", clusters.ClusterSpec{
+		Connection: clusters.Connection{Type: clusters.ConnectionDirect},
+		VCluster:   &clusters.VCluster{Enabled: true, HostCluster: "down"},
+	})
 	h.create(t, "orphan", clusters.ClusterSpec{
 		Connection: clusters.Connection{Type: clusters.ConnectionDirect},
 		VCluster:   &clusters.VCluster{Enabled: true, HostCluster: "nowhere"},
@@ -39,7 +46,9 @@ func TestFailuresAreContained(t *testing.T) {
 		{"mixed", ConditionKubeedgeReady, ReasonInstallFailed, "broken on purpose"},
 		{"mixed", "KubeegdeReady", ReasonUnknownComponent, `no installer is registered as "kubeegde" (registered: `},
 		{"mixed", ConditionVirtualClusterReady, ReasonUnknownComponent, "spec.vcluster (hostCluster: mixed)"},
+		{"mixed", ConditionEtcdReady, ReasonInstallFailed, "chart charts/etcd needs a version"},
 		{"down", clusters.ConditionAgentAvailable, clusters.ReasonUnreachable, "127.0.0.1:1"},
+		{"vdown", ConditionVirtualClusterReady, ReasonHostUnavailable, "connection refused"},
 		{"orphan", ConditionVirtualClusterReady, ReasonHostUnavailable, "host cluster nowhere"},
 		{"orphan", clusters.ConditionInitialized, clusters.ReasonProvisioning, "VirtualClusterReady"},
 	}
@@ -57,12 +66,14 @@ func TestFailuresAreContained(t *testing.T) {
 	if c := h.wait(t, "mixed", clusters.ConditionReady, metav1.ConditionTrue, ""); c.Reason != clusters.ReasonHealthy {
 		t.Errorf("runtime failures gate Ready: %+v", c)
 	}
-	for _, name := range []string{"mixed", "down", "orphan"} {
+	for _, name := range []string{"mixed", "down", "vdown", "orphan"} {
 		h.remove(t, name)
 	}
 	// The unreachable cluster installed nothing, so it has nothing to
-	// uninstall; the orphan's host is gone with what it held.
-	for _, name := range []string{"mixed", "down", "orphan"} {
+	// uninstall (nor does a component whose spec entry is unusable); once
+	// it is gone, so is what its virtual cluster could have left; the
+	// orphan's host is gone with what it held.
+	for _, name := range []string{"mixed", "down", "vdown", "orphan"} {
 		eventually(t, time.Minute, func() bool { return h.gone(name) }, name+" was never finalized")
 	}
 }

@@ -149,7 +149,9 @@ func (in *Installer) plan(spec *clusters.ClusterSpec) []item {
 	return items
 }
 
-// config is the component's config for cluster t.
+// config is the component's config for cluster t. An error (a spec
+// entry Install cannot use) comes with a config all the same: the
+// release it names is what Uninstall removes.
 func (in *Installer) config(t *clusters.Target, it item) (*Config, error) {
 	c := it.comp
 	cfg := &Config{
@@ -164,12 +166,15 @@ func (in *Installer) config(t *clusters.Target, it item) (*Config, error) {
 	if it.spec != nil {
 		over = it.spec.Values
 		if it.spec.Chart != "" {
+			if it.spec.Version == "" {
+				return cfg, fmt.Errorf("spec.components %s: chart %s needs a version (the tag pushed with `outpost charts push`)", c.Name, it.spec.Chart)
+			}
 			cfg.Chart, cfg.Version = it.spec.Chart, it.spec.Version
 		}
 	}
 	var err error
 	if cfg.Values, err = mergeValues(defaults, over); err != nil {
-		return nil, fmt.Errorf("spec.components %s values: %w", c.Name, err)
+		return cfg, fmt.Errorf("spec.components %s values: %w", c.Name, err)
 	}
 	return cfg, nil
 }
@@ -228,11 +233,8 @@ func (in *Installer) leaveOut(ctx context.Context, t *clusters.Target, it item, 
 	if it.comp == nil || it.name == vclusterName || meta.FindStatusCondition(t.Status.Conditions, it.comp.Condition) == nil {
 		return
 	}
-	cfg, err := in.config(t, it)
-	if err == nil {
-		err = it.comp.Installer.Uninstall(ctx, t, cfg)
-	}
-	if err != nil {
+	cfg, _ := in.config(t, it) // its release, whatever else the spec says
+	if err := it.comp.Installer.Uninstall(ctx, t, cfg); err != nil {
 		r.finish(ComponentCondition{Type: it.comp.Condition, Status: metav1.ConditionFalse, Reason: ReasonInstallFailed,
 			Message: fmt.Sprintf("%s uninstall failed: %v", it.comp.Title, err)}, err)
 		return
@@ -262,11 +264,8 @@ func (in *Installer) Uninstall(ctx context.Context, t *clusters.Target) error {
 			errs = append(errs, fmt.Errorf("%s: the cluster is not reachable", it.name))
 			continue
 		}
-		cfg, err := in.config(t, it)
-		if err == nil {
-			err = it.comp.Installer.Uninstall(ctx, t, cfg)
-		}
-		if err != nil {
+		cfg, _ := in.config(t, it) // its release, whatever else the spec says
+		if err := it.comp.Installer.Uninstall(ctx, t, cfg); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -117,7 +117,9 @@ func distroOf(c *Config) string {
 }
 
 // vclusterConfig is the vcluster component's config for virtual cluster
-// t in its host.
+// t in its host; nil when no installer is registered as vcluster. An
+// error about the spec comes with a config all the same: the release and
+// namespace deletion cleans up.
 func (in *Installer) vclusterConfig(t *clusters.Target) (*Config, error) {
 	comp, ok := in.reg.Lookup(vclusterName)
 	if !ok {
@@ -133,6 +135,8 @@ func (in *Installer) vclusterConfig(t *clusters.Target) (*Config, error) {
 		RolloutTimeout: in.cfg.RolloutTimeout, env: in.env,
 	}
 	switch {
+	case v.Chart != "" && v.Version == "":
+		return cfg, fmt.Errorf("spec.vcluster: chart %s needs a version (the tag pushed with `outpost charts push`)", v.Chart)
 	case v.Chart != "":
 		cfg.Chart, cfg.Version = v.Chart, v.Version
 	case distro == clusters.DistroK0s:
@@ -141,7 +145,7 @@ func (in *Installer) vclusterConfig(t *clusters.Target) (*Config, error) {
 	defaults := map[string]any{"controlPlane": map[string]any{"distro": map[string]any{distro: map[string]any{"enabled": true}}}}
 	var err error
 	if cfg.Values, err = mergeValues(defaults, v.Values); err != nil {
-		return nil, fmt.Errorf("spec.vcluster.values: %w", err)
+		return cfg, fmt.Errorf("spec.vcluster.values: %w", err)
 	}
 	return cfg, nil
 }
@@ -157,8 +161,11 @@ func (in *Installer) Provision(ctx context.Context, t *clusters.Target) ([]byte,
 		return nil, conds, rerr
 	}
 	cfg, err := in.vclusterConfig(t)
-	if err != nil {
+	switch {
+	case cfg == nil:
 		return notReady(ReasonUnknownComponent, err)
+	case err != nil:
+		return notReady(ReasonInstallFailed, err)
 	}
 	v := t.Spec.VCluster
 	hostCfg, err := in.cfg.HostConfig(ctx, v.HostCluster)
@@ -260,7 +267,7 @@ func currentCluster(kubeconfig []byte) (*clientcmdapi.Config, string, *clientcmd
 // they are gone. A host Cluster that no longer exists took them with it.
 func (in *Installer) deprovision(ctx context.Context, t *clusters.Target) error {
 	cfg, err := in.vclusterConfig(t)
-	if err != nil {
+	if cfg == nil {
 		return err
 	}
 	// Connections to a virtual cluster being deleted end now.
