@@ -1,6 +1,9 @@
 package components
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
@@ -8,6 +11,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/outpost-mesh/outpost/clusters"
 )
@@ -88,5 +92,65 @@ func TestNewRuntimePickedUp(t *testing.T) {
 	eventually(t, time.Minute, func() bool { return h.gone("rt") }, "the Cluster was never finalized")
 	if (object{"deployment", "testruntime-system", "testruntime"}).exists(t) {
 		t.Error("the runtime's deployment is left after deletion")
+	}
+}
+
+// recorder is a ComponentInstaller that records the components it
+// uninstalls.
+type recorder struct{ uninstalled *[]string }
+
+func (recorder) PreInstall(context.Context, *clusters.Target, *Config) (ComponentCondition, error) {
+	return ComponentCondition{Status: metav1.ConditionTrue}, nil
+}
+
+func (recorder) Install(context.Context, *clusters.Target, *Config) (ComponentCondition, error) {
+	return ComponentCondition{Status: metav1.ConditionTrue}, nil
+}
+
+func (recorder) PostInstall(context.Context, *clusters.Target, *Config) (ComponentCondition, error) {
+	return ComponentCondition{Status: metav1.ConditionTrue}, nil
+}
+
+func (r recorder) Uninstall(_ context.Context, _ *clusters.Target, c *Config) error {
+	*r.uninstalled = append(*r.uninstalled, c.Component.Name)
+	return nil
+}
+
+// TestPlanAndDeletionOrder: Defaults is the install order, a line there
+// with On installs a component no Cluster names, components a Cluster
+// names that Defaults does not list come after, in the spec's order;
+// deletion uninstalls in reverse, only what was tried (its condition
+// shows).
+func TestPlanAndDeletionOrder(t *testing.T) {
+	var got []string
+	reg := NewRegistry()
+	for _, name := range []string{"alpha", "beta", "gamma", "extra"} {
+		reg.Register(Component{Name: name, Condition: conditionFor(name), Installer: recorder{&got}})
+	}
+	cfg := DefaultInstallerConfig()
+	cfg.Registry, cfg.Charts = reg, &OCICharts{}
+	cfg.HostConfig = func(context.Context, string) (*rest.Config, error) { return nil, errors.New("no hosts here") }
+	cfg.Defaults = []Default{{Name: "alpha"}, {Name: "beta", On: true}, {Name: "gamma"}}
+	in, err := NewInstaller(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := clusters.ClusterSpec{Components: []clusters.Component{{Name: "nosuch"}, {Name: "extra"}, {Name: "alpha"}}}
+	var plan []string
+	for _, it := range in.plan(&spec) {
+		plan = append(plan, fmt.Sprintf("%s:%v", it.name, it.on))
+	}
+	if want := []string{"alpha:true", "beta:true", "gamma:false", "nosuch:true", "extra:true"}; !slices.Equal(plan, want) {
+		t.Errorf("plan %v, want %v", plan, want)
+	}
+	target := &clusters.Target{Name: "c", Spec: spec, Config: &rest.Config{Host: "https://127.0.0.1:1"}}
+	for _, name := range []string{"alpha", "beta", "extra", "nosuch"} {
+		target.Status.Conditions = append(target.Status.Conditions, metav1.Condition{Type: conditionFor(name), Status: metav1.ConditionTrue})
+	}
+	if err := in.Uninstall(t.Context(), target); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"extra", "beta", "alpha"}; !slices.Equal(got, want) {
+		t.Errorf("uninstalled %v, want %v", got, want)
 	}
 }
