@@ -255,20 +255,40 @@ func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log) (applyResult,
 	}
 	next.ResourceVersion = formatRV(l.Index)
 	okey := key(p, nsObject, c.Key)
+	// The object is encoded once, for its key and inside its event.
+	b, err := json.Marshal(next)
+	if err != nil {
+		return applyResult{}, nil, err
+	}
 	if next.DeletionTimestamp != nil && len(next.Finalizers) == 0 {
 		evType = watch.Deleted
 		err = txn.Delete(okey)
 	} else {
-		err = setJSON(txn, okey, next)
+		err = txn.Set(okey, b)
 	}
 	if err != nil {
 		return applyResult{}, nil, err
 	}
 	ev := &Event{Type: evType, Object: next, Key: c.Key}
-	if err := setJSON(txn, eventKey(p, l.Index), ev); err != nil {
+	if err := txn.Set(eventKey(p, l.Index), encodeEvent(evType, b, c.Key)); err != nil {
 		return applyResult{}, nil, err
 	}
 	return applyResult{obj: next}, ev, nil
+}
+
+// encodeEvent is json.Marshal of Event{Type: t, Object: obj, Key: key}
+// for an object already encoded as obj.
+func encodeEvent(t watch.EventType, obj []byte, key string) []byte {
+	k, _ := json.Marshal(key) // a string always encodes
+	b := make([]byte, 0, len(obj)+len(t)+len(k)+32)
+	b = append(b, `{"type":`...)
+	tb, _ := json.Marshal(t)
+	b = append(b, tb...)
+	b = append(b, `,"object":`...)
+	b = append(b, obj...)
+	b = append(b, `,"key":`...)
+	b = append(b, k...)
+	return append(b, '}')
 }
 
 // compact trims watch history older than historyLimit indexes before i.
@@ -313,14 +333,6 @@ func indexOfEventKey(k []byte, prefixLen int) uint64 {
 		n = n<<8 | uint64(b)
 	}
 	return n
-}
-
-func setJSON(txn *badger.Txn, k []byte, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	return txn.Set(k, b)
 }
 
 func jsonEqual(a, b json.RawMessage) bool {
