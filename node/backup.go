@@ -47,9 +47,16 @@ type BackupHeader struct {
 	CAKey  string `json:"caKey"`
 }
 
-// restoreDir holds a backup that `outpost node --restore` prepared, until
-// the new hub's leader has restored it.
+// restoreDir holds a backup that `outpost restore` (or `outpost node
+// --restore`) prepared, until the new hub's leader has restored it.
 func restoreDir(dataDir string) string { return filepath.Join(dataDir, "restore") }
+
+// restoreWaiting reports whether dataDir holds a prepared backup not yet
+// restored.
+func restoreWaiting(dataDir string) bool {
+	_, err := os.Stat(filepath.Join(restoreDir(dataDir), "header.json"))
+	return err == nil
+}
 
 // adminHandler serves the API's /outpost/v1/ admin calls.
 func (n *Node) adminHandler() http.Handler {

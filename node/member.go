@@ -38,6 +38,12 @@ func (n *Node) runMember(ctx context.Context) error {
 }
 
 func (n *Node) ensureBootstrapObjects(ctx context.Context) error {
+	if restoreWaiting(n.cfg.DataDir) {
+		// The backup's state replaces whatever would be written now, and
+		// an admin.yaml written now would name a token it does not hold:
+		// restorePending writes them once the backup is in (backup.go).
+		return nil
+	}
 	store := n.group.Store()
 	if err := n.ensureSite(ctx, store); err != nil {
 		return err

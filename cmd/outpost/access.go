@@ -77,11 +77,15 @@ The secret is made here and only its hash reaches the hub:
 	create.Flags().StringVar(&role, "role", "", "admin, operator or viewer")
 	create.Flags().DurationVar(&ttl, "ttl", 0, "how long the token is valid (0: no expiry)")
 
+	var output string
 	ls := &cobra.Command{
 		Use:   "ls",
-		Short: "List access tokens: name, role, expiry, creation",
+		Short: "List access tokens: name, role, expiry, creation (never the secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutputOf(output, "table"); err != nil {
+				return err
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
 			c, r, err := connect(ctx, g, "accesstokens")
@@ -91,6 +95,12 @@ The secret is made here and only its hash reaches the hub:
 			raw, err := c.do(ctx, http.MethodGet, r.path("", ""), nil, "", "")
 			if err != nil {
 				return err
+			}
+			switch output {
+			case "name":
+				return printNames(cmd.OutOrStdout(), r, raw)
+			case "json", "yaml":
+				return printObject(cmd.OutOrStdout(), raw, output)
 			}
 			var list struct {
 				Items []struct {
@@ -127,6 +137,7 @@ The secret is made here and only its hash reaches the hub:
 			return nil
 		},
 	}
+	addOutputFlag(ls, &output, "table")
 	cmd.AddCommand(create, ls, revoke)
 	return cmd
 }

@@ -22,10 +22,15 @@ func newAuditCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "audit [--since 1h] [--user NAME] [-o json]",
 		Short: "Show the audit log: who changed what, from where, and the result",
-		Args:  cobra.NoArgs,
+		Long: `Show the audit log, oldest first: every write and every refused call to the
+hub's API, every task dispatch, and every task a node refused for its
+signature, with who, when, from where and the result. -o json and yaml print
+the events (a list of their specs), -o name their object names, -o wide
+whole messages.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "" && output != "json" && output != "wide" {
-				return fmt.Errorf("-o %q: use json or wide", output)
+			if err := checkOutputOf(output, "table", "wide"); err != nil {
+				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
@@ -43,27 +48,37 @@ func newAuditCommand(g *globals) *cobra.Command {
 			}
 			var list struct {
 				Items []struct {
+					Metadata struct {
+						Name string `json:"name"`
+					} `json:"metadata"`
 					Spec node.AuditEventSpec `json:"spec"`
 				} `json:"items"`
 			}
 			if err := json.Unmarshal(raw, &list); err != nil {
 				return err
 			}
-			var events []node.AuditEventSpec
+			events := []node.AuditEventSpec{}
+			var names []string
 			cutoff := time.Now().Add(-since)
+			sort.SliceStable(list.Items, func(i, j int) bool { return list.Items[i].Spec.Time.Before(&list.Items[j].Spec.Time) })
 			for _, it := range list.Items {
 				if (since == 0 || !it.Spec.Time.Time.Before(cutoff)) && (user == "" || it.Spec.User == user) {
 					events = append(events, it.Spec)
+					names = append(names, it.Metadata.Name)
 				}
 			}
-			sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(&events[j].Time) })
-			if output == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				if events == nil {
-					events = []node.AuditEventSpec{}
+			switch output {
+			case "name":
+				for _, n := range names {
+					fmt.Fprintln(cmd.OutOrStdout(), "auditevent."+r.Group+"/"+n)
 				}
-				return enc.Encode(events)
+				return nil
+			case "json", "yaml":
+				b, err := json.Marshal(events)
+				if err != nil {
+					return err
+				}
+				return printObject(cmd.OutOrStdout(), b, output)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tUSER\tVERB\tRESOURCE\tNAME\tCODE\tSOURCE\tMESSAGE")
@@ -87,7 +102,7 @@ func newAuditCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().DurationVar(&since, "since", 0, "only events of this last span, e.g. 1h (0: all kept)")
 	cmd.Flags().StringVar(&user, "user", "", "only events of this user (token name, hub/<member> or site/<site>)")
-	cmd.Flags().StringVarP(&output, "output", "o", "", "json, or wide for whole messages")
+	addOutputFlag(cmd, &output, "table", "wide")
 	return cmd
 }
 

@@ -21,7 +21,7 @@ func newBackupCommand(g *globals) *cobra.Command {
 		Long: `Save the hub's whole state, one Raft snapshot taken on its leader, with the
 mesh CA (certificate and key) so a restored hub opens its sealed secrets and
 keeps its sites. The file is as secret as the CA key: it is written mode 0600.
-Restore it into an empty data dir with: outpost node --restore FILE`,
+Restore it on a fresh hub with: outpost restore FILE --data-dir EMPTY-DIR`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := newClient(g)
@@ -73,25 +73,36 @@ func writeBackup(path string, r io.Reader, want int64) error {
 }
 
 func newRestoreCommand() *cobra.Command {
-	var dataDir string
+	dataDir := node.DefaultConfig().DataDir
 	cmd := &cobra.Command{
-		Use:   "restore FILE --data-dir DIR",
-		Short: "Prepare an empty data dir to start a hub from a backup",
-		Long: `Prepare an empty data dir to become a hub restored from a backup of
-` + "`outpost backup`" + `: its CA is installed and its state is restored when the
-hub starts (outpost node --data-dir DIR). ` + "`outpost node --restore FILE`" + ` does both.`,
+		Use:   "restore FILE [--data-dir DIR]",
+		Short: "Make a fresh hub from a backup: run it in the new hub's empty data dir",
+		Long: `Make a fresh hub from a file of ` + "`outpost backup`" + `: in the new hub's empty data
+dir (--data-dir, else $OUTPOST_DATA_DIR, else ./outpost-data, as outpost node
+takes it) the backup's mesh CA is installed, so sealed secrets open and the
+old sites' certificates stay valid, and its state is kept, which the hub
+restores when it starts: then start the node on that data dir as usual
+(systemctl start outpost, or outpost node --data-dir DIR), with the hub's
+old address so that sites reconnect. Every resource of the backup is there;
+the hub makes a new admin credential (admin.yaml) and the old tokens work.
+` + "`outpost node --restore FILE`" + ` does both steps at once.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("data-dir") {
+				if env := os.Getenv("OUTPOST_DATA_DIR"); env != "" {
+					dataDir = env
+				}
+			}
 			if dataDir == "" {
-				return errors.New("--data-dir is required: the empty directory of the new hub")
+				return errors.New("--data-dir must name the empty data dir of the new hub")
 			}
 			if err := node.PrepareRestore(dataDir, args[0]); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "restore prepared; start the hub with: outpost node --data-dir %s\n", dataDir)
+			fmt.Fprintf(cmd.OutOrStdout(), "backup %s ready in %s: start the hub on it (systemctl start outpost, or outpost node --data-dir %s)\n", args[0], dataDir, dataDir)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&dataDir, "data-dir", "", "empty data dir of the new hub")
+	cmd.Flags().StringVar(&dataDir, "data-dir", dataDir, "empty data dir of the new hub (default $OUTPOST_DATA_DIR, else ./outpost-data)")
 	return cmd
 }
