@@ -190,7 +190,14 @@ func TestProxyCluster(t *testing.T) {
 	}
 
 	createCluster(t, store, "edge2", ClusterSpec{Connection: Connection{Type: ConnectionProxy, TokenHash: hash}})
-	waitCondition(t, store, "edge2", ConditionInitialized, metav1.ConditionFalse, ReasonPortsExhausted)
+	if st := waitCondition(t, store, "edge2", ConditionInitialized, metav1.ConditionFalse, ReasonPortsExhausted); st.Connection != nil {
+		t.Errorf("a cluster refused for want of ports recorded ports %+v", st.Connection)
+	}
+	tun.mu.Lock()
+	if tun.lns["edge2"] != nil {
+		t.Error("a cluster refused for want of ports has a tunnel bound")
+	}
+	tun.mu.Unlock()
 
 	tun.setConnected(false)
 	waitCondition(t, store, "edge", ConditionAgentAvailable, metav1.ConditionUnknown, ReasonUnreachable)

@@ -279,9 +279,11 @@ func tunnelConfig(ts TunnelState) *rest.Config {
 }
 
 // unreachable keeps the conditions while the cluster was heard from within
-// the grace period, and makes them Unknown after it.
+// the grace period, and makes them Unknown after it. The period is judged
+// now, when the failure is known, not when the round began: a probe that
+// timed out may have taken ProbeTimeout.
 func (r *round) unreachable(err error) {
-	if h := r.st.LastHeardTime; h != nil && r.now.Sub(h.Time) < r.c.cfg.GracePeriod {
+	if h := r.st.LastHeardTime; h != nil && time.Since(h.Time) < r.c.cfg.GracePeriod {
 		return
 	}
 	msg := "nothing heard within the grace period"
