@@ -102,8 +102,12 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport, obj *cons
 	if spec.Site != site || r.Attempt < cur.Attempt {
 		return nil
 	}
-	if r.Attempt == cur.Attempt && r.Status.Phase == cur.Phase && r.Status.Phase == ota.DeviceQueued {
-		return nil // what the hub wrote when it queued the device
+	if r.Attempt == cur.Attempt && r.Status.Phase == cur.Phase {
+		// Held already: the Queued the hub wrote itself, or a report sent
+		// again (a new site leader reports the Running it was not told
+		// the hub has; a lost acknowledgement). A phase changes within an
+		// attempt, so the same phase is the same report.
+		return nil
 	}
 	st := r.Status
 	st.Attempt = r.Attempt

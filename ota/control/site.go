@@ -262,8 +262,11 @@ func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 	return out, nil
 }
 
-// Acked records that the hub holds these reports. The writes go
-// concurrently, so that Raft commits them together.
+// Acked records that the hub holds these reports. A final phase's
+// acknowledgement is written (concurrently, so that Raft commits them
+// together); a Running one is kept in the leader's view only and rides the
+// run's next write, its result: a new leader that lacks it reports Running
+// again, which the hub takes as it is. That saves a site write per device.
 func (s *Site) Acked(ctx context.Context, reports []DeviceReport) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(writeConcurrency)
@@ -274,6 +277,10 @@ func (s *Site) Acked(ctx context.Context, reports []DeviceReport) error {
 		}
 		if !ok || run.st.Result.Phase != r.Status.Phase {
 			continue // moved on since; report again
+		}
+		if !r.Status.Phase.Finished() {
+			s.view.markReported(run.obj, r.Status.Phase)
+			continue
 		}
 		st := run.st
 		st.Reported = r.Status.Phase

@@ -190,3 +190,107 @@ func TestAcceptCreatesStartableRunsRunning(t *testing.T) {
 		})
 	}
 }
+
+// heldRunner holds every run until release is closed, then succeeds it.
+type heldRunner struct{ release chan struct{} }
+
+func (h *heldRunner) Run(ctx context.Context, _ string, _ RunRequest) (ota.DeviceResultStatus, error) {
+	select {
+	case <-h.release:
+		return ota.DeviceResultStatus{Phase: ota.DeviceSucceeded}, nil
+	case <-ctx.Done():
+		return ota.DeviceResultStatus{}, ctx.Err()
+	}
+}
+
+func (h *heldRunner) Cancel(context.Context, string, string, int) error { return nil }
+
+// TestRunningAckIsNotWritten: the hub's acknowledgement of a Running
+// report is kept in the leader's view, not written (the runs' versions do
+// not move), and rides the result's write; a result's acknowledgement is
+// written.
+func TestRunningAckIsNotWritten(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	runner := &heldRunner{release: make(chan struct{})}
+	site, err := NewSite(SiteConfig{
+		Site: "a", Store: store, Runner: runner, Interval: 20 * time.Millisecond,
+		Alive: func(string) bool { return true }, IsLeader: func() bool { return true },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- site.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	nodes := []string{"a-0", "a-1", "a-2"}
+	if err := site.Accept(ctx, []Assignment{{
+		Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 3, Devices: nodes,
+		Spec: &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	// stored returns each run's stored status and version.
+	stored := func() (map[string]DeviceRunStatus, map[string]string) {
+		sts, rvs := map[string]DeviceRunStatus{}, map[string]string{}
+		for _, n := range nodes {
+			obj, err := store.Get(ctx, &DeviceRunKind, "", runName("u1", n), consensus.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st DeviceRunStatus
+			_ = obj.DecodeStatus(&st)
+			sts[n], rvs[n] = st, obj.ResourceVersion
+		}
+		return sts, rvs
+	}
+	pending := func(phase ota.DevicePhase) []DeviceReport {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for {
+			reports, err := site.Pending(ctx, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, r := range reports {
+				if r.Status.Phase == phase {
+					n++
+				}
+			}
+			if n == len(nodes) || time.Now().After(deadline) {
+				return reports
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	running := pending(ota.DeviceRunning)
+	_, before := stored()
+	if err := site.Acked(ctx, running); err != nil {
+		t.Fatal(err)
+	}
+	if left, err := site.Pending(ctx, 100); err != nil || len(left) != 0 {
+		t.Fatalf("after the Running ack, Pending = %+v, %v; want none", left, err)
+	}
+	if sts, after := stored(); fmt.Sprint(after) != fmt.Sprint(before) || sts["a-0"].Reported != ota.DeviceQueued {
+		t.Fatalf("the Running ack was written: versions %v → %v, a-0 reported %s", before, after, sts["a-0"].Reported)
+	}
+
+	close(runner.release)
+	results := pending(ota.DeviceSucceeded)
+	if len(results) != len(nodes) {
+		t.Fatalf("Pending = %+v, want the %d results", results, len(nodes))
+	}
+	if sts, _ := stored(); sts["a-0"].Result.Phase != ota.DeviceSucceeded || sts["a-0"].Reported != ota.DeviceRunning {
+		t.Fatalf("a-0 stored %s reported %s; want Succeeded, with the Running ack carried", sts["a-0"].Result.Phase, sts["a-0"].Reported)
+	}
+	if err := site.Acked(ctx, results); err != nil {
+		t.Fatal(err)
+	}
+	for n, st := range func() map[string]DeviceRunStatus { s, _ := stored(); return s }() {
+		if st.Reported != ota.DeviceSucceeded {
+			t.Errorf("%s: stored reported %s after the result's ack, want Succeeded", n, st.Reported)
+		}
+	}
+}

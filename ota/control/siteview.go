@@ -240,6 +240,18 @@ func (v *siteView) run(uid, name string) (viewRun, bool, error) {
 	return *r, true, nil
 }
 
+// markReported notes in the view, not in the store, that the hub holds
+// the report of phase for the run at the version obj: a later version
+// carries its own Reported.
+func (v *siteView) markReported(obj *consensus.Object, phase ota.DevicePhase) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	uid, _, _ := strings.Cut(obj.Name, ".")
+	if r, ok := v.runs[uid][obj.Name]; ok && r.obj.Revision() == obj.Revision() && r.st.Result.Phase == phase {
+		r.st.Reported = phase
+	}
+}
+
 // unreported returns up to limit runs with a result the hub has not
 // acknowledged, by task UID and name.
 func (v *siteView) unreported(limit int) ([]viewRun, error) {
