@@ -68,6 +68,9 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	txn := f.st.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	var size int64
+	// written holds the object keys the open transaction wrote: only
+	// their reads must decode the transaction's own pending values.
+	written := map[string]bool{}
 	p, applied, err := f.txnHead(txn)
 	last := applied
 	for i, l := range logs {
@@ -85,13 +88,14 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			}
 			f.publish(last, events)
 			events, size = nil, 0
+			clear(written)
 			txn = f.st.db.NewTransaction(true)
 		}
 		size += 2*int64(len(l.Data)) + 512
 		if l.Type == raft.LogCommand {
 			var ev *Event
 			var res applyResult
-			res, ev, err = f.applyCommand(txn, p, l)
+			res, ev, err = f.applyCommand(txn, p, l, written)
 			out[i] = res
 			if ev != nil {
 				events = append(events, *ev)
@@ -190,14 +194,21 @@ func (f *fsm) waitApplied(ctx context.Context, i uint64) error {
 }
 
 // applyCommand applies one command. A refused command (conflict, not found)
-// is a result, not an error: errors are storage failures.
-func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log) (applyResult, *Event, error) {
+// is a result, not an error: errors are storage failures. The stored
+// object is read through the state's cache (it is shared: read, never
+// changed here) unless txn wrote it; written gains the key.
+func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log, written map[string]bool) (applyResult, *Event, error) {
 	c, err := decodeCommand(l.Data)
 	if err != nil {
 		f.log.Error("skipping undecodable command", "index", l.Index, "err", err)
 		return applyResult{err: apierrors.NewBadRequest(err.Error())}, nil, nil
 	}
-	cur, err := getObject(txn, p, c.Key)
+	var cur *Object
+	if written[c.Key] {
+		cur, err = getObject(txn, p, c.Key)
+	} else {
+		cur, err = f.st.readObject(txn, p, c.Key)
+	}
 	if err != nil {
 		return applyResult{}, nil, err
 	}
@@ -229,9 +240,9 @@ func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log) (applyResult,
 		evType = watch.Added
 	case opUpdate:
 		next = c.Obj.DeepCopy()
-		next.UID, next.CreationTimestamp, next.DeletionTimestamp = cur.UID, cur.CreationTimestamp, cur.DeletionTimestamp
+		next.UID, next.CreationTimestamp, next.DeletionTimestamp = cur.UID, cur.CreationTimestamp, cur.DeletionTimestamp.DeepCopy()
 		if !c.WithStatus {
-			next.Status = cur.Status
+			next.Status = append(json.RawMessage(nil), cur.Status...)
 		}
 		next.Generation = cur.Generation
 		if !jsonEqual(next.Spec, cur.Spec) {
@@ -269,6 +280,7 @@ func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log) (applyResult,
 	if err != nil {
 		return applyResult{}, nil, err
 	}
+	written[c.Key] = true
 	ev := &Event{Type: evType, Object: next, Key: c.Key}
 	if err := txn.Set(eventKey(p, l.Index), encodeEvent(evType, b, c.Key)); err != nil {
 		return applyResult{}, nil, err

@@ -16,10 +16,11 @@ const objectCacheBytes = 64 << 20
 // commit timestamp of the write, unique per key), so that reads of objects
 // that did not change skip JSON decoding: controllers that list the same
 // few thousand objects several times a second (a site leader during a
-// task, the hub counting results) decode each version once. It serves
-// read-only transactions only, where an item's version is that of a
-// committed write. Objects in it are shared and never modified; readers
-// copy what they hand out.
+// task, the hub counting results) decode each version once; the FSM reads
+// through it the object each write replaces. It serves committed values
+// only, whose item version is that of their write: read-only transactions,
+// and keys a write transaction has not written itself. Objects in it are
+// shared and never modified; readers copy what they hand out.
 type objectCache struct {
 	mu    sync.RWMutex
 	limit int

@@ -1,0 +1,39 @@
+package consensus
+
+import (
+	"testing"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// TestApplyBatchReadsItsOwnWrites: within one batch, a command sees the
+// version an earlier command of the batch wrote, though the object's
+// committed version sits in the read cache (each command's expected
+// resourceVersion is the previous command's index).
+func TestApplyBatchReadsItsOwnWrites(t *testing.T) {
+	t.Parallel()
+	f := newTestFSM(t, 0)
+	f.apply(t, f.create("ns", "a", 1)) // index 2
+	key := objectKey(f.kind, "ns", "a")
+	read := func() *Object {
+		var obj *Object
+		if err := f.st.view(func(txn *badger.Txn, p []byte) error {
+			var err error
+			obj, err = f.st.readObject(txn, p, key)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
+	if obj := read(); obj.Revision() != 2 { // now cached
+		t.Fatalf("created at %d, want 2", obj.Revision())
+	}
+	one, two, three := f.status("ns", "a", "one"), f.status("ns", "a", "two"), f.status("ns", "a", "three")
+	one.ExpectRV, two.ExpectRV, three.ExpectRV = 2, 3, 4
+	f.apply(t, one, two, three) // indexes 3, 4, 5 in one batch; apply fails on a conflict
+	obj := read()
+	if obj.Revision() != 5 || string(obj.Status) != `{"phase":"three"}` {
+		t.Fatalf("after the batch: version %d status %s; want 5 and phase three", obj.Revision(), obj.Status)
+	}
+}
