@@ -136,7 +136,7 @@ func TestClusters(t *testing.T) {
 			}
 			return nil
 		})
-		m.logf("conditions Unknown %.0fs after the cut (agent dropped after the hub's heartbeat timeout, then --cluster-grace %s)", time.Since(cut).Seconds(), clusterGrace)
+		m.logf("conditions Unknown %.0fs after the cut (the first probe through the cut link times out after 10 s; the last answer is --cluster-grace %s old by then)", time.Since(cut).Seconds(), clusterGrace)
 
 		for _, h := range m.siteNodes("hub") {
 			edge.Unblock(h.host)
