@@ -20,6 +20,8 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v containerd >/dev/null || need+=(containerd)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v chromium >/dev/null || need+=(chromium)
+[ -f /usr/share/bash-completion/bash_completion ] || need+=(bash-completion) # the completion tests run the
+command -v fish >/dev/null || need+=(fish)                                      # bash and fish scripts
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; install them (as root: apt-get install ${need[*]}) or run make test as root" >&2

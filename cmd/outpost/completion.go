@@ -44,7 +44,9 @@ complete from the hub's API with your credential file (--config), so
 const completionTimeout = 5 * time.Second
 
 // addCompletions makes the verbs that take a KIND and a NAME complete them
-// from the hub, and the task verbs complete task names.
+// from the hub, the verbs that take the name of an existing task, cluster
+// or access token complete it, and so do the --node, --site and --sites
+// flags; -o completes the forms each verb takes.
 func addCompletions(root *cobra.Command, g *globals) {
 	for _, c := range root.Commands() {
 		switch c.Name() {
@@ -60,26 +62,59 @@ func addCompletions(root *cobra.Command, g *globals) {
 			}
 		case "task":
 			for _, sub := range c.Commands() {
-				sub.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-					if len(args) > 0 {
-						return nil, cobra.ShellCompDirectiveNoFileComp
-					}
-					return completeNames(cmd.Context(), g, "tasks", toComplete)
+				sub.ValidArgsFunction = firstArgNames(g, "tasks")
+			}
+		case "cluster":
+			for _, sub := range c.Commands() {
+				if sub.Name() != "create" { // a new name
+					sub.ValidArgsFunction = firstArgNames(g, "clusters")
+				}
+			}
+		case "access":
+			for _, sub := range c.Commands() {
+				if sub.Name() == "revoke" {
+					sub.ValidArgsFunction = firstArgNames(g, "accesstokens")
 				}
 			}
 		}
-		if f := c.Flags().Lookup("output"); f != nil {
-			_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(outputFormats(f.DefValue), cobra.ShellCompDirectiveNoFileComp))
+	}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if f := c.Flags().Lookup("output"); f != nil && len(f.Annotations[outputForms]) > 0 {
+			_ = c.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(f.Annotations[outputForms], cobra.ShellCompDirectiveNoFileComp))
+		}
+		for flag, kind := range map[string]string{"node": "nodes", "site": "sites", "sites": "sites"} {
+			if c.Flags().Lookup(flag) != nil && c.Name() != "node" {
+				_ = c.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+					// A list flag (--sites a,b) completes its last item.
+					done, last := "", toComplete
+					if i := strings.LastIndex(toComplete, ","); i >= 0 {
+						done, last = toComplete[:i+1], toComplete[i+1:]
+					}
+					names, dir := completeNames(cmd.Context(), g, kind, last)
+					for i := range names {
+						names[i] = done + names[i]
+					}
+					return names, dir
+				})
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
 		}
 	}
+	walk(root)
 }
 
-// outputFormats lists the -o values of a command by its default.
-func outputFormats(def string) []cobra.Completion {
-	if def == "table" {
-		return []cobra.Completion{"table", "wide", "json", "yaml", "name"}
+// firstArgNames completes a verb's first argument with the names of
+// kind's objects.
+func firstArgNames(g *globals, kind string) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return completeNames(cmd.Context(), g, kind, toComplete)
 	}
-	return []cobra.Completion{def, "json", "yaml", "name"}
 }
 
 // completeKinds lists the served resource types by plural name.

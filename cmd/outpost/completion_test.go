@@ -3,7 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,6 +32,8 @@ func TestCompletionAndOutput(t *testing.T) {
 
 	d.ok(t, siteYAML("lisbon", "38.72,-9.14"), "apply", "-f", "-")
 	d.ok(t, siteYAML("lyon", "45.76,4.84"), "apply", "-f", "-")
+	d.ok(t, "", "access", "create", "comp-bot", "--role", "viewer")
+	d.ok(t, "apiVersion: clusters.outpost.dev/v1alpha1\nkind: Cluster\nmetadata: {name: plant-1}\nspec: {provider: k3s, connection: {type: proxy, tokenHash: "+strings.Repeat("ab", 32)+"}}\n", "apply", "-f", "-")
 	complete := func(args ...string) []string {
 		t.Helper()
 		// The word to complete is the last argument: --config goes first.
@@ -57,6 +63,14 @@ func TestCompletionAndOutput(t *testing.T) {
 		{[]string{"describe", "site", ""}, "lisbon lyon", ""},
 		{[]string{"get", "sites", "-o", ""}, "table wide json yaml name", ""},
 		{[]string{"describe", "site", "lyon", "-o", ""}, "text json yaml name", "wide"},
+		{[]string{"access", "ls", "-o", ""}, "table json yaml name", "wide"},
+		{[]string{"audit", "-o", ""}, "table wide json yaml name", ""},
+		{[]string{"status", "-o", ""}, "text json", "yaml"},
+		{[]string{"access", "revoke", "comp"}, "comp-bot", ""},
+		{[]string{"cluster", "kubeconfig", ""}, "plant-1", ""},
+		{[]string{"task", "logs", "some-task", "--node", ""}, d.name, ""},
+		{[]string{"token", "create", "--site", "l"}, "lisbon lyon", "hub"},
+		{[]string{"images", "sync", "nginx:1", "--sites", "lisbon,ly"}, "lisbon,lyon", "lyon"},
 	} {
 		got := " " + strings.Join(complete(tc.args...), " ") + " "
 		for _, w := range strings.Fields(tc.want) {
@@ -66,6 +80,28 @@ func TestCompletionAndOutput(t *testing.T) {
 		}
 		if tc.not != "" && strings.Contains(got, " "+tc.not+" ") {
 			t.Errorf("completing %q offers %q, want no %s", tc.args, got, tc.not)
+		}
+	}
+
+	// The scripts themselves, as bash (with bash-completion) and fish run
+	// them on a <TAB>: they ask the binary, which asks the hub.
+	dir := t.TempDir()
+	for _, tc := range []struct{ shell, script string }{
+		{"bash", `source /usr/share/bash-completion/bash_completion; source "$1"; COMP_WORDS=(outpost get sites l); COMP_CWORD=3; COMP_LINE="outpost get sites l"; COMP_POINT=${#COMP_LINE}; __start_outpost; printf '%s\n' "${COMPREPLY[@]}"`},
+		{"fish", `source $argv[1]; complete -C 'outpost get sites l' | string replace -r '\t.*' ''; true`},
+	} {
+		script := writeFile(t, dir, "outpost."+tc.shell, runCLI(t, bin, "", "completion", tc.shell).stdout)
+		args := []string{"-c", tc.script, tc.shell, script}
+		if tc.shell == "fish" {
+			args = []string{"--no-config", "-c", tc.script, script}
+		}
+		cmd := exec.Command(tc.shell, args...)
+		cmd.Env = append(childEnv(), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "OUTPOST_CONFIG="+d.config(), "HOME="+dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr // bash's compopt says it runs outside a real <TAB>
+		out, err := cmd.Output()
+		if got := strings.Fields(string(out)); err != nil || !slices.Equal(got, []string{"lisbon", "lyon"}) {
+			t.Errorf("%s completion of `outpost get sites l<TAB>`: %v, %q (stderr %q); want lisbon and lyon", tc.shell, err, out, stderr.String())
 		}
 	}
 

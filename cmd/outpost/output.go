@@ -16,11 +16,16 @@ import (
 // and name (kind.group/name, one a line, as kubectl prints it).
 var machineOutputs = []string{"json", "yaml", "name"}
 
+// outputForms is the annotation of a -o flag that lists the forms it
+// takes, for completion.
+const outputForms = "outpost_output_forms"
+
 // addOutputFlag adds -o to cmd; human are its human forms, the first being
 // the default.
 func addOutputFlag(cmd *cobra.Command, p *string, human ...string) {
 	all := append(slices.Clone(human), machineOutputs...)
 	cmd.Flags().StringVarP(p, "output", "o", human[0], "output format: "+orList(all))
+	_ = cmd.Flags().SetAnnotation("output", outputForms, all)
 }
 
 // checkOutputOf reports a -o value that cmd does not take, saying which it

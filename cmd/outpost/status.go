@@ -59,5 +59,6 @@ no API credentials, only access to the data dir.`,
 	}
 	cmd.Flags().StringVar(&dataDir, "data-dir", "outpost-data", "data dir of the node on this host")
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "text or json")
+	_ = cmd.Flags().SetAnnotation("output", outputForms, []string{"text", "json"})
 	return cmd
 }
