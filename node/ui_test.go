@@ -17,6 +17,10 @@ import (
 
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	imagesapi "github.com/outpost-mesh/outpost/images/api"
 )
 
 // TestUIAssetsAndWhoAmI checks what the dashboard's page and the API it
@@ -320,6 +324,11 @@ func TestDashboard(t *testing.T) {
 	if n := b.eval(`String(document.querySelectorAll('#progress .bar span').length)`); n != "2" {
 		t.Errorf("progress bar has %s segments, want 2 (running, queued)", n)
 	}
+	b.waitFor("the per-site breakdown", `(() => {
+		const card = [...document.querySelectorAll('.card')].find((c) => c.querySelector('h2')?.textContent === 'Sites');
+		const rows = card ? [...card.querySelectorAll('tbody tr')].map((r) => r.innerText.replace(/\s+/g, ' ').trim()) : [];
+		return rows.length === 4 && ['berlin 0/2', 'hub 0/1 1', 'madrid 0/2', 'paris 0/2'].every((w, i) => rows[i].startsWith(w));
+	})()`)
 	b.screenshot("04-task-running")
 	b.eval(`window.__sameDocument = 'yes'`)
 	if err := os.WriteFile(release, nil, 0o644); err != nil {
@@ -372,8 +381,36 @@ func TestDashboard(t *testing.T) {
 		"metadata": map[string]any{"name": "local"}, "spec": map[string]any{"domain": "127.0.0.1:5999", "insecure": true}})
 	tn.post(t, imagesAPI+"clusterrepositories", map[string]any{"apiVersion": "images.outpost.dev/v1alpha1", "kind": "ClusterRepository",
 		"metadata": map[string]any{"name": "nginx"}, "spec": map[string]any{"registryName": "local", "repositoryName": "library/nginx"}})
+	// Each node's cache figures, as the hub writes them from its sites'
+	// reports (the kind is read-only through the API); the hub's image
+	// controller sums the repository's pulls from them.
+	nginx := func(pulls uint64) []imagesapi.RepositoryUsage {
+		return []imagesapi.RepositoryUsage{{Registry: "127.0.0.1:5999", Repository: "library/nginx", Artifacts: 3, Pulls: pulls, SizeBytes: 70 << 20}}
+	}
+	for name, st := range map[string]imagesapi.ImageStatsStatus{
+		"berlin-1": {Site: "berlin", BlobHits: 30, BlobMisses: 10, BytesSaved: 2 << 30, BytesFromOrigin: 1 << 30, Repositories: nginx(30)},
+		"berlin-2": {Site: "berlin", BlobHits: 15, BlobMisses: 5, BytesSaved: 1 << 30, Repositories: nginx(10)},
+		"madrid-1": {Site: "madrid", BlobHits: 1, BlobMisses: 3, BytesSaved: 512 << 20, Repositories: nginx(2)},
+	} {
+		obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		if err := obj.SetStatus(st); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tn.node.Group().Store().CreateWithStatus(t.Context(), &imagesapi.ImageStatsKind, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b.do(chromedp.Navigate(tn.url + "/ui/#/images"))
 	b.waitFor("the images page", `document.body.innerText.includes('library/nginx') && !document.body.innerText.includes('Loading')`)
+	// Pulls, the hit ratio and the bytes saved, overall and by site.
+	b.waitFor("the image figures", `(() => {
+		const stat = (label) => [...document.querySelectorAll('.stat')].find((s) => s.querySelector('span')?.textContent === label)?.querySelector('b')?.textContent;
+		const card = [...document.querySelectorAll('.card')].find((c) => c.querySelector('h2')?.textContent === 'Cache by site');
+		const rows = card ? [...card.querySelectorAll('tbody tr')].map((r) => r.innerText.replace(/\s+/g, ' ').trim()) : [];
+		return stat('Pulls') === '42' && stat('Cache hit ratio') === '71.9%' && stat('Saved (from site peers)') === '3.5 GiB' &&
+			rows.length === 3 && rows[0].startsWith('berlin 2 75% 3.0 GiB') && rows[1].startsWith('hub 1 0% 0 B') && rows[2].startsWith('madrid 1 25% 512 MiB') &&
+			[...document.querySelectorAll('.card')].some((c) => /library\/nginx\s+42\s+3\s+70 MiB\s+3/.test(c.innerText));
+	})()`)
 	b.screenshot("07-images")
 
 	// A viewer: signs in, sees the failed task, and no operator button.
