@@ -40,6 +40,7 @@ func TestEdgeNodeServesCluster(t *testing.T) {
 	}
 	hub := startNode(t, func(c *node.Config) {
 		c.TuneClusters = func(cc *clusters.Config) { cc.Resync = 10 * time.Minute }
+		c.TunnelPorts = freeTunnelPorts(t)
 	})
 	token, hash, err := clusters.NewToken()
 	if err != nil {

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +37,7 @@ func TestProxyClusterThroughTunnel(t *testing.T) {
 	_, kc := kubetest.ForTest(t)
 	hub := startNode(t, func(c *node.Config) {
 		c.TuneClusters = func(cc *clusters.Config) { cc.Resync = 500 * time.Millisecond }
+		c.TunnelPorts = freeTunnelPorts(t)
 	})
 	token, hash, err := clusters.NewToken()
 	if err != nil {
@@ -185,5 +188,22 @@ func condition(st clusters.ClusterStatus, typ string) metav1.ConditionStatus {
 			return c.Status
 		}
 	}
+	return ""
+}
+
+// freeTunnelPorts returns a --tunnel-ports range of two free loopback TCP
+// ports, so that a test's proxy cluster does not meet another hub on the
+// machine at the default range.
+func freeTunnelPorts(t *testing.T) string {
+	t.Helper()
+	for range 100 {
+		p := freePort(t, true)
+		testPorts.Add(1) // p+1 is this test's too
+		if ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1))); err == nil {
+			ln.Close()
+			return fmt.Sprintf("%d-%d", p, p+1)
+		}
+	}
+	t.Fatal("no two adjacent free loopback ports")
 	return ""
 }
