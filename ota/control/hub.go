@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -224,32 +225,40 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	}
 	now := metav1.Now()
 	st := ota.TaskStatus{Phase: ota.TaskRunning, Attempt: 1, StepCount: len(spec.Steps), StartTime: &now, Sites: map[string]ota.Counts{}}
-	if err := createResults(ctx, h.cfg.Store, obj, targets, 1); err != nil {
-		return err
-	}
+	bySite := map[string][]string{}
 	for _, d := range targets {
 		st.Targets = append(st.Targets, d.Name)
 		st.Counts.Add(ota.DeviceQueued, 1)
 		c := st.Sites[d.Site]
 		c.Add(ota.DeviceQueued, 1)
 		st.Sites[d.Site] = c
+		bySite[d.Site] = append(bySite[d.Site], d.Name)
+	}
+	// What track would learn by listing the results it is about to
+	// create. A site's assignment is handed out (at the site's next
+	// report) once the site's results exist, not after every site's: the
+	// first sites start while the hub still writes the others' results.
+	t := &hubTask{name: obj.Name, uid: string(obj.UID), attempt: 1, version: 1, spec: *spec,
+		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled,
+		counted: true, countedAt: time.Now(), counts: st.Counts, siteCounts: maps.Clone(st.Sites)}
+	h.mu.Lock()
+	h.tasks[t.uid] = t
+	h.mu.Unlock()
+	siteReady := func(site string) {
+		h.mu.Lock()
+		t.sites[site] = bySite[site]
+		h.mu.Unlock()
+	}
+	if err := createResults(ctx, h.cfg.Store, obj, targets, 1, siteReady); err != nil {
+		// Still Pending: the next pass starts it again (what exists is
+		// kept), and a new leader rebuilds its view.
+		return err
 	}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Dispatched", Status: metav1.ConditionTrue, Reason: "TargetsResolved",
 		Message: fmt.Sprintf("%d devices in %d sites", len(targets), len(st.Sites))})
 	if err := writeStatus(ctx, h.cfg.Store, obj, st); err != nil {
 		return err
 	}
-	// What track would learn by listing the results it was just told:
-	// the sites get their assignments at their next report.
-	t := &hubTask{name: obj.Name, uid: string(obj.UID), attempt: 1, version: 1, spec: *spec,
-		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled,
-		counted: true, countedAt: time.Now(), counts: st.Counts, siteCounts: maps.Clone(st.Sites)}
-	for _, d := range targets {
-		t.sites[d.Site] = append(t.sites[d.Site], d.Name)
-	}
-	h.mu.Lock()
-	h.tasks[t.uid] = t
-	h.mu.Unlock()
 	h.log.Info("task started", "task", obj.Name, "devices", len(targets), "sites", len(st.Sites))
 	return nil
 }
@@ -284,48 +293,76 @@ func resultName(task, node string) string { return task + "." + node }
 
 // createResults creates the Queued DeviceResults of a task, each with its
 // status in one write, many at once: concurrent proposals share Raft
-// batches (and their fsyncs).
-func createResults(ctx context.Context, store *consensus.Store, task *consensus.Object, targets []Device, attempt int) error {
+// batches (and their fsyncs). Sites go one after another, and siteReady
+// (when not nil) is told each site whose results all exist.
+func createResults(ctx context.Context, store *consensus.Store, task *consensus.Object, targets []Device, attempt int, siteReady func(site string)) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(writeConcurrency)
 	now := metav1.Now()
+	targets = slices.Clone(targets)
+	slices.SortStableFunc(targets, func(a, b Device) int { return strings.Compare(a.Site, b.Site) })
+	var mu sync.Mutex
+	left := map[string]int{}
+	for _, d := range targets {
+		left[d.Site]++
+	}
+	created := func(site string) {
+		mu.Lock()
+		left[site]--
+		ready := left[site] == 0
+		mu.Unlock()
+		if ready && siteReady != nil {
+			siteReady(site)
+		}
+	}
 	for _, d := range targets {
 		eg.Go(func() error {
-			obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{
-				Name: resultName(task.Name, d.Name),
-				Labels: map[string]string{
-					ota.LabelTask: task.Name, ota.LabelSite: d.Site, ota.LabelNode: d.Name, ota.LabelPhase: string(ota.DeviceQueued),
-				},
-				OwnerReferences: []metav1.OwnerReference{{APIVersion: ota.TaskKind.APIVersion(), Kind: "Task", Name: task.Name, UID: task.UID}},
-			}}
-			if err := obj.SetSpec(ota.DeviceResultSpec{Task: task.Name, Node: d.Name, Site: d.Site}); err != nil {
+			if err := createResult(ctx, store, task, d, attempt, now); err != nil {
 				return err
 			}
-			if err := obj.SetStatus(ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: attempt, QueuedTime: &now}); err != nil {
-				return err
-			}
-			_, err := store.CreateWithStatus(ctx, &ota.DeviceResultKind, obj)
-			if apierrors.IsAlreadyExists(err) {
-				old, gerr := store.Get(ctx, &ota.DeviceResultKind, "", obj.Name, consensus.ReadOptions{})
-				if gerr != nil {
-					return gerr
-				}
-				if ownedBy(old, task.UID) {
-					return nil // a leader that died half-way left it
-				}
-				// Left by a deleted task of the same name.
-				if _, err := store.Delete(ctx, &ota.DeviceResultKind, "", obj.Name, 0, string(old.UID)); err != nil && !apierrors.IsNotFound(err) {
-					return err
-				}
-				_, err = store.CreateWithStatus(ctx, &ota.DeviceResultKind, obj)
-			}
-			if err != nil {
-				return fmt.Errorf("create result for %s: %w", d.Name, err)
-			}
+			created(d.Site)
 			return nil
 		})
 	}
 	return eg.Wait()
+}
+
+// createResult creates one device's Queued DeviceResult; one a leader that
+// died half-way left is kept, one left by a deleted task of the same name
+// replaced.
+func createResult(ctx context.Context, store *consensus.Store, task *consensus.Object, d Device, attempt int, now metav1.Time) error {
+	obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{
+		Name: resultName(task.Name, d.Name),
+		Labels: map[string]string{
+			ota.LabelTask: task.Name, ota.LabelSite: d.Site, ota.LabelNode: d.Name, ota.LabelPhase: string(ota.DeviceQueued),
+		},
+		OwnerReferences: []metav1.OwnerReference{{APIVersion: ota.TaskKind.APIVersion(), Kind: "Task", Name: task.Name, UID: task.UID}},
+	}}
+	if err := obj.SetSpec(ota.DeviceResultSpec{Task: task.Name, Node: d.Name, Site: d.Site}); err != nil {
+		return err
+	}
+	if err := obj.SetStatus(ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: attempt, QueuedTime: &now}); err != nil {
+		return err
+	}
+	_, err := store.CreateWithStatus(ctx, &ota.DeviceResultKind, obj)
+	if apierrors.IsAlreadyExists(err) {
+		old, gerr := store.Get(ctx, &ota.DeviceResultKind, "", obj.Name, consensus.ReadOptions{})
+		if gerr != nil {
+			return gerr
+		}
+		if ownedBy(old, task.UID) {
+			return nil // a leader that died half-way left it
+		}
+		// Left by a deleted task of the same name.
+		if _, err := store.Delete(ctx, &ota.DeviceResultKind, "", obj.Name, 0, string(old.UID)); err != nil && !apierrors.IsNotFound(err) {
+			return err
+		}
+		_, err = store.CreateWithStatus(ctx, &ota.DeviceResultKind, obj)
+	}
+	if err != nil {
+		return fmt.Errorf("create result for %s: %w", d.Name, err)
+	}
+	return nil
 }
 
 // fail ends a task that cannot start.
