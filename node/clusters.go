@@ -90,6 +90,9 @@ func (n *Node) newComponentInstaller() (*components.Installer, error) {
 	}
 	cfg := components.DefaultInstallerConfig()
 	cfg.Charts, cfg.Logger = charts, n.log
+	cfg.Hub = func() components.Hub {
+		return components.Hub{Addrs: n.hubAddrs(), CAFingerprint: n.ca.Fingerprint(), Version: BuildVersion()}
+	}
 	cfg.HostConfig = func(ctx context.Context, name string) (*rest.Config, error) {
 		return n.clusterCtl.RESTConfig(ctx, name)
 	}

@@ -31,6 +31,20 @@ type ComponentInstaller interface {
 	Uninstall(ctx context.Context, t *clusters.Target, c *Config) error
 }
 
+// Hub is what the hub tells the charts it installs about itself: what
+// the core components need to reach and pin it.
+type Hub struct {
+	// Addrs are the hub members' QUIC addresses (host:port), the leader
+	// first.
+	Addrs []string
+	// CAFingerprint is the mesh CA's SHA-256 (hex), which agents and
+	// joining nodes pin.
+	CAFingerprint string
+	// Version is the hub's build version: the core components' image
+	// tag.
+	Version string
+}
+
 // ComponentCondition is a component's state after a phase: a condition of
 // the Cluster. An empty Type means the component's registered one.
 type ComponentCondition struct {

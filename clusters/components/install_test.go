@@ -80,7 +80,7 @@ func TestComponentsInstallAndUninstall(t *testing.T) {
 		clusters.Component{Name: "etcd"}, clusters.Component{Name: "kubeedge"},
 		clusters.Component{Name: "openyurt", Values: []byte(`{"replicas":2,"yurthub":{"cacheAgents":"outpost"}}`)}))
 	objects := []object{
-		{"deployment", "outpost-system", "outpost-agent"}, {"configmap", "outpost-system", "outpost-agent"},
+		{"deployment", "outpost-system", "outpost-agent"},
 		{"daemonset", "outpost-system", "outpost-node"}, {"statefulset", "etcd-system", "etcd"},
 		{"deployment", "kube-system", "yurt-manager"}, {"configmap", "kube-system", "yurt-hub-cfg"}, {"yurtstaticset", "kube-system", "yurt-hub"},
 		{"deployment", "ke-system", "cloudcore"},
@@ -106,6 +106,25 @@ func TestComponentsInstallAndUninstall(t *testing.T) {
 		if !o.exists(t) {
 			t.Errorf("%s %s/%s not installed", o.kind, o.ns, o.name)
 		}
+	}
+	// The core charts are the project's own, told by the hub which
+	// Cluster they serve and how to reach and pin the hub.
+	agent, err := kube.Client.AppsV1().Deployments("outpost-system").Get(t.Context(), "outpost-agent", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := strings.Join(agent.Spec.Template.Spec.Containers[0].Args, " ")
+	if want := "agent --cluster edge --hub 127.0.0.1:7443,127.0.0.2:7443 --in-cluster --ca-fingerprint " + testHub.CAFingerprint; !strings.HasPrefix(args, want) {
+		t.Errorf("outpost-agent runs %q, want %q...", args, want)
+	}
+	nodes, err := kube.Client.AppsV1().DaemonSets("outpost-system").Get(t.Context(), "outpost-node", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c0 := nodes.Spec.Template.Spec.Containers[0]
+	if args := strings.Join(c0.Args, " "); !strings.Contains(args, "--join 127.0.0.1:7443 ") || !strings.Contains(args, "outpost.dev/cluster=edge") ||
+		c0.Image != "ghcr.io/outpost-mesh/outpost:"+testHub.Version || !nodes.Spec.Template.Spec.HostNetwork {
+		t.Errorf("outpost-node runs %s %q (host network %v)", c0.Image, args, nodes.Spec.Template.Spec.HostNetwork)
 	}
 	// OpenYurt's values: its own to yurt-manager, those under "yurthub"
 	// to yurthub's release.

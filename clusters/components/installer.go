@@ -32,6 +32,10 @@ type InstallerConfig struct {
 	// cluster's kubeconfig) may take after an install before its
 	// condition says it timed out.
 	RolloutTimeout time.Duration
+	// Hub says how the core components reach and pin the hub; nil tells
+	// them nothing (their charts then refuse to render, saying what is
+	// missing).
+	Hub func() Hub
 	// HostConfig returns how the hub reaches another Cluster: a virtual
 	// cluster's host (clusters.Controller.RESTConfig). A NotFound API
 	// error means the Cluster is gone.
@@ -160,7 +164,11 @@ func (in *Installer) config(t *clusters.Target, it item) (*Config, error) {
 	}
 	var defaults map[string]any
 	if c.Values != nil {
-		defaults = c.Values(t)
+		var hub Hub
+		if in.cfg.Hub != nil {
+			hub = in.cfg.Hub()
+		}
+		defaults = c.Values(t, hub)
 	}
 	var over []byte
 	if it.spec != nil {
@@ -186,10 +194,17 @@ func (in *Installer) config(t *clusters.Target, it item) (*Config, error) {
 // not True, an error wrapping ErrNotReady.
 func (in *Installer) Install(ctx context.Context, t *clusters.Target) ([]metav1.Condition, error) {
 	r := newRound(t)
-	for _, it := range in.plan(&t.Spec) {
+	items := in.plan(&t.Spec)
+	onTypes := map[string]bool{} // condition types an on component sets
+	for _, it := range items {
+		if it.on && it.comp != nil {
+			onTypes[it.comp.Condition] = true
+		}
+	}
+	for _, it := range items {
 		switch {
 		case !it.on:
-			in.leaveOut(ctx, t, it, r)
+			in.leaveOut(ctx, t, it, r, onTypes[conditionOf(it)])
 		case it.name == vclusterName && it.on:
 			r.finish(ComponentCondition{Type: ConditionVirtualClusterReady, Status: metav1.ConditionFalse, Reason: ReasonUnknownComponent,
 				Message: "a virtual cluster is a Cluster of its own with spec.vcluster (hostCluster: " + t.Name + "), not an entry of spec.components"},
@@ -228,8 +243,11 @@ func (in *Installer) phases(ctx context.Context, t *clusters.Target, cfg *Config
 }
 
 // leaveOut uninstalls a component that is off but whose condition the
-// Cluster shows (it was installed before).
-func (in *Installer) leaveOut(ctx context.Context, t *clusters.Target, it item, r *round) {
+// Cluster shows (it, or one that shares its condition, was installed),
+// and says so in its condition unless shared, when an on component of
+// that condition speaks for it. Components that are off are not asked
+// for: CoreReady with none of them on is True, so it gates Ready no more.
+func (in *Installer) leaveOut(ctx context.Context, t *clusters.Target, it item, r *round, shared bool) {
 	if it.comp == nil || it.name == vclusterName || meta.FindStatusCondition(t.Status.Conditions, it.comp.Condition) == nil {
 		return
 	}
@@ -239,8 +257,23 @@ func (in *Installer) leaveOut(ctx context.Context, t *clusters.Target, it item, 
 			Message: fmt.Sprintf("%s uninstall failed: %v", it.comp.Title, err)}, err)
 		return
 	}
-	r.finish(ComponentCondition{Type: it.comp.Condition, Status: metav1.ConditionFalse, Reason: ReasonUninstalled,
+	if shared {
+		return
+	}
+	status := metav1.ConditionFalse
+	if it.comp.Condition == clusters.ConditionCoreReady {
+		status = metav1.ConditionTrue
+	}
+	r.finish(ComponentCondition{Type: it.comp.Condition, Status: status, Reason: ReasonUninstalled,
 		Message: it.comp.Title + " is off in spec.components and uninstalled"}, nil)
+}
+
+// conditionOf is the condition type an item sets.
+func conditionOf(it item) string {
+	if it.comp != nil {
+		return it.comp.Condition
+	}
+	return conditionFor(it.name)
 }
 
 // Uninstall removes a deleted Cluster's components in reverse order (a

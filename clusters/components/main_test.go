@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -31,8 +32,10 @@ import (
 
 // The package's tests share one API server and one hub registry (the
 // hub's own registry code, images/registry over images/store, on
-// 127.0.0.1) holding the fixture charts of testdata/charts, pushed with
-// PushChart as `outpost charts push` does. The tests run one after the
+// 127.0.0.1) holding the fixture charts of testdata/charts, which stand
+// for upstream runtimes' charts, and the project's own core charts,
+// pushed with PushChart and PushCoreCharts as `outpost charts push`
+// does. The tests run one after the
 // other: the components' namespaces are fixed.
 var (
 	setupOnce sync.Once
@@ -43,6 +46,9 @@ var (
 
 // pushToken is the API token the hub registry accepts for pushes.
 const pushToken = "charts-push-token"
+
+// testHub is what the test hubs tell the core charts about themselves.
+var testHub = Hub{Addrs: []string{"127.0.0.1:7443", "127.0.0.2:7443"}, CAFingerprint: strings.Repeat("ab", 32), Version: "v0.0.0-test"}
 
 // TestMain stops the shared servers after the tests and fails the
 // package when a test leaves a goroutine behind.
@@ -91,6 +97,9 @@ func setup(tb testing.TB) {
 				setupErr = fmt.Errorf("push fixture chart %s: %w", e.Name(), err)
 				return
 			}
+		}
+		if _, err := PushCoreCharts(hubReg.pushConfig(), ChartsRepository); err != nil {
+			setupErr = fmt.Errorf("push the core charts: %w", err)
 		}
 	})
 	if setupErr != nil {
@@ -196,6 +205,7 @@ func startHubWith(tb testing.TB, mod func(*InstallerConfig), ctl func(*hub, *clu
 	}
 	icfg := DefaultInstallerConfig()
 	icfg.Charts, icfg.RolloutTimeout = charts, time.Minute
+	icfg.Hub = func() Hub { return testHub }
 	icfg.HostConfig = func(ctx context.Context, name string) (*rest.Config, error) { return h.ctl.RESTConfig(ctx, name) }
 	if mod != nil {
 		mod(&icfg)

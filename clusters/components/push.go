@@ -7,6 +7,7 @@ import (
 	"path"
 	"strings"
 
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 )
@@ -31,6 +32,11 @@ func PushChart(cfg OCIChartsConfig, repo, src string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("load chart %s: %w", src, err)
 	}
+	return pushChart(cfg, repo, src, ch)
+}
+
+// pushChart packages ch (loaded from src) and pushes it.
+func pushChart(cfg OCIChartsConfig, repo, src string, ch *chart.Chart) (string, error) {
 	if err := ch.Validate(); err != nil {
 		return "", fmt.Errorf("chart %s: %w", src, err)
 	}

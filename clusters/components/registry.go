@@ -32,7 +32,7 @@ type Component struct {
 	Version string
 	// Values returns the values the hub sets for target, under the
 	// Cluster's own; nil sets none.
-	Values func(t *clusters.Target) map[string]any
+	Values func(t *clusters.Target, hub Hub) map[string]any
 	// Installer installs it.
 	Installer ComponentInstaller
 

@@ -49,7 +49,8 @@ func (r *round) finish(cc ComponentCondition, err error) {
 	r.done[cc.Type] = append(r.done[cc.Type], cc)
 	if err != nil {
 		r.errs = append(r.errs, err)
-	} else if cc.Status != metav1.ConditionTrue {
+	} else if cc.Status != metav1.ConditionTrue && cc.Reason != ReasonUninstalled {
+		// An Uninstalled component is as its spec asks: nothing to retry.
 		r.errs = append(r.errs, fmt.Errorf("%s: %s", cc.Type, cc.Message))
 	}
 	r.report(cc)

@@ -18,7 +18,7 @@ func newChartsCommand(g *globals) *cobra.Command {
 	var registry, repo string
 	var secure bool
 	push := &cobra.Command{
-		Use:   "push DIR|TGZ...",
+		Use:   "push [DIR|TGZ...]",
 		Short: "Push Helm charts to the hub's registry",
 		Long: `Package each chart (a chart directory or a .tgz made by helm package or
 helm pull) and push it to the hub's own registry (the hub's mirror, started
@@ -28,23 +28,35 @@ clusters' components from there, so sites need no internet: mirror each
 component's upstream chart at the version its default names, e.g.
 
   helm pull oci://ghcr.io/loft-sh/charts/vcluster --version 0.28.0
-  outpost charts push vcluster-0.28.0.tgz`,
-		Args: cobra.MinimumNArgs(1),
+  outpost charts push vcluster-0.28.0.tgz
+
+With no argument it pushes the project's own charts, built into this
+binary: outpost-agent and outpost-node, the core components.`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			creds, err := node.LoadCredentials(g.credentialPath())
 			if err != nil {
 				return err
 			}
 			cfg := components.OCIChartsConfig{Host: registry, PlainHTTP: !secure, Username: "outpost", Password: creds.Token}
-			for _, src := range args {
-				ref, err := components.PushChart(cfg, repo, src)
+			pushed := func(refs []string, err error) error {
 				if errors.Is(err, components.ErrPush) {
 					return fmt.Errorf("%w (is the hub's mirror at --registry %s, started with --registry-push?)", err, registry)
 				}
-				if err != nil {
-					return err
+				for _, ref := range refs {
+					fmt.Fprintln(cmd.OutOrStdout(), "pushed oci://"+ref)
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), "pushed oci://"+ref)
+				return err
+			}
+			if len(args) == 0 {
+				return pushed(components.PushCoreCharts(cfg, repo))
+			}
+			for _, src := range args {
+				ref, err := components.PushChart(cfg, repo, src)
+				if err != nil {
+					return pushed(nil, err)
+				}
+				_ = pushed([]string{ref}, nil)
 			}
 			return nil
 		},

@@ -49,6 +49,13 @@ func TestChartsPushAndInstall(t *testing.T) {
 	if r := d.fails(t, "charts", "push", "--registry", reg, "no-such-chart"); !strings.Contains(r.stderr, "no-such-chart") {
 		t.Errorf("pushing a missing chart: %q does not name it", r.stderr)
 	}
+	// No argument: the project's own charts, built into the binary.
+	out = d.ok(t, "", "charts", "push", "--registry", reg)
+	for _, want := range []string{"pushed oci://" + reg + "/charts/outpost-agent:0.1.0", "pushed oci://" + reg + "/charts/outpost-node:0.1.0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("charts push with no argument printed %q, want %q", out, want)
+		}
+	}
 
 	kc, err := kube.Kubeconfig(kubetest.AdminToken)
 	if err != nil {

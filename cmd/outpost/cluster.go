@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -340,6 +341,13 @@ func writeAgentManifest(w io.Writer, cluster, image, hub, token, fingerprint str
 		},
 	}}
 	dep.TypeMeta, dep.ObjectMeta = meta("Deployment", "outpost-agent")
+	// The hub's outpost-agent component (a Helm release of that name in
+	// agentNamespace) adopts these and keeps them up to date.
+	for _, m := range []*metav1.ObjectMeta{&sa.ObjectMeta, &crb.ObjectMeta, &dep.ObjectMeta} {
+		m.Labels = maps.Clone(labels)
+		m.Labels["app.kubernetes.io/managed-by"] = "Helm"
+		m.Annotations = map[string]string{"meta.helm.sh/release-name": "outpost-agent", "meta.helm.sh/release-namespace": agentNamespace}
+	}
 	var b strings.Builder
 	for i, obj := range []any{ns, sa, crb, secret, dep} {
 		y, err := yaml.Marshal(obj)

@@ -167,6 +167,9 @@ func Start(ctx context.Context) (s *Server, err error) {
 		"--service-account-signing-key-file="+filepath.Join(dir, "sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/24",
 		"--enable-priority-and-fairness=false",
+		// As every distribution's API server does (kubeadm, k3s): DaemonSets
+		// that act on their hosts are privileged.
+		"--allow-privileged=true",
 		"--profiling=false",
 		"-v=0",
 	); err != nil {
