@@ -298,6 +298,9 @@ func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport)
 	if err := n.otaHub.Ingest(ctx, site, rep.Results); err != nil {
 		return nil, err
 	}
+	// A task being started with devices here: answer with it, once its
+	// results exist, rather than at the site's next report.
+	n.otaHub.AwaitSite(ctx, site, linkInterval)
 	as := n.signAssignments(ctx, site, n.otaHub.Assignments(site, rep.Have)) // otagrant.go: every device run is signed
 	return &otaLinkReply{Assignments: as, Acked: rep.Results, LogRequests: n.logs.take(site), RefusalsAudited: audited}, nil
 }

@@ -56,6 +56,9 @@ type Hub struct {
 	// task is seen at once rather than at the next tick.
 	kick chan struct{}
 
+	// gate holds reports of sites whose assignment is being prepared.
+	gate startGate
+
 	mu        sync.Mutex
 	tasks     map[string]*hubTask // by task UID
 	dirty     map[string]bool     // task names with new results
@@ -244,10 +247,26 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	h.mu.Lock()
 	h.tasks[t.uid] = t
 	h.mu.Unlock()
+	h.gate.add(slices.Collect(maps.Keys(bySite)))
+	var readyMu sync.Mutex
+	readied := map[string]bool{}
+	defer func() { // a start that fails lets the sites' reports go
+		readyMu.Lock()
+		defer readyMu.Unlock()
+		for site := range bySite {
+			if !readied[site] {
+				h.gate.done(site)
+			}
+		}
+	}()
 	siteReady := func(site string) {
 		h.mu.Lock()
 		t.sites[site] = bySite[site]
 		h.mu.Unlock()
+		readyMu.Lock()
+		readied[site] = true
+		readyMu.Unlock()
+		h.gate.done(site)
 	}
 	if err := createResults(ctx, h.cfg.Store, obj, targets, 1, siteReady); err != nil {
 		// Still Pending: the next pass starts it again (what exists is
