@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/node"
 )
 
@@ -151,12 +154,24 @@ func TestAuditRetention(t *testing.T) {
 // follower it came through.
 func TestAuditSurvivesLeaderChange(t *testing.T) {
 	t.Parallel()
-	first := startNode(t)
+	// Elections the test does not cause would only make it slower to
+	// read: timings that ride out a loaded machine.
+	calm := func(c *node.Config) {
+		c.TuneRaft = func(c *consensus.Config) {
+			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
+		}
+	}
+	first := startNode(t, calm)
 	token := first.createToken(t, "hub", 0, time.Time{})
 	addr := first.hubQUIC(t)
 	members := []*edgeNode{}
+	mirrors := map[string]string{}
 	for _, name := range []string{"node-2", "node-3"} {
-		members = append(members, startEdge(t, addr, token, name, func(c *node.Config) { c.APIAddr = "127.0.0.1:0" }))
+		var mirror string
+		members = append(members, startEdge(t, addr, token, name, mirrorAt(t, &mirror), calm, func(c *node.Config) {
+			c.APIAddr, c.RegistryPush = "127.0.0.1:0", true
+		}))
+		mirrors[name] = mirror
 	}
 	eventually(t, 60*time.Second, func() error {
 		voters := 0
@@ -222,4 +237,16 @@ func TestAuditSurvivesLeaderChange(t *testing.T) {
 	if len(got) != 1 || got[0].Via != follower.Name() || got[0].Code != http.StatusCreated {
 		t.Fatalf("the create sent to follower %s is in the log as %+v; want once, via it; the log: %+v", follower.Name(), got, all)
 	}
+	// A push to the follower's own registry: it serves it, the leader
+	// records it.
+	ref, err := name.ParseReference(mirrors[follower.Name()]+"/team/tool:v2", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := pushAs(t, ref, first.token); code != 0 {
+		t.Fatalf("push to follower %s: %d", follower.Name(), code)
+	}
+	at(next).findEvent(t, "the push to the follower", func(e node.AuditEventSpec) bool {
+		return e.Verb == "push" && e.Name == "team/tool:v2" && e.Via == follower.Name() && e.Code == http.StatusCreated
+	})
 }

@@ -355,12 +355,16 @@ func (c *imageCache) closeAll() error {
 // for the hub's own registry: taken as an upstream, it would fetch from
 // itself.
 func (c *imageCache) mirrorHandler() http.Handler {
+	var h http.Handler = c.mirror
+	if c.hub && c.n.cfg.RegistryPush {
+		h = c.auditedPushes(h) // images_audit.go
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if q := r.URL.Query(); q.Has("ns") && c.isSelf(q.Get("ns")) {
 			q.Set("ns", "")
 			r.URL.RawQuery = q.Encode()
 		}
-		c.mirror.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	})
 }
 

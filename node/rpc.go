@@ -55,6 +55,8 @@ func (n *Node) serveRPC(ctx context.Context, s *transport.Stream) {
 		n.serveRenew(ctx, s)
 	case h.Method == methodOTARefusals:
 		n.serveRefusals(ctx, s) // otarefusal_site.go
+	case h.Method == methodAudit && n.id.Role == RoleHub && peer.Role == RoleHub && n.access.audit != nil:
+		n.serveAudit(ctx, s) // images_audit.go
 	case n.agent.serve(ctx, h.Method, s):
 	default:
 		refuseMethod(s, h.Method)
