@@ -1,11 +1,16 @@
 package components
 
 import (
+	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/outpost-mesh/outpost/clusters"
 )
@@ -91,4 +96,37 @@ func TestRolloutTimeout(t *testing.T) {
 	h.wait(t, "slow", ConditionKubeedgeReady, metav1.ConditionTrue, ReasonInstalled, func() { markRolledOut(t, kube.Client, "ke-system") })
 	h.remove(t, "slow")
 	eventually(t, time.Minute, func() bool { return h.gone("slow") }, "the Cluster was never finalized")
+}
+
+// TestUnreachableInstall: a cluster that stops answering between the
+// controller's probe and the install: every component is tried, each
+// condition False Unreachable with the error, reported as it happens.
+func TestUnreachableInstall(t *testing.T) {
+	cfg := DefaultInstallerConfig()
+	cfg.Charts = &OCICharts{}
+	cfg.HostConfig = func(context.Context, string) (*rest.Config, error) { return nil, errors.New("no hosts here") }
+	in, err := NewInstaller(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reported []string
+	target := &clusters.Target{
+		Name:   "gone",
+		Spec:   clusters.ClusterSpec{Components: []clusters.Component{{Name: "etcd"}, {Name: "kubeedge"}}},
+		Config: &rest.Config{Host: "https://127.0.0.1:1", TLSClientConfig: rest.TLSClientConfig{Insecure: true}},
+		Report: func(c metav1.Condition) { reported = append(reported, c.Type+" "+c.Reason) },
+	}
+	conds, err := in.Install(t.Context(), target)
+	if !errors.Is(err, ErrNotReady) {
+		t.Errorf("Install: %v, want ErrNotReady", err)
+	}
+	for _, typ := range []string{ConditionEtcdReady, ConditionKubeedgeReady} {
+		c := meta.FindStatusCondition(conds, typ)
+		if c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonUnreachable || !strings.Contains(c.Message, "connection refused") {
+			t.Errorf("%s: %+v, want False Unreachable saying connection refused", typ, c)
+		}
+		if !slices.Contains(reported, typ+" "+ReasonUnreachable) {
+			t.Errorf("%s Unreachable was not reported as it happened: %v", typ, reported)
+		}
+	}
 }

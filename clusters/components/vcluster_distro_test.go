@@ -14,9 +14,10 @@ import (
 // has it (0.25.2; the 0.28.0 chart's schema refuses k0s, as the real
 // one's does, which a Cluster that asks for that chart is told), in the
 // spec's host namespace, with the spec's values merged over the hub's
-// distro values.
+// distro values, and says when its kubeconfig secret is not written in
+// time.
 func TestVClusterDistros(t *testing.T) {
-	h := startHub(t, nil)
+	h := startHub(t, func(c *InstallerConfig) { c.RolloutTimeout = 2 * time.Second })
 	h.create(t, "dhost", direct(t))
 	h.wait(t, "dhost", clusters.ConditionReady, metav1.ConditionTrue, "")
 	h.create(t, "vck0s", clusters.ClusterSpec{
@@ -47,7 +48,13 @@ func TestVClusterDistros(t *testing.T) {
 	if err != nil || ns.Labels[labelVCluster] != "vck0s" {
 		t.Errorf("host namespace k0s-vc not marked as the hub's: %v %v", err, ns.Labels)
 	}
-	c := h.wait(t, "vcbad", ConditionVirtualClusterReady, metav1.ConditionFalse, ReasonInstallFailed)
+	// No virtual control plane writes vc-vck0s here: past the timeout
+	// the condition says so.
+	c := h.wait(t, "vck0s", ConditionVirtualClusterReady, metav1.ConditionFalse, ReasonKubeconfigTimeout)
+	if want := "secret k0s-vc/vc-vck0s not written within 2s"; !strings.Contains(c.Message, want) {
+		t.Errorf("kubeconfig timeout: %q does not say %q", c.Message, want)
+	}
+	c = h.wait(t, "vcbad", ConditionVirtualClusterReady, metav1.ConditionFalse, ReasonInstallFailed)
 	if !strings.Contains(c.Message, "k0s") || !strings.Contains(c.Message, "schema") {
 		t.Errorf("k0s with the 0.28.0 chart: %q does not say why", c.Message)
 	}
