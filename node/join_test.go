@@ -133,6 +133,25 @@ func TestJoinRefusals(t *testing.T) {
 			}
 		})
 	}
+	// The hub audits each join it answers: who (the token), which node,
+	// from where, the result.
+	onceID, _, _, _ := node.ParseJoinToken(once)
+	for _, tc := range []struct {
+		what  string
+		match func(e node.AuditEventSpec) bool
+	}{
+		{"the join", func(e node.AuditEventSpec) bool {
+			return e.Verb == "join" && e.User == onceID && e.Name == "first" && e.Code == 201 && e.Source == "127.0.0.1" && e.Message == "joined site a"
+		}},
+		{"the join with a wrong secret", func(e node.AuditEventSpec) bool {
+			return e.Verb == "join" && e.User == id && e.Name == "n2" && e.Code == 403 && strings.Contains(e.Message, "wrong")
+		}},
+		{"the join with a used-up token", func(e node.AuditEventSpec) bool {
+			return e.Verb == "join" && e.User == onceID && e.Name == "n5" && e.Code == 403 && strings.Contains(e.Message, "used up")
+		}},
+	} {
+		hub.findEvent(t, tc.what, tc.match)
+	}
 }
 
 // TestJoinOnceThenNoToken checks that a joined node keeps its identity:

@@ -38,7 +38,23 @@ func (n *Node) serveJoin(ctx context.Context, s *transport.Stream) {
 	} else if resp.Redirect == "" {
 		n.log.Info("node joined", "peer", req.Name, "peer_site", resp.Site, "remote", s.RemoteAddr().String())
 	}
+	if resp.Redirect == "" { // the leader that answers audits it
+		n.recordAudit(ctx, joinEvent(&req, resp, s.RemoteAddr())) // images_audit.go
+	}
 	_ = writeMessage(s, resp)
+}
+
+// joinEvent is the audit event of a join: the token is the user, the
+// node the object.
+func joinEvent(req *joinRequest, resp joinResponse, from net.Addr) AuditEventSpec {
+	ev := AuditEventSpec{
+		User: req.TokenID, Verb: "join", Group: CoreGroup, Resource: "nodes", Name: req.Name,
+		Source: hostOf(from.String()), Code: 201, Message: "joined site " + resp.Site,
+	}
+	if resp.Error != "" {
+		ev.Code, ev.Message = 403, resp.Error
+	}
+	return ev
 }
 
 // joinLocks serialize the joins that use one token on the hub leader, so
