@@ -246,12 +246,14 @@ func (s *Site) Have(ctx context.Context) (SiteState, error) {
 // viewWait is how long Have and Pending wait for a new leader's view.
 const viewWait = 5 * time.Second
 
-// Pending returns up to max device reports the hub has not acknowledged.
+// Pending returns up to max device reports the hub has not acknowledged;
+// a device's Running is reported once it has run for a moment
+// (runningReportAge).
 func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 	if err := s.view.wait(ctx, viewWait); err != nil {
 		return nil, err
 	}
-	runs, err := s.view.unreported(limit)
+	runs, err := s.view.unreported(limit, time.Now())
 	if err != nil {
 		return nil, err
 	}

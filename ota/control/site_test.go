@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/outpost-mesh/outpost/consensus"
@@ -292,5 +293,37 @@ func TestRunningAckIsNotWritten(t *testing.T) {
 		if st.Reported != ota.DeviceSucceeded {
 			t.Errorf("%s: stored reported %s after the result's ack, want Succeeded", n, st.Reported)
 		}
+	}
+}
+
+// TestRunningReportedAfterAMoment: a device's Running is reported once it
+// has run for runningReportAge, so a fast run goes from Queued straight to
+// its result; results are reported at once.
+func TestRunningReportedAfterAMoment(t *testing.T) {
+	t.Parallel()
+	now := time.Now()
+	run := func(node string, phase ota.DevicePhase, started time.Time) *consensus.Object {
+		o := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: runName("u1", node), ResourceVersion: "1"}}
+		_ = o.SetSpec(DeviceRunSpec{Task: "t", UID: "u1", Attempt: 1, Node: node})
+		start := metav1.NewTime(started)
+		_ = o.SetStatus(DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: phase, Attempt: 1, StartTime: &start}, Reported: ota.DeviceQueued})
+		return o
+	}
+	v := newSiteView()
+	v.reset(nil, []*consensus.Object{
+		run("fresh", ota.DeviceRunning, now),
+		run("long", ota.DeviceRunning, now.Add(-runningReportAge-time.Second)),
+		run("done", ota.DeviceSucceeded, now),
+	})
+	got, err := v.unreported(10, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range got {
+		names = append(names, r.spec.Node)
+	}
+	if fmt.Sprint(names) != "[done long]" {
+		t.Fatalf("unreported %v, want [done long]: a Running run is reported once it has run for %s", names, runningReportAge)
 	}
 }

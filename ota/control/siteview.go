@@ -252,16 +252,27 @@ func (v *siteView) markReported(obj *consensus.Object, phase ota.DevicePhase) {
 	}
 }
 
-// unreported returns up to limit runs with a result the hub has not
-// acknowledged, by task UID and name.
-func (v *siteView) unreported(limit int) ([]viewRun, error) {
+// runningReportAge is how long a device has been Running before its
+// site reports that phase: most runs of a fast task end sooner, and go
+// from Queued to their result at the hub, one write (and one report) less
+// each; a long step shows Running a few seconds after it started.
+const runningReportAge = 2 * time.Second
+
+// unreported returns up to limit runs with a phase the hub has not
+// acknowledged (a Running one once runningReportAge old at now), by task
+// UID and name.
+func (v *siteView) unreported(limit int, now time.Time) ([]viewRun, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.ready {
 		return nil, errViewNotReady
 	}
 	out := copyRuns(func(r *viewRun) bool {
-		return r.st.Result.Phase != "" && r.st.Result.Phase != r.st.Reported
+		res := r.st.Result
+		if res.Phase == ota.DeviceRunning && res.StartTime != nil && now.Sub(res.StartTime.Time) < runningReportAge {
+			return false
+		}
+		return res.Phase != "" && res.Phase != r.st.Reported
 	}, slices.Collect(maps.Values(v.runs))...)
 	if len(out) > limit {
 		out = out[:limit]
