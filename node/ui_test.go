@@ -301,6 +301,9 @@ func TestDashboard(t *testing.T) {
 	b.do(chromedp.SendKeys("#token", tn.token), chromedp.Click("#signin"))
 	b.waitFor("the sites map", `document.querySelectorAll('svg.map [data-site]').length === 5`)
 	b.waitFor("node rows", `document.body.innerText.includes('madrid-2')`)
+	// Each node's state, version, arch and when it was last seen.
+	b.waitFor("a node's row", `[...document.querySelectorAll('tbody tr')].some((r) =>
+		/^madrid-2\s+madrid\s+edge\s+suspect\s+v0\.9\.0\s+linux\/arm64\s+\S+\s+\d+s( ago)?$/.test(r.innerText.trim()))`)
 	t.Logf("sign-in to a drawn sites page: %v (informational)", time.Since(start).Round(time.Millisecond))
 	if who := b.eval(`document.querySelector('#who').textContent`); !strings.Contains(who, "admin") {
 		t.Errorf("header shows %q, want the admin role", who)
