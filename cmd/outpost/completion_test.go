@@ -128,6 +128,22 @@ func TestCompletionAndOutput(t *testing.T) {
 	if out := d.ok(t, "", "get", "nodes"); strings.Contains(out, "\033[") {
 		t.Errorf("get nodes to a pipe printed escape codes: %q", out)
 	}
+	// A terminal (script(1) gives the command one): colour, unless
+	// NO_COLOR says otherwise.
+	for _, tc := range []struct {
+		noColor string
+		want    bool
+	}{{"", true}, {"1", false}} {
+		cmd := exec.Command("script", "-qec", bin+" get nodes --config "+d.config(), "/dev/null")
+		cmd.Env = append(childEnv(), "TERM=xterm", "NO_COLOR="+tc.noColor)
+		out, err := cmd.Output()
+		if err != nil || !strings.Contains(string(out), d.name) {
+			t.Fatalf("get nodes on a terminal: %v, %q", err, out)
+		}
+		if got := strings.Contains(string(out), ansiGreen+"alive"+ansiPlain) || strings.Contains(string(out), ansiGreen+"Alive"+ansiPlain); got != tc.want {
+			t.Errorf("get nodes on a terminal with NO_COLOR=%q: %q; want the state coloured: %v", tc.noColor, out, tc.want)
+		}
+	}
 }
 
 func TestColorWanted(t *testing.T) {
