@@ -36,15 +36,10 @@ func (c *countingRunner) count(node string) int {
 	return c.runs[node]
 }
 
-// TestSiteDispatchesFromItsView runs an assignment through a site leader
-// whose passes read its watched view of the store: every device runs once
-// within the window, every result is reported until acknowledged, a
-// change written to the store by someone else reaches the view, and a
-// new version of the assignment is taken in without the spec again.
-func TestSiteDispatchesFromItsView(t *testing.T) {
-	t.Parallel()
-	store := consensustest.NewStore(t, Register)
-	runner := &countingRunner{runs: map[string]int{}}
+// runSite runs a leading site "a" on store until the test ends; ctx ends
+// with it.
+func runSite(t *testing.T, store *consensus.Store, runner Runner) (*Site, context.Context) {
+	t.Helper()
 	site, err := NewSite(SiteConfig{
 		Site: "a", Store: store, Runner: runner, Interval: 20 * time.Millisecond,
 		Alive: func(string) bool { return true }, IsLeader: func() bool { return true },
@@ -56,6 +51,19 @@ func TestSiteDispatchesFromItsView(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- site.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
+	return site, ctx
+}
+
+// TestSiteDispatchesFromItsView runs an assignment through a site leader
+// whose passes read its watched view of the store: every device runs once
+// within the window, every result is reported until acknowledged, a
+// change written to the store by someone else reaches the view, and a
+// new version of the assignment is taken in without the spec again.
+func TestSiteDispatchesFromItsView(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	runner := &countingRunner{runs: map[string]int{}}
+	site, ctx := runSite(t, store, runner)
 
 	var nodes []string
 	for i := range 7 {
@@ -214,17 +222,7 @@ func TestRunningAckIsNotWritten(t *testing.T) {
 	t.Parallel()
 	store := consensustest.NewStore(t, Register)
 	runner := &heldRunner{release: make(chan struct{})}
-	site, err := NewSite(SiteConfig{
-		Site: "a", Store: store, Runner: runner, Interval: 20 * time.Millisecond,
-		Alive: func(string) bool { return true }, IsLeader: func() bool { return true },
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- site.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	site, ctx := runSite(t, store, runner)
 	nodes := []string{"a-0", "a-1", "a-2"}
 	if err := site.Accept(ctx, []Assignment{{
 		Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 3, Devices: nodes,
