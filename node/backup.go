@@ -146,17 +146,17 @@ func PrepareRestore(dataDir, path string) error {
 	if id, err := loadIdentity(dataDir); err != nil {
 		return err
 	} else if id != nil {
-		return fmt.Errorf("--restore: %s already holds node %s; restore into an empty --data-dir", dataDir, id.Name)
+		return fmt.Errorf("restore %s: %s already holds node %s; restore into an empty --data-dir (stop that node and move the directory away first)", path, dataDir, id.Name)
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("--restore: %w", err)
+		return fmt.Errorf("restore: %w; name the file that `outpost backup` wrote", err)
 	}
 	defer f.Close()
 	br := bufio.NewReaderSize(f, 1<<20)
 	h, err := ReadBackupHeader(br)
 	if err != nil {
-		return fmt.Errorf("--restore %s: %w", path, err)
+		return fmt.Errorf("restore %s: %w", path, err)
 	}
 	if err := os.MkdirAll(restoreDir(dataDir), 0o700); err != nil {
 		return err
@@ -174,13 +174,13 @@ func PrepareRestore(dataDir, path string) error {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("--restore: copy the snapshot: %w", err)
+		return fmt.Errorf("restore %s: copy the snapshot into %s: %w", path, dataDir, err)
 	}
 	if n != h.Size {
-		return fmt.Errorf("--restore %s: the snapshot is %d bytes, the header says %d: the file is truncated", path, n, h.Size)
+		return fmt.Errorf("restore %s: the snapshot is %d bytes, the header says %d: the file is truncated; take another backup, or use an older one", path, n, h.Size)
 	}
 	if _, err := pki.Install(caDir(dataDir), []byte(h.CACert), []byte(h.CAKey)); err != nil {
-		return fmt.Errorf("--restore: install the backup's CA: %w", err)
+		return fmt.Errorf("restore %s: install the backup's CA: %w", path, err)
 	}
 	hdr, _ := json.Marshal(h)
 	return atomicfile.Write(filepath.Join(restoreDir(dataDir), "header.json"), hdr, 0o600)

@@ -60,7 +60,7 @@ func newClient(g *globals) (*client, error) {
 	}
 	pool := x509.NewCertPool()
 	if creds.CA != "" && !pool.AppendCertsFromPEM([]byte(creds.CA)) {
-		return nil, fmt.Errorf("%s: ca is not a PEM certificate", path)
+		return nil, fmt.Errorf("%s: ca is not a PEM certificate; copy <data-dir>/admin.yaml from a hub member again", path)
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
