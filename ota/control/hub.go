@@ -86,6 +86,8 @@ type hubTask struct {
 	countedAt  time.Time
 	counts     ota.Counts
 	siteCounts map[string]ota.Counts
+	// statusAt is when this leader last wrote the task's status.
+	statusAt time.Time
 }
 
 // NewHub validates cfg.

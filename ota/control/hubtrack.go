@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
+	"slices"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -33,10 +35,11 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if spec.Retry > st.Retries {
 		return h.retry(ctx, obj, spec, st)
 	}
-	if cached && !dirty && time.Since(lastCount(st)) < recountEvery {
+	if cached && !dirty && !h.recountDue(t) {
 		return nil
 	}
 	next := *st
+	next.Conditions = slices.Clone(st.Conditions)
 	if cached && h.countsFromMemory(t, &next) {
 		// Ingest keeps the counts; no listing needed.
 	} else {
@@ -96,7 +99,39 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	now := metav1.Now()
 	meta.SetStatusCondition(&next.Conditions, metav1.Condition{Type: "Counted", Status: metav1.ConditionTrue, Reason: "Counted",
 		Message: fmt.Sprintf("%d of %d devices finished", finished(next.Counts), next.Counts.Total), LastTransitionTime: now})
-	return writeStatus(ctx, h.cfg.Store, obj, next)
+	if reflect.DeepEqual(&next, st) {
+		return nil // a recount that found nothing new
+	}
+	// A task's status carries its targets (ten thousand names, for a big
+	// one): progress alone is written at most every statusEvery, a change
+	// of phase at once.
+	h.mu.Lock()
+	wait := next.Phase == st.Phase && time.Since(t.statusAt) < statusEvery
+	if wait {
+		h.dirty[obj.Name] = true // the next pass writes it
+	}
+	h.mu.Unlock()
+	if wait {
+		return nil
+	}
+	if err := writeStatus(ctx, h.cfg.Store, obj, next); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	t.statusAt = time.Now()
+	h.mu.Unlock()
+	return nil
+}
+
+// statusEvery is how often a running task's progress is written.
+const statusEvery = 500 * time.Millisecond
+
+// recountDue reports whether t's counts were last taken over recountEvery
+// ago.
+func (h *Hub) recountDue(t *hubTask) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return time.Since(t.countedAt) > recountEvery
 }
 
 // countsFromMemory fills st's counts from Ingest's running totals, unless
@@ -111,14 +146,6 @@ func (h *Hub) countsFromMemory(t *hubTask, st *ota.TaskStatus) bool {
 	}
 	st.Counts, st.Sites = t.counts, maps.Clone(t.siteCounts)
 	return true
-}
-
-// lastCount is when the counts were last written.
-func lastCount(st *ota.TaskStatus) time.Time {
-	if c := meta.FindStatusCondition(st.Conditions, "Counted"); c != nil {
-		return c.LastTransitionTime.Time
-	}
-	return time.Time{}
 }
 
 func finished(c ota.Counts) int { return c.Succeeded + c.Failed + c.Unreachable + c.Canceled }

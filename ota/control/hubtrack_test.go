@@ -1,0 +1,99 @@
+package control
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/outpost-mesh/outpost/consensus"
+	"github.com/outpost-mesh/outpost/consensus/consensustest"
+	"github.com/outpost-mesh/outpost/ota"
+)
+
+// TestTaskStatusWrittenOnChange: a running task's status (which carries
+// its targets) is not written again when nothing changed, progress is
+// written at most every statusEvery, and the end at once.
+func TestTaskStatusWrittenOnChange(t *testing.T) {
+	t.Parallel()
+	var inv fakeInventory
+	for n := range 3 {
+		inv = append(inv, Device{Name: fmt.Sprintf("a-%d", n), Site: "a"})
+	}
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
+	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
+	if _, err := store.Create(ctx, &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	status := func() (string, ota.TaskStatus) {
+		obj, err := store.Get(ctx, &ota.TaskKind, "", "t", consensus.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st ota.TaskStatus
+		_ = obj.DecodeStatus(&st)
+		return obj.ResourceVersion, st
+	}
+	pass := func() {
+		t.Helper()
+		if err := hub.reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age := func(d time.Duration) { // as if the hub's last count and write were d ago
+		hub.mu.Lock()
+		for _, task := range hub.tasks {
+			task.countedAt, task.statusAt = time.Now().Add(-d), time.Now().Add(-d)
+		}
+		hub.mu.Unlock()
+	}
+	pass()         // start
+	age(time.Hour) // the first recount, which adds the Counted condition
+	pass()
+	rv, st := status()
+	if st.Phase != ota.TaskRunning {
+		t.Fatalf("phase %s, want Running", st.Phase)
+	}
+	age(time.Hour) // a recount is due, and finds nothing new
+	pass()
+	pass()
+	if now, _ := status(); now != rv {
+		t.Fatalf("an unchanged running task was written again (%s → %s)", rv, now)
+	}
+
+	report := func(node string) {
+		t.Helper()
+		now := metav1.Now()
+		as := hub.Assignments("a", SiteState{})
+		if err := hub.Ingest(ctx, "a", []DeviceReport{{Task: "t", UID: as[0].UID, Attempt: 1, Node: node,
+			Status: ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Attempt: 1, CompletionTime: &now}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	age(0) // just written
+	report("a-0")
+	pass()
+	if now, _ := status(); now != rv {
+		t.Fatalf("progress was written within %s of the last write", statusEvery)
+	}
+	age(statusEvery + time.Second)
+	pass() // the deferred progress, still marked
+	rv, st = status()
+	if st.Counts.Succeeded != 1 {
+		t.Fatalf("after the wait: %+v, want 1 succeeded", st.Counts)
+	}
+	age(0)
+	report("a-1")
+	report("a-2")
+	pass()
+	if _, st = status(); st.Phase != ota.TaskSucceeded {
+		t.Fatalf("phase %s with every device done, want Succeeded written at once", st.Phase)
+	}
+}
