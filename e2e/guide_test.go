@@ -32,9 +32,10 @@ import (
 // FILE from HOST's working directory into this host's first (what an
 // operator does with scp). A block runs as written with `sh -e`, in the
 // host's network namespace and a UTS namespace whose host name is the
-// host's, with /var/lib/outpost, /etc/outpost and /usr/local/bin bind-
-// mounted from the host's own directory, so every host has its own copy of
-// the paths the guide names. `systemctl` lines are not shell: there is no
+// host's, with /var/lib/outpost, /etc/outpost, /etc/nftables.d and
+// /usr/local/bin bind-mounted from the host's own directory, so every host
+// has its own copy of the paths the guide names (and its own nftables, with
+// its network namespace). `systemctl` lines are not shell: there is no
 // systemd here, so the test does what systemd would with
 // deploy/systemd/outpost.service (start: its ExecStart with its
 // EnvironmentFile's variables; stop: SIGTERM, which must end in exit 0).
@@ -53,20 +54,21 @@ const (
 
 // guideMounts are the host paths each lab host has a copy of, in its
 // directory (the key without its leading slash).
-var guideMounts = []string{"/var/lib/outpost", "/etc/outpost", "/usr/local/bin"}
+var guideMounts = []string{"/var/lib/outpost", "/etc/outpost", "/etc/nftables.d", "/usr/local/bin"}
 
 // guidePrologue runs before every command on a host: name the host, mount
 // its own copies of guideMounts (the mount namespace is the one `ip netns
 // exec` made for this command alone), change to a directory and exec the
-// command. Arguments: host name, the three mount sources, the directory,
-// the command.
+// command. Arguments: host name, the mount sources in guideMounts order,
+// the directory, the command.
 const guidePrologue = `set -e
 hostname "$1"
 mount --bind "$2" /var/lib/outpost
 mount --bind "$3" /etc/outpost
-mount --bind "$4" /usr/local/bin
-cd "$5"
-shift 5
+mount --bind "$4" /etc/nftables.d
+mount --bind "$5" /usr/local/bin
+cd "$6"
+shift 6
 exec "$@"`
 
 // TestInstallGuide walks docs/install.md on a lab of six hosts (hub-1..3,
@@ -110,6 +112,7 @@ func TestInstallGuide(t *testing.T) {
 	if _, err := m.adminCLI(m.node("hub-1"), "access", "ls"); err == nil || !strings.Contains(err.Error(), "403") && !strings.Contains(strings.ToLower(err.Error()), "forbidden") {
 		t.Errorf("access ls with the guide's operator token: %v; want a 403", err)
 	}
+	g.checkFirewall() // guide_firewall_test.go
 	// Figures for the guide's sizing notes (printed, not asserted).
 	for _, n := range m.nodes {
 		m.logf("%s: %s", n.name, procMemory(n.proc.PID()))
@@ -128,8 +131,11 @@ type guideLab struct {
 	*mesh
 	unit   *guideUnit
 	blocks []guideBlock
-	// vars are the blocks' variables: HUB1_IP and what capture kept.
-	vars map[string]string
+	// vars are the blocks' variables: HUB1_IP and what capture kept;
+	// hostVars those that differ by host (the firewall's networks,
+	// guide_firewall_test.go).
+	vars     map[string]string
+	hostVars map[string]map[string]string
 }
 
 // newGuideLab parses the guide and the unit and makes a lab with a hub of
@@ -146,6 +152,7 @@ func newGuideLab(t *testing.T, siteNodes int) *guideLab {
 	}
 	m := newLab(t, topology{hubs: 3, sites: []siteSpec{{guideSite, siteNodes}}})
 	g := &guideLab{mesh: m, unit: unit, blocks: blocks, vars: map[string]string{"HUB1_IP": m.node("hub-1").host.IP()}}
+	g.firewallVars() // guide_firewall_test.go
 	guideMountPoints(t)
 	for _, h := range m.lab.Hosts() {
 		for _, d := range append(slices.Clone(guideMounts), "work", "home") {
@@ -343,6 +350,9 @@ func (g *guideLab) sh(host, script string) (string, error) {
 	cmd.Env = []string{"PATH=" + guidePATH, "HOME=" + g.hostPath(host, "home"), "HOST_IP=" + g.node0(host).IP()}
 	for _, k := range keys(g.vars) {
 		cmd.Env = append(cmd.Env, k+"="+g.vars[k])
+	}
+	for _, k := range keys(g.hostVars[host]) {
+		cmd.Env = append(cmd.Env, k+"="+g.hostVars[host][k])
 	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
