@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -177,6 +178,28 @@ func TestAccessTokenLifecycle(t *testing.T) {
 	tn.mustDo(t, call{method: http.MethodDelete, path: tokensPath + "/ci"}, http.StatusOK, nil)
 	if code, _ := tn.do(t, call{method: http.MethodGet, path: sitesPath, auth: op}); code != http.StatusUnauthorized {
 		t.Fatalf("revoked token: %d, want 401", code)
+	}
+
+	// A token past its expiry (--ttl) is refused, one before it is not.
+	for _, tc := range []struct {
+		name    string
+		expires time.Time
+		want    int
+	}{
+		{"expired", time.Now().Add(-time.Minute), http.StatusUnauthorized},
+		{"current", time.Now().Add(time.Hour), http.StatusOK},
+	} {
+		secret := "s3cret-" + tc.name
+		sum := sha256.Sum256([]byte(secret))
+		body, _ := json.Marshal(map[string]any{
+			"apiVersion": "core.outpost.dev/v1alpha1", "kind": "AccessToken", "metadata": map[string]any{"name": tc.name},
+			"spec": map[string]any{"role": node.RoleViewer, "secretHash": hex.EncodeToString(sum[:]), "expires": tc.expires.UTC().Format(time.RFC3339)},
+		})
+		tn.mustDo(t, call{method: http.MethodPost, path: tokensPath, body: body}, http.StatusCreated, nil)
+		code, msg := tn.statusOf(t, call{method: http.MethodGet, path: sitesPath, auth: "Bearer " + tc.name + "." + secret})
+		if code != tc.want || (tc.want == http.StatusUnauthorized && !strings.Contains(msg, "expired")) {
+			t.Errorf("%s token: %d %q, want %d", tc.name, code, msg, tc.want)
+		}
 	}
 }
 
