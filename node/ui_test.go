@@ -428,6 +428,14 @@ func TestDashboard(t *testing.T) {
 		t.Error("a viewer is shown the retry or cancel button")
 	}
 	b.screenshot("08-viewer-task")
+
+	// An operator is shown retry (the task failed again), as an admin is.
+	b.do(chromedp.Click("#signout"))
+	b.waitFor("the sign-in form", `!!document.querySelector('#token')`)
+	b.do(chromedp.SendKeys("#token", viewerToken(t, tn, "ui-operator", "operator")), chromedp.Click("#signin"))
+	b.waitFor("the operator's header", `document.querySelector('#who').textContent.includes('operator')`)
+	b.do(chromedp.Navigate(tn.url + "/ui/#/tasks/patch-openssl"))
+	b.waitFor("the operator's retry button", `document.querySelectorAll('#failures .group').length === 2 && !!document.querySelector('#retry')`)
 	b.checkNoJSErrors()
 }
 
