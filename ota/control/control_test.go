@@ -1,16 +1,11 @@
 package control
 
 import (
-	"fmt"
-	"slices"
-	"sync"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/outpost-mesh/outpost/consensus"
-	"github.com/outpost-mesh/outpost/consensus/consensustest"
 	"github.com/outpost-mesh/outpost/ota"
 )
 
@@ -99,48 +94,5 @@ func TestAssignmentsSendTheSpecOnce(t *testing.T) {
 	}
 	if other := h.Assignments("b", SiteState{}); len(other) != 0 {
 		t.Fatalf("site without devices got %+v", other)
-	}
-}
-
-// TestCreateResultsReadiesEachSite: createResults tells each site once all
-// of its results exist (the hub then hands out its assignment), so the
-// first sites start while the others' results are still being written.
-func TestCreateResultsReadiesEachSite(t *testing.T) {
-	t.Parallel()
-	var targets []Device
-	for n := range 5 {
-		for s := range 4 { // sites interleaved
-			targets = append(targets, Device{Name: fmt.Sprintf("s%d-n%d", s, n), Site: fmt.Sprintf("s%d", s)})
-		}
-	}
-	store := consensustest.NewStore(t, ota.Register)
-	ctx := t.Context()
-	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
-	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"s0"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
-	task, err := store.Create(ctx, &ota.TaskKind, task)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var readied []string
-	ready := func(site string) {
-		var names []string
-		for n := range 5 {
-			names = append(names, resultName("t", fmt.Sprintf("%s-n%d", site, n)))
-		}
-		objs, err := store.GetMany(ctx, &ota.DeviceResultKind, "", names, consensus.ReadOptions{Stale: true})
-		if err != nil || len(objs) != 5 {
-			t.Errorf("site %s readied with %d of its 5 results (%v)", site, len(objs), err)
-		}
-		mu.Lock()
-		readied = append(readied, site)
-		mu.Unlock()
-	}
-	if err := createResults(ctx, store, task, targets, 1, ready); err != nil {
-		t.Fatal(err)
-	}
-	slices.Sort(readied)
-	if !slices.Equal(readied, []string{"s0", "s1", "s2", "s3"}) {
-		t.Fatalf("sites readied %v, want each once", readied)
 	}
 }

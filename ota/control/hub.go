@@ -8,7 +8,6 @@ import (
 	"maps"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -240,9 +239,12 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 		bySite[d.Site] = append(bySite[d.Site], d.Name)
 	}
 	// What track would learn by listing the results it is about to
-	// create. A site's assignment is handed out (at the site's next
-	// report) once the site's results exist, not after every site's: the
-	// first sites start while the hub still writes the others' results.
+	// create. The sites' assignments are handed out once every result
+	// exists; a site that reports meanwhile waits for its assignment
+	// (startGate) rather than learning of it at its next report. (Handing
+	// out each site's as soon as its own results exist was tried: the
+	// first sites' work then slows the writing of the last sites' results,
+	// on a hub that shares its machine, and the task ends later.)
 	t := &hubTask{name: obj.Name, uid: string(obj.UID), attempt: 1, version: 1, spec: *spec,
 		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled,
 		counted: true, countedAt: time.Now(), counts: st.Counts, siteCounts: maps.Clone(st.Sites)}
@@ -250,31 +252,19 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	h.tasks[t.uid] = t
 	h.mu.Unlock()
 	h.gate.add(slices.Collect(maps.Keys(bySite)))
-	var readyMu sync.Mutex
-	readied := map[string]bool{}
-	defer func() { // a start that fails lets the sites' reports go
-		readyMu.Lock()
-		defer readyMu.Unlock()
+	defer func() { // ready or not (a start that fails), the reports go on
 		for site := range bySite {
-			if !readied[site] {
-				h.gate.done(site)
-			}
+			h.gate.done(site)
 		}
 	}()
-	siteReady := func(site string) {
-		h.mu.Lock()
-		t.sites[site] = bySite[site]
-		h.mu.Unlock()
-		readyMu.Lock()
-		readied[site] = true
-		readyMu.Unlock()
-		h.gate.done(site)
-	}
-	if err := createResults(ctx, h.cfg.Store, obj, targets, 1, siteReady); err != nil {
+	if err := createResults(ctx, h.cfg.Store, obj, targets, 1); err != nil {
 		// Still Pending: the next pass starts it again (what exists is
 		// kept), and a new leader rebuilds its view.
 		return err
 	}
+	h.mu.Lock()
+	t.sites = bySite
+	h.mu.Unlock()
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Dispatched", Status: metav1.ConditionTrue, Reason: "TargetsResolved",
 		Message: fmt.Sprintf("%d devices in %d sites", len(targets), len(st.Sites))})
 	if err := writeStatus(ctx, h.cfg.Store, obj, st); err != nil {
@@ -314,36 +304,13 @@ func resultName(task, node string) string { return task + "." + node }
 
 // createResults creates the Queued DeviceResults of a task, each with its
 // status in one write, many at once: concurrent proposals share Raft
-// batches (and their fsyncs). Sites go one after another, and siteReady
-// (when not nil) is told each site whose results all exist.
-func createResults(ctx context.Context, store *consensus.Store, task *consensus.Object, targets []Device, attempt int, siteReady func(site string)) error {
+// batches (and their fsyncs).
+func createResults(ctx context.Context, store *consensus.Store, task *consensus.Object, targets []Device, attempt int) error {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(writeConcurrency)
 	now := metav1.Now()
-	targets = slices.Clone(targets)
-	slices.SortStableFunc(targets, func(a, b Device) int { return strings.Compare(a.Site, b.Site) })
-	var mu sync.Mutex
-	left := map[string]int{}
 	for _, d := range targets {
-		left[d.Site]++
-	}
-	created := func(site string) {
-		mu.Lock()
-		left[site]--
-		ready := left[site] == 0
-		mu.Unlock()
-		if ready && siteReady != nil {
-			siteReady(site)
-		}
-	}
-	for _, d := range targets {
-		eg.Go(func() error {
-			if err := createResult(ctx, store, task, d, attempt, now); err != nil {
-				return err
-			}
-			created(d.Site)
-			return nil
-		})
+		eg.Go(func() error { return createResult(ctx, store, task, d, attempt, now) })
 	}
 	return eg.Wait()
 }
