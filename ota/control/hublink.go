@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"golang.org/x/sync/errgroup"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
@@ -75,7 +76,7 @@ func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) e
 	eg.SetLimit(ingestConcurrency)
 	for i, r := range reports {
 		if obj := objs[names[i]]; obj != nil {
-			eg.Go(func() error { return h.ingest(ctx, site, r, obj) })
+			eg.Go(func() error { return h.ingestFresh(ctx, site, r, obj) })
 		}
 	}
 	err = eg.Wait()
@@ -91,6 +92,30 @@ func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) e
 		}
 	}
 	return err
+}
+
+// ingestTries bounds how often one report is written again over a
+// DeviceResult that changed under it.
+const ingestTries = 3
+
+// ingestFresh is ingest, read again and retried when the DeviceResult
+// changed since obj was read (a report of the same device that a site sent
+// again over a new link while the first was still being written): a
+// conflict on one device must not refuse the whole report, which would
+// drop the site's link and hold back all its results.
+func (h *Hub) ingestFresh(ctx context.Context, site string, r DeviceReport, obj *consensus.Object) error {
+	for try := 1; ; try++ {
+		err := h.ingest(ctx, site, r, obj)
+		if !apierrors.IsConflict(err) || try == ingestTries {
+			return err
+		}
+		if obj, err = h.cfg.Store.Get(ctx, &ota.DeviceResultKind, "", obj.Name, consensus.ReadOptions{}); err != nil {
+			if apierrors.IsNotFound(err) {
+				return nil // deleted with its task
+			}
+			return err
+		}
+	}
 }
 
 // ingest records one report on obj, the device's DeviceResult as just read.
@@ -121,6 +146,9 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport, obj *cons
 		return err
 	}
 	if _, err := h.cfg.Store.UpdateWithStatusFrom(ctx, &ota.DeviceResultKind, next, obj); err != nil {
+		if apierrors.IsConflict(err) {
+			return err // ingestFresh reads it again
+		}
 		return fmt.Errorf("record %s: %w", next.Name, err)
 	}
 	h.countDelta(r.UID, spec.Site, cur.Phase, st.Phase)

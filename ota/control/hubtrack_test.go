@@ -97,3 +97,46 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 		t.Fatalf("phase %s with every device done, want Succeeded written at once", st.Phase)
 	}
 }
+
+// TestIngestRetriesAStaleRead: a report written over a DeviceResult that
+// changed since it was read is read again and recorded, not refused (a
+// refusal would fail the site's whole report and drop its link).
+func TestIngestRetriesAStaleRead(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: fakeInventory{{Name: "a-0", Site: "a"}}, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
+	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
+	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName("t", "a-0"), consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := func(phase ota.DevicePhase) DeviceReport {
+		return DeviceReport{Task: "t", UID: string(task.UID), Attempt: 1, Node: "a-0", Status: ota.DeviceResultStatus{Phase: phase, Attempt: 1}}
+	}
+	if err := hub.Ingest(ctx, "a", []DeviceReport{report(ota.DeviceRunning)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.ingestFresh(ctx, "a", report(ota.DeviceSucceeded), stale); err != nil {
+		t.Fatalf("a report over a stale read: %v", err)
+	}
+	obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName("t", "a-0"), consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st ota.DeviceResultStatus
+	_ = obj.DecodeStatus(&st)
+	if st.Phase != ota.DeviceSucceeded || obj.Labels[ota.LabelPhase] != string(ota.DeviceSucceeded) {
+		t.Fatalf("stored %s (label %s), want Succeeded", st.Phase, obj.Labels[ota.LabelPhase])
+	}
+}

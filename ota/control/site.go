@@ -221,6 +221,25 @@ func (s *Site) setRun(ctx context.Context, obj *consensus.Object, st DeviceRunSt
 	return nil
 }
 
+// ackRun writes st, the hub's acknowledgement, on the run at obj's
+// version: a run that moved on since (a retry queued it again) keeps its
+// newer status.
+func (s *Site) ackRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus) error {
+	next := obj.DeepCopy()
+	if err := next.SetStatus(st); err != nil {
+		return err
+	}
+	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
+	if apierrors.IsConflict(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.view.put(&DeviceRunKind, updated)
+	return nil
+}
+
 // Unreported is signalled (at most one pending signal) when a run's
 // phase changed and the hub has not acknowledged it.
 func (s *Site) Unreported() <-chan struct{} { return s.unreported }
@@ -264,14 +283,15 @@ func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 	return out, nil
 }
 
-// Acked records that the hub holds these reports. A final phase's
-// acknowledgement is written (concurrently, so that Raft commits them
-// together); a Running one is kept in the leader's view only and rides the
-// run's next write, its result: a new leader that lacks it reports Running
-// again, which the hub takes as it is. That saves a site write per device.
+// Acked records that the hub holds these reports. The leader's view takes
+// them at once, so the next report leaves them out; a final phase's
+// acknowledgement is then written in the background (concurrently, so that
+// Raft commits them together) while the hub link goes on. A Running one is
+// kept in the view only and rides the run's next write, its result. A new
+// leader that lacks an acknowledgement reports the phase again, which the
+// hub, holding it, takes as it is.
 func (s *Site) Acked(ctx context.Context, reports []DeviceReport) error {
-	eg, ctx := errgroup.WithContext(ctx)
-	eg.SetLimit(writeConcurrency)
+	var writes []func() error
 	for _, r := range reports {
 		run, ok, err := s.view.run(r.UID, runName(r.UID, r.Node))
 		if err != nil {
@@ -280,15 +300,28 @@ func (s *Site) Acked(ctx context.Context, reports []DeviceReport) error {
 		if !ok || run.st.Result.Phase != r.Status.Phase {
 			continue // moved on since; report again
 		}
+		s.view.markReported(run.obj, r.Status.Phase)
 		if !r.Status.Phase.Finished() {
-			s.view.markReported(run.obj, r.Status.Phase)
 			continue
 		}
 		st := run.st
 		st.Reported = r.Status.Phase
-		eg.Go(func() error { return s.setRun(ctx, run.obj, st) })
+		writes = append(writes, func() error { return s.ackRun(ctx, run.obj, st) })
 	}
-	return eg.Wait()
+	if len(writes) == 0 {
+		return nil
+	}
+	go func() {
+		var eg errgroup.Group
+		eg.SetLimit(writeConcurrency)
+		for _, w := range writes {
+			eg.Go(w)
+		}
+		if err := eg.Wait(); err != nil && ctx.Err() == nil {
+			s.log.Debug("acknowledgements not written; a new leader reports them again", "err", err)
+		}
+	}()
+	return nil
 }
 
 // Run dispatches devices while this node leads its site, until ctx is done.

@@ -36,6 +36,30 @@ func (c *countingRunner) count(node string) int {
 	return c.runs[node]
 }
 
+// waitAcked waits until every run of task uid at nodes is stored with
+// Reported at phase: acknowledgements are written in the background.
+func waitAcked(t *testing.T, store *consensus.Store, uid string, nodes []string, phase ota.DevicePhase) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for _, n := range nodes {
+		for {
+			obj, err := store.Get(t.Context(), &DeviceRunKind, "", runName(uid, n), consensus.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var st DeviceRunStatus
+			_ = obj.DecodeStatus(&st)
+			if st.Reported == phase {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: stored reported %s, want %s", n, st.Reported, phase)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
 // runSite runs a leading site "a" on store until the test ends; ctx ends
 // with it.
 func runSite(t *testing.T, store *consensus.Store, runner Runner) (*Site, context.Context) {
@@ -120,6 +144,7 @@ func TestSiteDispatchesFromItsView(t *testing.T) {
 	if left, err := site.Pending(ctx, 100); err != nil || len(left) != 0 {
 		t.Fatalf("after the ack, Pending = %v, %v; want none", left, err)
 	}
+	waitAcked(t, store, "u1", nodes, ota.DeviceSucceeded)
 
 	// Someone else (a previous leader) writes a result: the watch brings it.
 	obj, err := store.Get(ctx, &DeviceRunKind, "", runName("u1", "a-3"), consensus.ReadOptions{})
@@ -287,11 +312,10 @@ func TestRunningAckIsNotWritten(t *testing.T) {
 	if err := site.Acked(ctx, results); err != nil {
 		t.Fatal(err)
 	}
-	for n, st := range func() map[string]DeviceRunStatus { s, _ := stored(); return s }() {
-		if st.Reported != ota.DeviceSucceeded {
-			t.Errorf("%s: stored reported %s after the result's ack, want Succeeded", n, st.Reported)
-		}
+	if left, err := site.Pending(ctx, 100); err != nil || len(left) != 0 {
+		t.Fatalf("after the results' ack, Pending = %+v, %v; want none at once", left, err)
 	}
+	waitAcked(t, store, "u1", nodes, ota.DeviceSucceeded) // and written
 }
 
 // TestRunningReportedAfterAMoment: a device's Running is reported once it
@@ -323,5 +347,40 @@ func TestRunningReportedAfterAMoment(t *testing.T) {
 	}
 	if fmt.Sprint(names) != "[done long]" {
 		t.Fatalf("unreported %v, want [done long]: a Running run is reported once it has run for %s", names, runningReportAge)
+	}
+}
+
+// TestAckKeepsANewerRun: an acknowledgement written in the background
+// does not overwrite a run that moved on since (a retry queued it again).
+func TestAckKeepsANewerRun(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	site, ctx := runSite(t, store, &countingRunner{runs: map[string]int{}})
+	if err := site.Accept(ctx, []Assignment{{
+		Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 1, Devices: []string{"a-0"}, Halted: true,
+		Spec: &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := store.Get(ctx, &DeviceRunKind, "", runName("u1", "a-0"), consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := old.DeepCopy()
+	_ = newer.SetStatus(DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: 2}, Reported: ota.DeviceQueued})
+	if _, err := store.UpdateStatus(ctx, &DeviceRunKind, newer); err != nil {
+		t.Fatal(err)
+	}
+	if err := site.ackRun(ctx, old, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Attempt: 1}, Reported: ota.DeviceSucceeded}); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := store.Get(ctx, &DeviceRunKind, "", runName("u1", "a-0"), consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st DeviceRunStatus
+	_ = obj.DecodeStatus(&st)
+	if st.Result.Attempt != 2 || st.Result.Phase != ota.DeviceQueued {
+		t.Fatalf("stored %+v: the late acknowledgement overwrote the newer run", st.Result)
 	}
 }

@@ -240,9 +240,9 @@ func (v *siteView) run(uid, name string) (viewRun, bool, error) {
 	return *r, true, nil
 }
 
-// markReported notes in the view, not in the store, that the hub holds
-// the report of phase for the run at the version obj: a later version
-// carries its own Reported.
+// markReported notes in the view (the store follows, or not, by the
+// caller's write) that the hub holds the report of phase for the run at
+// the version obj: a later version carries its own Reported.
 func (v *siteView) markReported(obj *consensus.Object, phase ota.DevicePhase) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
