@@ -13,7 +13,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	//lint:ignore SA1019 client-go v0.37 (portforward, transport/spdy) still takes these types, not k8s.io/streaming's
 	"k8s.io/apimachinery/pkg/util/httpstream"
+	//lint:ignore SA1019 client-go v0.37 (portforward, transport/spdy) still takes these types, not k8s.io/streaming's
 	"k8s.io/apimachinery/pkg/util/httpstream/spdy"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/portforward"

@@ -85,7 +85,7 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 	}
 	age(statusEvery + time.Second)
 	pass() // the deferred progress, still marked
-	rv, st = status()
+	_, st = status()
 	if st.Counts.Succeeded != 1 {
 		t.Fatalf("after the wait: %+v, want 1 succeeded", st.Counts)
 	}
