@@ -67,19 +67,14 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 		}
 		next.Counts, next.Sites = ota.Counts{}, map[string]ota.Counts{}
 		for _, r := range results.Items {
-			var rs ota.DeviceResultSpec
-			var rst ota.DeviceResultStatus
-			if r.DecodeSpec(&rs) != nil || r.DecodeStatus(&rst) != nil {
+			site, phase, ok := resultPhase(r)
+			if !ok {
 				continue
 			}
-			phase := rst.Phase
-			if phase == "" {
-				phase = ota.DeviceQueued
-			}
 			next.Counts.Add(phase, 1)
-			c := next.Sites[rs.Site]
+			c := next.Sites[site]
 			c.Add(phase, 1)
-			next.Sites[rs.Site] = c
+			next.Sites[site] = c
 		}
 		h.mu.Lock()
 		t.counted, t.countedAt = true, time.Now()
@@ -121,6 +116,26 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	t.statusAt = time.Now()
 	h.mu.Unlock()
 	return nil
+}
+
+// resultPhase returns a DeviceResult's site and phase from its labels,
+// which every write of its status sets in the same write (creation,
+// Ingest, a retry), so a recount of ten thousand results decodes none;
+// one without them is decoded. ok is false for one that does not decode.
+func resultPhase(r *consensus.Object) (site string, phase ota.DevicePhase, ok bool) {
+	site, phase = r.Labels[ota.LabelSite], ota.DevicePhase(r.Labels[ota.LabelPhase])
+	if site == "" || phase == "" {
+		var rs ota.DeviceResultSpec
+		var rst ota.DeviceResultStatus
+		if r.DecodeSpec(&rs) != nil || r.DecodeStatus(&rst) != nil {
+			return "", "", false
+		}
+		site, phase = rs.Site, rst.Phase
+	}
+	if phase == "" {
+		phase = ota.DeviceQueued
+	}
+	return site, phase, true
 }
 
 // statusEvery is how often a running task's progress is written.

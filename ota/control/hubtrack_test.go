@@ -140,3 +140,25 @@ func TestIngestRetriesAStaleRead(t *testing.T) {
 		t.Fatalf("stored %s (label %s), want Succeeded", st.Phase, obj.Labels[ota.LabelPhase])
 	}
 }
+
+// TestResultPhase: a recount reads site and phase from the labels every
+// status write sets, and decodes a result without them.
+func TestResultPhase(t *testing.T) {
+	t.Parallel()
+	labelled := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{ota.LabelSite: "a", ota.LabelPhase: "Succeeded"}},
+		Status: []byte(`{"phase":"Failed"}`)} // the label wins: written with the status
+	if site, phase, ok := resultPhase(labelled); !ok || site != "a" || phase != ota.DeviceSucceeded {
+		t.Errorf("labelled: %s %s %v, want a Succeeded", site, phase, ok)
+	}
+	bare := &consensus.Object{Spec: []byte(`{"task":"t","node":"b-1","site":"b"}`), Status: []byte(`{"phase":"Failed"}`)}
+	if site, phase, ok := resultPhase(bare); !ok || site != "b" || phase != ota.DeviceFailed {
+		t.Errorf("without labels: %s %s %v, want b Failed (decoded)", site, phase, ok)
+	}
+	queued := &consensus.Object{Spec: []byte(`{"task":"t","node":"b-1","site":"b"}`)}
+	if _, phase, ok := resultPhase(queued); !ok || phase != ota.DeviceQueued {
+		t.Errorf("no phase yet: %s %v, want Queued", phase, ok)
+	}
+	if _, _, ok := resultPhase(&consensus.Object{Status: []byte(`{"phase":`)}); ok {
+		t.Error("a status that does not decode was counted")
+	}
+}
