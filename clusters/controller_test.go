@@ -11,11 +11,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/internal/kubetest"
 	"github.com/outpost-mesh/outpost/internal/pki"
 )
@@ -244,10 +242,7 @@ func TestDeletionRunsFinalizer(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitCondition(t, store, "doomed", ConditionReady, metav1.ConditionFalse, ReasonCleanupFailed)
-	eventually(t, 30*time.Second, func() bool {
-		_, err := store.Get(t.Context(), &ClusterKind, "", "doomed", consensus.ReadOptions{Stale: true})
-		return apierrors.IsNotFound(err)
-	}, "cluster not deleted after its cleanup succeeded")
+	waitGone(t, store, "doomed", "cluster not deleted after its cleanup succeeded")
 	inst.mu.Lock()
 	defer inst.mu.Unlock()
 	if len(inst.uninstalls) != 2 || inst.uninstalls[0] != "doomed" {

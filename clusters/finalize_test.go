@@ -6,9 +6,7 @@ import (
 	"net/url"
 	"sync"
 	"testing"
-	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -81,10 +79,7 @@ func TestDeletionOrder(t *testing.T) {
 	if _, err := store.Delete(t.Context(), &ClusterKind, "", "edge", 0, ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() bool {
-		_, err := store.Get(t.Context(), &ClusterKind, "", "edge", consensus.ReadOptions{Stale: true})
-		return apierrors.IsNotFound(err)
-	}, "proxy cluster not deleted")
+	waitGone(t, store, "edge", "proxy cluster not deleted")
 	<-released
 
 	probe.mu.Lock()

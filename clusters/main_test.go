@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -172,6 +173,15 @@ func waitCondition(tb testing.TB, store *consensus.Store, name, typ string, want
 		tb.Fatalf("cluster %s: condition %s never became %s %s; last: %s (all: %+v)", name, typ, want, reason, last, st.Conditions)
 	}
 	return st
+}
+
+// waitGone waits until the Cluster name no longer exists.
+func waitGone(tb testing.TB, store *consensus.Store, name, msg string) {
+	tb.Helper()
+	eventually(tb, 30*time.Second, func() bool {
+		_, err := store.Get(tb.Context(), &ClusterKind, "", name, consensus.ReadOptions{Stale: true})
+		return apierrors.IsNotFound(err)
+	}, msg)
 }
 
 // eventually fails tb unless cond holds within d.

@@ -16,7 +16,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/internal/kubetest"
 )
 
@@ -206,10 +205,7 @@ func TestProxyCluster(t *testing.T) {
 	if _, err := store.Delete(t.Context(), &ClusterKind, "", "edge", 0, ""); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() bool {
-		_, err := store.Get(t.Context(), &ClusterKind, "", "edge", consensus.ReadOptions{Stale: true})
-		return apierrors.IsNotFound(err)
-	}, "proxy cluster not deleted")
+	waitGone(t, store, "edge", "proxy cluster not deleted")
 	tun.mu.Lock()
 	released := append([]string(nil), tun.released...)
 	tun.mu.Unlock()
