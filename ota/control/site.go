@@ -202,16 +202,9 @@ func (s *Site) createRuns(ctx context.Context, a Assignment) error {
 }
 
 func (s *Site) setRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus) error {
-	next := obj.DeepCopy()
-	if err := next.SetStatus(st); err != nil {
+	if err := s.writeRun(ctx, obj, st, false); err != nil {
 		return err
 	}
-	next.ResourceVersion = ""
-	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
-	if err != nil {
-		return err
-	}
-	s.view.put(&DeviceRunKind, updated)
 	if st.Result.Phase != st.Reported {
 		select {
 		case s.unreported <- struct{}{}:
@@ -221,22 +214,31 @@ func (s *Site) setRun(ctx context.Context, obj *consensus.Object, st DeviceRunSt
 	return nil
 }
 
-// ackRun writes st, the hub's acknowledgement, on the run at obj's
-// version: a run that moved on since (a retry queued it again) keeps its
-// newer status.
-func (s *Site) ackRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus) error {
+// writeRun writes st on the run obj, unconditionally or, atVersion, only
+// over obj's version, and puts the result in the view.
+func (s *Site) writeRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus, atVersion bool) error {
 	next := obj.DeepCopy()
 	if err := next.SetStatus(st); err != nil {
 		return err
 	}
-	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
-	if apierrors.IsConflict(err) {
-		return nil
+	if !atVersion {
+		next.ResourceVersion = ""
 	}
+	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
 	if err != nil {
 		return err
 	}
 	s.view.put(&DeviceRunKind, updated)
+	return nil
+}
+
+// ackRun writes st, the hub's acknowledgement, on the run at obj's
+// version: a run that moved on since (a retry queued it again) keeps its
+// newer status.
+func (s *Site) ackRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus) error {
+	if err := s.writeRun(ctx, obj, st, true); !apierrors.IsConflict(err) {
+		return err
+	}
 	return nil
 }
 
