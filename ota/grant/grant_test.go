@@ -5,7 +5,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -110,5 +114,63 @@ func TestGuardIsBounded(t *testing.T) {
 	}
 	if seen, _ := g.Admit(&grant.Grant{ID: "e", Expires: now.Add(5 * time.Hour)}); !seen {
 		t.Fatal("the latest grant was evicted instead of the first to expire")
+	}
+}
+
+// TestGuardWritesInBackground: admissions do not wait for the file, yet
+// every admitted grant is in it once Sync returns, the guard holds no
+// descriptor of it between writes, and a write that fails refuses the
+// next grant.
+func TestGuardWritesInBackground(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "grants.log")
+	now := time.Now()
+	g, err := grant.OpenGuard(path, 0, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if seen, err := g.Admit(&grant.Grant{ID: fmt.Sprintf("g%03d", i), Expires: now.Add(time.Hour)}); err != nil || seen {
+				t.Errorf("Admit(g%03d) = %v, %v; want false, nil", i, seen, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := g.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if fds, _ := os.ReadDir("/proc/self/fd"); len(fds) > 0 {
+		for _, fd := range fds {
+			if target, _ := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); target == path {
+				t.Fatalf("the guard holds %s open between writes", path)
+			}
+		}
+	}
+	again, err := grant.OpenGuard(path, 0, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Len() != 200 {
+		t.Fatalf("the file holds %d grants after Sync, want 200", again.Len())
+	}
+
+	// The file's directory goes: the background write fails, and the
+	// next grant is refused with that error.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Admit(&grant.Grant{ID: "lost", Expires: now.Add(time.Hour)}); err != nil {
+		t.Fatalf("Admit before the failed write = %v", err)
+	}
+	if err := g.Sync(); err == nil || !strings.Contains(err.Error(), "grants.log") {
+		t.Fatalf("Sync after a failed write = %v, want an error naming the file", err)
+	}
+	if _, err := g.Admit(&grant.Grant{ID: "next", Expires: now.Add(time.Hour)}); err == nil {
+		t.Fatal("a grant was admitted after the guard failed to record one")
 	}
 }
