@@ -58,10 +58,16 @@ type Hub struct {
 	// gate holds reports of sites whose assignment is being prepared.
 	gate startGate
 
-	mu        sync.Mutex
-	tasks     map[string]*hubTask // by task UID
-	dirty     map[string]bool     // task names with new results
-	collected time.Time           // last removal of orphaned results
+	// tally counts the running tasks' results (hubtally.go).
+	tally tally
+
+	mu    sync.Mutex
+	tasks map[string]*hubTask // by task UID
+	// live holds the UIDs of the tasks of the last pass; collected is
+	// when results of deleted tasks were last looked for.
+	live      map[string]bool
+	collected time.Time
+	seen      map[string]*decodedTask // by task UID
 }
 
 // hubTask is what the controller keeps of a running task.
@@ -76,15 +82,6 @@ type hubTask struct {
 	total   int
 	halted  bool
 	cancel  bool
-	// counts and siteCounts are kept up to date by Ingest between full
-	// recounts (every recountEvery, and before the task may end), so
-	// that a task of 10,000 devices is not re-listed on every pass.
-	// counted is false until a full recount; anything else that changes
-	// results (a retry) clears it.
-	counted    bool
-	countedAt  time.Time
-	counts     ota.Counts
-	siteCounts map[string]ota.Counts
 	// statusAt is when this leader last wrote the task's status.
 	statusAt time.Time
 }
@@ -101,7 +98,17 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), kick: make(chan struct{}, 1), tasks: map[string]*hubTask{}, dirty: map[string]bool{}}, nil
+	h := &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), kick: make(chan struct{}, 1), tasks: map[string]*hubTask{}}
+	h.tally.changed = func(string) { h.wake() }
+	return h, nil
+}
+
+// wake asks for a pass soon.
+func (h *Hub) wake() {
+	select {
+	case h.kick <- struct{}{}:
+	default:
+	}
 }
 
 // Run reconciles tasks while this member leads, until ctx is done.
@@ -122,8 +129,9 @@ func (h *Hub) Run(ctx context.Context) error {
 		if leader != wasLeader {
 			// A new leader rebuilds its view from the store.
 			h.mu.Lock()
-			h.tasks, h.dirty = map[string]*hubTask{}, map[string]bool{}
+			h.tasks, h.live, h.collected = map[string]*hubTask{}, nil, time.Time{}
 			h.mu.Unlock()
+			h.tally.reset()
 			wasLeader = leader
 		}
 		if !leader {
@@ -140,36 +148,54 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	live := map[string]bool{}
+	h.tally.start(ctx, h.cfg.Store, list.ResourceVersion, func(err error) {
+		h.log.Debug("result tally stopped; it starts again and recounts", "err", err)
+		h.wake()
+	})
+	live, counting := map[string]bool{}, map[string]bool{}
 	for _, obj := range list.Items {
-		var spec ota.TaskSpec
-		var st ota.TaskStatus
-		if obj.DecodeSpec(&spec) != nil || obj.DecodeStatus(&st) != nil {
+		live[string(obj.UID)] = true
+		spec, st, ok := h.decoded(obj)
+		if !ok {
 			continue
 		}
-		live[string(obj.UID)] = true
 		var err error
 		switch st.Phase {
 		case "", ota.TaskPending:
-			err = h.start(ctx, obj, &spec)
+			err = h.start(ctx, obj, spec)
 		case ota.TaskRunning, ota.TaskHalted:
-			err = h.track(ctx, obj, &spec, &st)
+			counting[obj.Name] = true
+			err = h.track(ctx, obj, spec, st)
 		case ota.TaskFailed, ota.TaskSucceeded:
 			if spec.Retry > st.Retries && st.Attempt > 0 {
-				err = h.track(ctx, obj, &spec, &st)
+				counting[obj.Name] = true
+				err = h.track(ctx, obj, spec, st)
 			}
 		}
 		if err != nil && ctx.Err() == nil {
 			h.log.Warn("task not reconciled", "task", obj.Name, "err", err)
 		}
 	}
+	h.tally.keep(counting) // ended or deleted tasks are counted no more
 	h.mu.Lock()
+	gone := h.live == nil // a new leader looks once
+	for uid := range h.live {
+		if !live[uid] {
+			gone = true
+		}
+	}
 	for uid := range h.tasks {
 		if !live[uid] {
 			delete(h.tasks, uid)
 		}
 	}
-	collect := time.Since(h.collected) > collectEvery
+	for uid := range h.seen {
+		if !live[uid] {
+			delete(h.seen, uid)
+		}
+	}
+	h.live = live
+	collect := gone || time.Since(h.collected) > collectEvery
 	if collect {
 		h.collected = time.Now()
 	}
@@ -180,11 +206,46 @@ func (h *Hub) reconcile(ctx context.Context) error {
 	return nil
 }
 
+// decodedTask is a Task's spec and status as decoded at one
+// resourceVersion: a finished task of ten thousand targets is decoded
+// once, not on every pass.
+type decodedTask struct {
+	rv   string
+	spec ota.TaskSpec
+	st   ota.TaskStatus
+}
+
+// decoded returns obj's spec and status, from the last pass when obj has
+// not changed since; ok is false when they do not decode.
+func (h *Hub) decoded(obj *consensus.Object) (*ota.TaskSpec, *ota.TaskStatus, bool) {
+	uid := string(obj.UID)
+	h.mu.Lock()
+	d, ok := h.seen[uid]
+	h.mu.Unlock()
+	if !ok || d.rv != obj.ResourceVersion {
+		d = &decodedTask{rv: obj.ResourceVersion}
+		if obj.DecodeSpec(&d.spec) != nil || obj.DecodeStatus(&d.st) != nil {
+			return nil, nil, false
+		}
+		h.mu.Lock()
+		if h.seen == nil {
+			h.seen = map[string]*decodedTask{}
+		}
+		h.seen[uid] = d
+		h.mu.Unlock()
+	}
+	// Copies: the passes change what they are given.
+	spec, st := d.spec, d.st
+	return &spec, &st, true
+}
+
 // kickDelay is how long a pass woken by new results waits for more.
 const kickDelay = 50 * time.Millisecond
 
-// collectEvery is how often results of deleted tasks are removed.
-const collectEvery = 10 * time.Second
+// collectEvery is how often results of deleted tasks are looked for when
+// no task was seen to go: they are looked for at once when one goes, and
+// when a member starts leading.
+const collectEvery = 10 * time.Minute
 
 // collectOrphans deletes DeviceResults whose task is gone.
 func (h *Hub) collectOrphans(ctx context.Context, live map[string]bool) error {
@@ -246,8 +307,7 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	// first sites' work then slows the writing of the last sites' results,
 	// on a hub that shares its machine, and the task ends later.)
 	t := &hubTask{name: obj.Name, uid: string(obj.UID), attempt: 1, version: 1, spec: *spec,
-		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled,
-		counted: true, countedAt: time.Now(), counts: st.Counts, siteCounts: maps.Clone(st.Sites)}
+		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled}
 	h.mu.Lock()
 	h.tasks[t.uid] = t
 	h.mu.Unlock()

@@ -79,19 +79,7 @@ func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) e
 			eg.Go(func() error { return h.ingestFresh(ctx, site, r, obj) })
 		}
 	}
-	err = eg.Wait()
-	h.mu.Lock()
-	for _, r := range reports {
-		h.dirty[r.Task] = true
-	}
-	h.mu.Unlock()
-	if len(reports) > 0 && h.kick != nil {
-		select {
-		case h.kick <- struct{}{}:
-		default:
-		}
-	}
-	return err
+	return eg.Wait() // the tally sees the writes and wakes the controller
 }
 
 // ingestTries bounds how often one report is written again over a
@@ -151,29 +139,5 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport, obj *cons
 		}
 		return fmt.Errorf("record %s: %w", next.Name, err)
 	}
-	h.countDelta(r.UID, spec.Site, cur.Phase, st.Phase)
 	return nil
-}
-
-// countDelta moves one device of a task's in-memory counts from phase
-// from to phase to.
-func (h *Hub) countDelta(uid, site string, from, to ota.DevicePhase) {
-	if from == "" {
-		from = ota.DeviceQueued
-	}
-	if from == to {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	t, ok := h.tasks[uid]
-	if !ok || !t.counted {
-		return
-	}
-	t.counts.Add(from, -1)
-	t.counts.Add(to, 1)
-	c := t.siteCounts[site]
-	c.Add(from, -1)
-	c.Add(to, 1)
-	t.siteCounts[site] = c
 }

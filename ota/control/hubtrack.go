@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"fmt"
-	"maps"
 	"reflect"
 	"slices"
 	"time"
@@ -17,70 +16,49 @@ import (
 	"github.com/outpost-mesh/outpost/ota"
 )
 
-// recountEvery bounds how stale a task's counts get when no result arrives
-// (a new leader's first pass, a device that timed out at its site).
-const recountEvery = 5 * time.Second
-
 // track keeps a running task's cache, counts and phase current.
 func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSpec, st *ota.TaskStatus) error {
 	uid := string(obj.UID)
 	h.mu.Lock()
 	t, cached := h.tasks[uid]
-	dirty := h.dirty[obj.Name]
-	delete(h.dirty, obj.Name)
 	h.mu.Unlock()
-	if cached && h.steer(t, spec, st) {
-		dirty = true
+	if cached {
+		h.steer(t, spec, st)
 	}
 	if spec.Retry > st.Retries {
 		return h.retry(ctx, obj, spec, st)
 	}
-	if cached && !dirty && !h.recountDue(t) {
-		return nil
-	}
-	next := *st
-	next.Conditions = slices.Clone(st.Conditions)
-	if cached && h.countsFromMemory(t, &next) {
-		// Ingest keeps the counts; no listing needed.
-	} else {
+	if !cached {
+		// A new leader, or a task started by another: where its devices
+		// are, from its results.
 		results, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: obj.Name}), consensus.ReadOptions{Stale: true})
 		if err != nil {
 			return err
 		}
-		if !cached {
-			t = &hubTask{name: obj.Name, uid: uid, attempt: max(st.Attempt, 1), version: 1, spec: *spec,
-				sites: map[string][]string{}, retry: map[string][]string{}, halted: spec.Halted || policyHalted(st), cancel: spec.Canceled}
-			for _, r := range results.Items {
-				var rs ota.DeviceResultSpec
-				var rst ota.DeviceResultStatus
-				if r.DecodeSpec(&rs) == nil && r.DecodeStatus(&rst) == nil {
-					t.sites[rs.Site] = append(t.sites[rs.Site], rs.Node)
-					if rst.Attempt == t.attempt && t.attempt > 1 {
-						t.retry[rs.Site] = append(t.retry[rs.Site], rs.Node)
-					}
+		t = &hubTask{name: obj.Name, uid: uid, attempt: max(st.Attempt, 1), version: 1, spec: *spec,
+			sites: map[string][]string{}, retry: map[string][]string{}, halted: spec.Halted || policyHalted(st), cancel: spec.Canceled}
+		for _, r := range results.Items {
+			var rs ota.DeviceResultSpec
+			var rst ota.DeviceResultStatus
+			if r.DecodeSpec(&rs) == nil && r.DecodeStatus(&rst) == nil {
+				t.sites[rs.Site] = append(t.sites[rs.Site], rs.Node)
+				if rst.Attempt == t.attempt && t.attempt > 1 {
+					t.retry[rs.Site] = append(t.retry[rs.Site], rs.Node)
 				}
 			}
-			t.total = len(results.Items)
-			h.mu.Lock()
-			h.tasks[uid] = t
-			h.mu.Unlock()
 		}
-		next.Counts, next.Sites = ota.Counts{}, map[string]ota.Counts{}
-		for _, r := range results.Items {
-			site, phase, ok := resultPhase(r)
-			if !ok {
-				continue
-			}
-			next.Counts.Add(phase, 1)
-			c := next.Sites[site]
-			c.Add(phase, 1)
-			next.Sites[site] = c
-		}
+		t.total = len(results.Items)
 		h.mu.Lock()
-		t.counted, t.countedAt = true, time.Now()
-		t.counts, t.siteCounts = next.Counts, maps.Clone(next.Sites)
+		h.tasks[uid] = t
 		h.mu.Unlock()
 	}
+	counts, sites, err := h.tally.counts(ctx, h.cfg.Store, obj.Name, obj.UID)
+	if err != nil {
+		return err
+	}
+	next := *st
+	next.Conditions = slices.Clone(st.Conditions)
+	next.Counts, next.Sites = counts, sites
 	if !spec.Halted && next.Phase == ota.TaskHalted && !policyHalted(&next) {
 		next.Phase = ota.TaskRunning
 		meta.RemoveStatusCondition(&next.Conditions, "Halted")
@@ -95,19 +73,16 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	meta.SetStatusCondition(&next.Conditions, metav1.Condition{Type: "Counted", Status: metav1.ConditionTrue, Reason: "Counted",
 		Message: fmt.Sprintf("%d of %d devices finished", finished(next.Counts), next.Counts.Total), LastTransitionTime: now})
 	if reflect.DeepEqual(&next, st) {
-		return nil // a recount that found nothing new
+		return nil // nothing new
 	}
 	// A task's status carries its targets (ten thousand names, for a big
 	// one): progress alone is written at most every statusEvery, a change
 	// of phase at once.
 	h.mu.Lock()
 	wait := next.Phase == st.Phase && time.Since(t.statusAt) < statusEvery
-	if wait {
-		h.dirty[obj.Name] = true // the next pass writes it
-	}
 	h.mu.Unlock()
 	if wait {
-		return nil
+		return nil // a later pass writes it
 	}
 	if err := writeStatus(ctx, h.cfg.Store, obj, next); err != nil {
 		return err
@@ -120,8 +95,8 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 
 // resultPhase returns a DeviceResult's site and phase from its labels,
 // which every write of its status sets in the same write (creation,
-// Ingest, a retry), so a recount of ten thousand results decodes none;
-// one without them is decoded. ok is false for one that does not decode.
+// Ingest, a retry), so counting ten thousand results decodes none; one
+// without them is decoded. ok is false for one that does not decode.
 func resultPhase(r *consensus.Object) (site string, phase ota.DevicePhase, ok bool) {
 	site, phase = r.Labels[ota.LabelSite], ota.DevicePhase(r.Labels[ota.LabelPhase])
 	if site == "" || phase == "" {
@@ -140,28 +115,6 @@ func resultPhase(r *consensus.Object) (site string, phase ota.DevicePhase, ok bo
 
 // statusEvery is how often a running task's progress is written.
 const statusEvery = 500 * time.Millisecond
-
-// recountDue reports whether t's counts were last taken over recountEvery
-// ago.
-func (h *Hub) recountDue(t *hubTask) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return time.Since(t.countedAt) > recountEvery
-}
-
-// countsFromMemory fills st's counts from Ingest's running totals, unless
-// a full recount is due: none yet, the last one older than recountEvery, or
-// totals that say every device has finished (the task may end on them, so
-// they are checked against the store first).
-func (h *Hub) countsFromMemory(t *hubTask, st *ota.TaskStatus) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if !t.counted || time.Since(t.countedAt) > recountEvery || finished(t.counts) >= t.counts.Total {
-		return false
-	}
-	st.Counts, st.Sites = t.counts, maps.Clone(t.siteCounts)
-	return true
-}
 
 func finished(c ota.Counts) int { return c.Succeeded + c.Failed + c.Unreachable + c.Canceled }
 
@@ -262,9 +215,7 @@ func (h *Hub) retry(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if t, ok := h.tasks[string(obj.UID)]; ok {
 		t.attempt, t.retry = attempt, again
 		t.version++
-		t.counted = false
 	}
-	h.dirty[obj.Name] = true
 	h.mu.Unlock()
 	next := *st
 	next.Retries, next.Attempt, next.CompletionTime = spec.Retry, attempt, nil

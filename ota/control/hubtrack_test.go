@@ -6,6 +6,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/consensus/consensustest"
@@ -47,21 +48,21 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	age := func(d time.Duration) { // as if the hub's last count and write were d ago
+	age := func(d time.Duration) { // as if the hub's last write were d ago
 		hub.mu.Lock()
 		for _, task := range hub.tasks {
-			task.countedAt, task.statusAt = time.Now().Add(-d), time.Now().Add(-d)
+			task.statusAt = time.Now().Add(-d)
 		}
 		hub.mu.Unlock()
 	}
 	pass()         // start
-	age(time.Hour) // the first recount, which adds the Counted condition
+	age(time.Hour) // the first count, which adds the Counted condition
 	pass()
 	rv, st := status()
 	if st.Phase != ota.TaskRunning {
 		t.Fatalf("phase %s, want Running", st.Phase)
 	}
-	age(time.Hour) // a recount is due, and finds nothing new
+	age(time.Hour) // nothing new
 	pass()
 	pass()
 	if now, _ := status(); now != rv {
@@ -79,6 +80,7 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 	}
 	age(0) // just written
 	report("a-0")
+	waitTally(t, hub, "t", 1)
 	pass()
 	if now, _ := status(); now != rv {
 		t.Fatalf("progress was written within %s of the last write", statusEvery)
@@ -92,10 +94,33 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 	age(0)
 	report("a-1")
 	report("a-2")
+	waitTally(t, hub, "t", 3)
 	pass()
 	if _, st = status(); st.Phase != ota.TaskSucceeded {
 		t.Fatalf("phase %s with every device done, want Succeeded written at once", st.Phase)
 	}
+}
+
+// waitTally waits (a bounded time) until the hub's tally counts n of
+// task's devices finished.
+func waitTally(t *testing.T, h *Hub, task string, n int) {
+	t.Helper()
+	h.mu.Lock()
+	var uid string
+	for _, ht := range h.tasks {
+		if ht.name == task {
+			uid = ht.uid
+		}
+	}
+	h.mu.Unlock()
+	for range 500 {
+		c, _, err := h.tally.counts(t.Context(), h.cfg.Store, task, types.UID(uid))
+		if err == nil && finished(c) == n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the tally did not count %d devices of %s finished within 5 s", n, task)
 }
 
 // TestIngestRetriesAStaleRead: a report written over a DeviceResult that
@@ -160,5 +185,50 @@ func TestResultPhase(t *testing.T) {
 	}
 	if _, _, ok := resultPhase(&consensus.Object{Status: []byte(`{"phase":`)}); ok {
 		t.Error("a status that does not decode was counted")
+	}
+}
+
+// TestDeletedTaskResultsCollected: the pass after a task is deleted
+// removes its DeviceResults (and leaves another task's).
+func TestDeletedTaskResultsCollected(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: fakeInventory{{Name: "a-0", Site: "a"}, {Name: "a-1", Site: "a"}}, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, name := range []string{"gone", "kept"} {
+		task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
+		if _, err := store.Create(ctx, &ota.TaskKind, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := hub.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	results := func() map[string]int {
+		list, err := store.List(ctx, &ota.DeviceResultKind, "", nil, consensus.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := map[string]int{}
+		for _, o := range list.Items {
+			n[o.Labels[ota.LabelTask]]++
+		}
+		return n
+	}
+	if n := results(); n["gone"] != 2 || n["kept"] != 2 {
+		t.Fatalf("results after start: %v, want 2 of each task", n)
+	}
+	if _, err := store.Delete(ctx, &ota.TaskKind, "", "gone", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := results(); n["gone"] != 0 || n["kept"] != 2 {
+		t.Fatalf("results after the task was deleted: %v, want none of gone and 2 of kept", n)
 	}
 }
