@@ -393,6 +393,12 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 }
 
 func (n *Node) revokedNames(ctx context.Context) []string {
+	c := &n.revokedCache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if time.Since(c.at) < revokedFresh {
+		return c.names
+	}
 	list, err := n.group.Store().List(ctx, &RevocationKind, "", nil, consensus.ReadOptions{Stale: true})
 	if err != nil {
 		return nil
@@ -401,7 +407,19 @@ func (n *Node) revokedNames(ctx context.Context) []string {
 	for _, o := range list.Items {
 		out = append(out, o.Name)
 	}
+	c.names, c.at = out, time.Now()
 	return out
+}
+
+// revokedFresh is how long revokedNames answers from its last list: every
+// site's report carries the list, a hundred reports a second in a big mesh.
+const revokedFresh = time.Second
+
+// revokedCache is revokedNames' last list of revoked nodes.
+type revokedCache struct {
+	mu    sync.Mutex
+	at    time.Time
+	names []string
 }
 
 // writeSiteStatus creates the Site if needed and writes its status, with
@@ -549,19 +567,53 @@ func (n *Node) markNodesUnknown(ctx context.Context, site string) {
 	}
 }
 
-// refreshHubSite writes the hub Site's status from the hub's roster.
+// refreshHubSite writes the hub Site's status from the hub's roster. The
+// hub site's Nodes are found by listing every Node (ten thousand, in a big
+// mesh), so they are listed again only when the hub's gossip view of its
+// own site changed, or hubSiteRecount after the last time; in between the
+// status is written from the last count (its lastSeen stays current).
 func (n *Node) refreshHubSite(ctx context.Context) error {
-	sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": HubSite})
-	nodes, err := n.group.Store().List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return err
-	}
-	versions := map[string]bool{}
-	for _, o := range nodes.Items {
-		var st NodeStatus
-		if o.DecodeStatus(&st) == nil && st.Version != "" {
-			versions[st.Version] = true
+	var view strings.Builder
+	for _, m := range n.gossip.Members() {
+		if m.Site == HubSite {
+			fmt.Fprintf(&view, "%s %s %s;", m.Name, m.State, m.Version)
 		}
 	}
-	return n.writeSiteStatus(ctx, HubSite, SiteStatus{Connected: true, Leader: n.id.Name, NodeCount: len(nodes.Items), Versions: sortedKeys(versions)})
+	c := &n.hubSiteCount
+	c.mu.Lock()
+	fresh := c.view == view.String() && time.Since(c.at) < hubSiteRecount
+	count, versions := c.nodes, c.versions
+	c.mu.Unlock()
+	if !fresh {
+		sel := labels.SelectorFromSet(labels.Set{"outpost.dev/site": HubSite})
+		nodes, err := n.group.Store().List(ctx, &NodeKind, "", sel, consensus.ReadOptions{Stale: true})
+		if err != nil {
+			return err
+		}
+		seen := map[string]bool{}
+		for _, o := range nodes.Items {
+			var st NodeStatus
+			if o.DecodeStatus(&st) == nil && st.Version != "" {
+				seen[st.Version] = true
+			}
+		}
+		count, versions = len(nodes.Items), sortedKeys(seen)
+		c.mu.Lock()
+		c.view, c.at, c.nodes, c.versions = view.String(), time.Now(), count, versions
+		c.mu.Unlock()
+	}
+	return n.writeSiteStatus(ctx, HubSite, SiteStatus{Connected: true, Leader: n.id.Name, NodeCount: count, Versions: versions})
+}
+
+// hubSiteRecount is how often refreshHubSite lists the hub site's Nodes
+// when its gossip view has not changed.
+const hubSiteRecount = 30 * time.Second
+
+// hubSiteCount is refreshHubSite's last count of the hub site's Nodes.
+type hubSiteCount struct {
+	mu       sync.Mutex
+	view     string // the gossip view it was taken at
+	at       time.Time
+	nodes    int
+	versions []string
 }
