@@ -21,16 +21,18 @@ const DefaultGuardSize = 1 << 16
 // opened), so a restart does not forget them. Past its size it forgets the
 // grant that expires first.
 //
-// Admit does not wait for the file: accepted grants are appended and
-// fsynced in the background, many at once, and the file is open only
-// while that happens (an agent holds no descriptor for it between tasks).
-// A grant is remembered on disk moments after its run starts. That is
-// enough, because the guard is not what keeps a step from running twice:
-// the run's journal is, and it is written durably before the first step
-// starts. A grant replayed after a crash that lost its line either finds
-// its run's journal (and resolves to that run) or finds nothing, in which
-// case the run never started a step and runs once. Whoever removes run
-// journals must Sync the guard first.
+// Admit does not wait for the file: accepted grants are appended in the
+// background, many at once, and the file is open only while that happens
+// (an agent holds no descriptor for it between tasks). The appends are
+// not fsynced (Sync and Close do that): a grant is in the file moments
+// after its run starts, and stays there when the agent crashes; a crash
+// of the whole host may lose the last ones. That is enough, because the
+// guard is not what keeps a step from running twice: the run's journal
+// is, and it is written durably before the first step starts. A grant
+// replayed after a crash that lost its line either finds its run's
+// journal (and resolves to that run) or finds nothing, in which case the
+// run never started a step and runs once. Whoever removes run journals
+// must Sync the guard first.
 type Guard struct {
 	mu      sync.Mutex
 	path    string
@@ -97,8 +99,8 @@ func (g *Guard) Admit(gr *Grant) (seen bool, err error) {
 	return false, nil
 }
 
-// flush appends the pending lines to the file, fsynced, until none are
-// left; then it closes done.
+// flush appends the pending lines to the file until none are left; then
+// it closes done.
 func (g *Guard) flush(done chan struct{}) {
 	for {
 		g.mu.Lock()
@@ -111,7 +113,7 @@ func (g *Guard) flush(done chan struct{}) {
 			return
 		}
 		g.mu.Unlock()
-		err := appendSynced(g.path, lines)
+		err := appendLines(g.path, lines)
 		if err != nil {
 			g.mu.Lock()
 			g.err = fmt.Errorf("record grants in %s: %w", g.path, err)
@@ -120,7 +122,7 @@ func (g *Guard) flush(done chan struct{}) {
 	}
 }
 
-func appendSynced(path string, b []byte) error {
+func appendLines(path string, b []byte) error {
 	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
 	if err != nil {
 		return err
@@ -129,15 +131,11 @@ func appendSynced(path string, b []byte) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
 	return f.Close()
 }
 
-// Sync waits until every admitted grant is in the file, and returns the
-// error of writing them, if any.
+// Sync waits until every admitted grant is in the file and fsyncs it; it
+// returns the error of writing them, if any.
 func (g *Guard) Sync() error {
 	g.mu.Lock()
 	done := g.writing
@@ -146,8 +144,20 @@ func (g *Guard) Sync() error {
 		<-done
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.err
+	err := g.err
+	g.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(g.path, os.O_WRONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("sync grant log: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync grant log: %w", err)
+	}
+	return f.Close()
 }
 
 // evict forgets the grant that expires first.
