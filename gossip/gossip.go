@@ -25,9 +25,6 @@ type Gossip struct {
 	cfg   Config
 	log   *slog.Logger
 	ready chan struct{} // closed once Run has created the pool
-	// suspected is signalled when a member becomes suspect: Run then
-	// looks for refuted suspicions each second until none is left.
-	suspected chan struct{}
 
 	started atomic.Bool
 	// crash makes Run stop without leaving, as a crashed node would. Tests
@@ -85,14 +82,13 @@ func New(cfg Config) (*Gossip, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	return &Gossip{
-		cfg:       cfg,
-		log:       logger.With("component", "gossip", "node", cfg.Meta.Name, "site", cfg.Meta.Site),
-		ready:     make(chan struct{}),
-		suspected: make(chan struct{}, 1),
-		meta:      cfg.Meta.clone(),
-		metaRaw:   raw,
-		members:   newTable(cfg.Meta.Name, cfg.DeadRetention),
-		events:    make(chan Event, cfg.EventBuffer),
+		cfg:     cfg,
+		log:     logger.With("component", "gossip", "node", cfg.Meta.Name, "site", cfg.Meta.Site),
+		ready:   make(chan struct{}),
+		meta:    cfg.Meta.clone(),
+		metaRaw: raw,
+		members: newTable(cfg.Meta.Name, cfg.DeadRetention),
+		events:  make(chan Event, cfg.EventBuffer),
 	}, nil
 }
 
@@ -119,30 +115,16 @@ func (g *Gossip) Run(ctx context.Context) (err error) {
 	defer func() { err = errors.Join(err, g.stop(ml)) }()
 
 	g.join(ctx, ml)
-	// A pool without suspects costs no wake-ups: a thousand members in one
-	// process (the scale benchmark) would otherwise wake a thousand
-	// times a second.
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-g.suspected:
-		}
-		for g.hasSuspects() {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-			}
+		case <-t.C:
 			g.clearRefuted(ml)
 		}
 	}
-}
-
-func (g *Gossip) hasSuspects() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.members.suspects > 0
 }
 
 // clearRefuted marks alive again the suspects that memberlist holds alive:
@@ -150,6 +132,12 @@ func (g *Gossip) hasSuspects() bool {
 // incarnation) raises no memberlist event, and this node's next direct
 // probe of it may be minutes away in a large site.
 func (g *Gossip) clearRefuted(ml *memberlist.Memberlist) {
+	g.mu.Lock()
+	none := g.members.suspects == 0
+	g.mu.Unlock()
+	if none {
+		return
+	}
 	var alive []string
 	for _, n := range ml.Members() {
 		if n.State == memberlist.StateAlive {
@@ -397,10 +385,6 @@ func (g *Gossip) onSuspect(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.emitLocked(g.members.suspect(name, time.Now()))
-	select {
-	case g.suspected <- struct{}{}:
-	default:
-	}
 }
 
 // onAck records that name answered a direct probe.

@@ -87,8 +87,9 @@ type table struct {
 	self      string
 	retention time.Duration
 	members   map[string]*entry
-	// suspects counts the members in state Suspect: Run looks for
-	// refuted suspicions only while there are some.
+	// suspects counts the members in state Suspect, so that the
+	// once-a-second check for refuted suspicions costs nothing in a pool
+	// that has none.
 	suspects int
 }
 
