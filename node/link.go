@@ -220,6 +220,9 @@ type linkRoster struct {
 	nodes map[string]rosterNode // by name
 	key   string                // the fingerprints of the roster last sent
 	sent  bool
+	// index is the site store's applied index when the roster was last
+	// read: with no write since, it is not read again.
+	index uint64
 }
 
 // rosterNode is a Node as a link reports it.
@@ -232,15 +235,22 @@ type rosterNode struct {
 // report reads the site's roster from the site store; the roster is left
 // out when it is the one last sent on this link.
 func (n *Node) report(ctx context.Context, last *linkRoster) (*linkReport, error) {
-	list, err := n.group.Store().List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return nil, err
-	}
 	rep := &linkReport{Site: n.id.Site, Leader: n.id.Name}
+	var err error
 	if rep.OTA, err = n.otaOutbox(ctx); err != nil {
 		return nil, err
 	}
 	rep.Images = n.imagesOutbox() // images_sync.go
+	index := n.group.AppliedIndex()
+	if last.sent && index == last.index {
+		rep.SameNodes = true // nothing was written since the roster was read
+		return rep, nil
+	}
+	list, err := n.group.Store().List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
+	if err != nil {
+		return nil, err
+	}
+	last.index = index
 	nodes := make(map[string]rosterNode, len(list.Items))
 	var key strings.Builder
 	for _, o := range list.Items {
@@ -353,6 +363,13 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	// together: a site's nodes joined together and fall due for their
 	// lastSeen together, and a hundred writes one after another would
 	// hold the report past the link's timeout on a busy hub.
+	var names []string
+	for _, nd := range rep.Nodes {
+		if !slices.Contains(revoked, nd.Name) {
+			names = append(names, nd.Name)
+		}
+	}
+	refresh := n.hubRoster.refreshAge(names, now, n.cfg.HeartbeatInterval)
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.SetLimit(32)
 	for _, nd := range rep.Nodes {
@@ -362,7 +379,7 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 		if nd.Status.Version != "" {
 			versions[nd.Status.Version] = true
 		}
-		if rep.SameNodes && n.hubRoster.fresh(nd.Name, now, n.cfg.HeartbeatInterval) {
+		if rep.SameNodes && n.hubRoster.fresh(nd.Name, now, refresh) {
 			continue // as the link last carried it, and written since
 		}
 		nd.Status.Site = rep.Site
@@ -372,7 +389,7 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 		}
 		labels["outpost.dev/site"] = rep.Site
 		eg.Go(func() error {
-			return n.hubRoster.upsert(ectx, store, nd.Name, labels, nd.Status, now, n.cfg.HeartbeatInterval)
+			return n.hubRoster.upsert(ectx, store, nd.Name, labels, nd.Status, now, refresh)
 		})
 	}
 	if err := eg.Wait(); err != nil {

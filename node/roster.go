@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -152,12 +153,26 @@ func (n *Node) raftRoles() map[string]string {
 }
 
 // writeRoster writes each member's Node object where it changed; unless
-// changed, it looks only at members whose lastSeen is due.
+// changed, it looks only at members whose lastSeen is due. The lastSeen
+// refreshes go together: when any is due, every member's older than half
+// the heartbeat interval is refreshed with it, concurrently, so that Raft
+// commits them in a batch or two. (One at a time, as each fell due, a
+// site of a hundred nodes made a Raft write and an fsync every 0.6 s.)
 func (n *Node) writeRoster(ctx context.Context, members []gossip.Member, changed bool) error {
-	roles := n.raftRoles()
 	now := time.Now()
+	mine := func(m gossip.Member) bool { return m.Site == n.id.Site && !n.revoked(m.Name) }
+	var names []string
 	for _, m := range members {
-		if m.Site != n.id.Site || (!changed && n.siteRoster.fresh(m.Name, now, n.cfg.HeartbeatInterval)) || n.revoked(m.Name) {
+		if mine(m) {
+			names = append(names, m.Name)
+		}
+	}
+	refresh := n.siteRoster.refreshAge(names, now, n.cfg.HeartbeatInterval)
+	roles := n.raftRoles()
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(rosterWrites)
+	for _, m := range members {
+		if !mine(m) || (!changed && n.siteRoster.fresh(m.Name, now, refresh)) {
 			continue
 		}
 		raftState := roles[m.Name]
@@ -171,12 +186,16 @@ func (n *Node) writeRoster(ctx context.Context, members []gossip.Member, changed
 			Raft: &NodeRaftState{State: raftState},
 		}
 		labels := nodeLabels(m)
-		if err := n.siteRoster.upsert(ctx, n.group.Store(), m.Name, labels, st, now, n.cfg.HeartbeatInterval); err != nil {
-			return err
-		}
+		eg.Go(func() error {
+			return n.siteRoster.upsert(ectx, n.group.Store(), m.Name, labels, st, now, refresh)
+		})
 	}
-	return nil
+	return eg.Wait()
 }
+
+// rosterWrites is how many Node writes of one roster pass are proposed at
+// once.
+const rosterWrites = 32
 
 // nodeLabels are a member's own labels plus the built-in ones.
 func nodeLabels(m gossip.Member) map[string]string {
@@ -262,6 +281,19 @@ func (c *rosterCache) fresh(name string, now time.Time, refresh time.Duration) b
 	defer c.mu.Unlock()
 	e, ok := c.m[name]
 	return ok && now.Sub(e.at) < refresh
+}
+
+// refreshAge is the lastSeen age past which names are refreshed now:
+// interval, or half of it when any of them is due, so that the others
+// half way there are refreshed with it and a roster's refreshes stay
+// together.
+func (c *rosterCache) refreshAge(names []string, now time.Time, interval time.Duration) time.Duration {
+	for _, name := range names {
+		if !c.fresh(name, now, interval) {
+			return interval / 2
+		}
+	}
+	return interval
 }
 
 // upsert is upsertNode, skipped while the node is as last written and its
