@@ -65,9 +65,9 @@ type Hub struct {
 	tasks map[string]*hubTask // by task UID
 	// live holds the UIDs of the tasks of the last pass; collected is
 	// when results of deleted tasks were last looked for.
-	live      map[string]bool
-	collected time.Time
-	seen      map[string]*decodedTask // by task UID
+	live         map[string]bool
+	collected    time.Time
+	decodedTasks map[string]*decodedTask // by task UID
 }
 
 // hubTask is what the controller keeps of a running task.
@@ -99,7 +99,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	h := &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), kick: make(chan struct{}, 1), tasks: map[string]*hubTask{}}
-	h.tally.changed = func(string) { h.wake() }
+	h.tally.changed = h.wake
 	return h, nil
 }
 
@@ -189,9 +189,9 @@ func (h *Hub) reconcile(ctx context.Context) error {
 			delete(h.tasks, uid)
 		}
 	}
-	for uid := range h.seen {
+	for uid := range h.decodedTasks {
 		if !live[uid] {
-			delete(h.seen, uid)
+			delete(h.decodedTasks, uid)
 		}
 	}
 	h.live = live
@@ -220,7 +220,7 @@ type decodedTask struct {
 func (h *Hub) decoded(obj *consensus.Object) (*ota.TaskSpec, *ota.TaskStatus, bool) {
 	uid := string(obj.UID)
 	h.mu.Lock()
-	d, ok := h.seen[uid]
+	d, ok := h.decodedTasks[uid]
 	h.mu.Unlock()
 	if !ok || d.rv != obj.ResourceVersion {
 		d = &decodedTask{rv: obj.ResourceVersion}
@@ -228,10 +228,10 @@ func (h *Hub) decoded(obj *consensus.Object) (*ota.TaskSpec, *ota.TaskStatus, bo
 			return nil, nil, false
 		}
 		h.mu.Lock()
-		if h.seen == nil {
-			h.seen = map[string]*decodedTask{}
+		if h.decodedTasks == nil {
+			h.decodedTasks = map[string]*decodedTask{}
 		}
-		h.seen[uid] = d
+		h.decodedTasks[uid] = d
 		h.mu.Unlock()
 	}
 	// Copies: the passes change what they are given.

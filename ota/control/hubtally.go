@@ -29,7 +29,7 @@ type tally struct {
 	stop    context.CancelFunc
 	gen     int // counts the starts: a watch that ended clears only its own
 	// changed is called, without the lock, when a task's counts moved.
-	changed func(task string)
+	changed func()
 }
 
 // taskTally is what the tally holds of one task.
@@ -119,7 +119,7 @@ func (t *tally) follow(ctx context.Context, store *consensus.Store, from uint64,
 		}
 		t.mu.Unlock()
 		if moved && t.changed != nil {
-			t.changed(task)
+			t.changed()
 		}
 	}
 }
