@@ -87,9 +87,12 @@ func (n *Node) runHubLink(ctx context.Context) error {
 		if n.group.IsLeader() && len(n.id.HubAddrs) > 0 {
 			addrs := n.hubAddrList()
 			addr := addrs[next%len(addrs)]
-			err := n.holdLink(ctx, addr)
+			up, err := n.holdLink(ctx, addr)
 			if ctx.Err() != nil {
 				return nil
+			}
+			if up {
+				backoff = time.Second // it worked: a break is not a reason to wait long
 			}
 			switch {
 			case errors.Is(err, errRedirected):
@@ -127,14 +130,15 @@ func (n *Node) hubAddrList() []string {
 }
 
 // holdLink reports to the hub at addr until the link breaks, this node
-// stops leading, or the hub redirects (then it returns nil after switching
-// to the leader's address).
-func (n *Node) holdLink(ctx context.Context, addr string) error {
+// stops leading, or the hub redirects (then it returns errRedirected after
+// switching to the leader's address). up says whether the hub answered at
+// least one report.
+func (n *Node) holdLink(ctx context.Context, addr string) (up bool, err error) {
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	s, err := n.dialRPC(dctx, addr, methodLink)
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer s.Close()
 	n.log.Info("hub link up", "hub", addr)
@@ -144,29 +148,30 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 	var roster linkRoster
 	for {
 		if !n.group.IsLeader() {
-			return nil
+			return up, nil
 		}
 		rep, err := n.report(ctx, &roster)
 		if err != nil {
-			return err
+			return up, err
 		}
 		_ = s.SetWriteDeadline(time.Now().Add(linkTimeout))
 		_ = s.SetReadDeadline(time.Now().Add(linkReplyTimeout))
 		if err := writeMessage(s, rep); err != nil {
-			return err
+			return up, err
 		}
 		var reply linkReply
 		if err := readMessage(s, &reply, maxMessageBytes); err != nil {
-			return err
+			return up, err
 		}
 		if reply.Error != "" {
 			n.log.Warn("hub refused the site's report", "err", reply.Error)
-			return nil
+			return up, nil
 		}
 		if reply.Redirect != "" {
 			n.setHubAddrs(append([]string{reply.Redirect}, n.hubAddrList()...))
-			return errRedirected
+			return up, errRedirected
 		}
+		up = true
 		n.setHubAddrs(reply.HubAddrs)
 		n.applyRevocations(ctx, reply.Revoked)
 		if err := n.otaInbox(ctx, reply.OTA); err != nil {
@@ -182,7 +187,7 @@ func (n *Node) holdLink(ctx context.Context, addr string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return up, nil
 		case <-wait:
 		case <-n.otaSite.Unreported():
 			time.Sleep(linkResultDelay)

@@ -98,6 +98,9 @@ func (n *Node) renew(ctx context.Context) error {
 	if err := n.id.setCerts(cert, caPEM); err != nil {
 		return err
 	}
+	// The hub accepts a name's two latest certificates: move new streams
+	// to connections made with this one before the old one is refused.
+	n.ep.RetireConns()
 	return n.id.save()
 }
 

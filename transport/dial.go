@@ -271,3 +271,30 @@ func dialPinnedConn(ctx context.Context, localIP, addr, caFingerprint string, qc
 	}
 	return &pinnedConn{conn: conn, ca: ca, tr: tr, udp: udp}, nil
 }
+
+// RetireConns is for after GetCertificate's certificate changed (a
+// renewal). The connections dialed so far keep the streams they carry, but
+// new streams go on new connections, made with the new certificate. The
+// connections the previous call retired are closed now: they were made
+// with a certificate two renewals old, which the hub no longer accepts (it
+// keeps a name's two latest), so they would be refused anyway. A handshake
+// in progress is left alone: it is retired by the next call.
+func (e *Endpoint) RetireConns() {
+	e.mu.Lock()
+	old := e.retired
+	e.retired = nil
+	for addr, oc := range e.outbound {
+		select {
+		case <-oc.ready:
+			if oc.conn != nil && oc.conn.Context().Err() == nil {
+				e.retired = append(e.retired, oc.conn)
+			}
+			delete(e.outbound, addr)
+		default:
+		}
+	}
+	e.mu.Unlock()
+	for _, c := range old {
+		_ = c.CloseWithError(codeConnClosed, "certificate renewed")
+	}
+}

@@ -50,6 +50,7 @@ type Endpoint struct {
 	closing  bool
 	outbound map[string]*outConn
 	inbound  map[*quic.Conn]struct{}
+	retired  []*quic.Conn // dialed before the last RetireConns; closed at the next
 
 	handshakes atomic.Int64 // outbound handshakes completed, for tests
 	closeOnce  sync.Once
@@ -213,6 +214,8 @@ func (e *Endpoint) shutdown(ln *quic.Listener) {
 		}
 	}
 	clear(e.outbound)
+	conns = append(conns, e.retired...)
+	e.retired = nil
 	e.mu.Unlock()
 	if ln != nil {
 		_ = ln.Close()
@@ -348,6 +351,11 @@ func (e *Endpoint) ConnectionCount() int {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	n := len(e.inbound)
+	for _, c := range e.retired {
+		if c.Context().Err() == nil {
+			n++
+		}
+	}
 	for _, oc := range e.outbound {
 		select {
 		case <-oc.ready:
