@@ -30,6 +30,10 @@ type Gossip struct {
 	// crash makes Run stop without leaving, as a crashed node would. Tests
 	// use it to get a member declared dead.
 	crash atomic.Bool
+	// deaf makes the transport drop every packet and stream it receives,
+	// as a node cut off from its site would. Tests use it to get a live
+	// member suspected.
+	deaf atomic.Bool
 
 	// mlMu guards the pool's life: phase and ml. UpdateMeta holds it for
 	// reading while it broadcasts, so Run does not shut the pool down under
@@ -127,29 +131,35 @@ func (g *Gossip) Run(ctx context.Context) (err error) {
 	}
 }
 
-// clearRefuted marks alive again the suspects that memberlist holds alive:
-// a suspect that refutes the suspicion (an alive message with a higher
-// incarnation) raises no memberlist event, and this node's next direct
-// probe of it may be minutes away in a large site.
+// clearRefuted pings the members this node has suspected for longer than
+// refuteGrace and marks alive those that answer. A suspect that refutes the
+// suspicion (an alive message with a higher incarnation) raises no
+// memberlist event, memberlist does not export a member's state (see
+// DESIGN.md), and this node's next direct probe of it may be minutes away
+// in a large site. A suspect that does not answer stays suspect until
+// memberlist declares it dead or a probe reaches it.
 func (g *Gossip) clearRefuted(ml *memberlist.Memberlist) {
 	g.mu.Lock()
-	none := g.members.suspects == 0
+	suspects := g.members.suspectedBefore(time.Now().Add(-refuteGrace))
 	g.mu.Unlock()
-	if none {
-		return
-	}
-	var alive []string
-	for _, n := range ml.Members() {
-		if n.State == memberlist.StateAlive {
-			alive = append(alive, n.Name)
+	var wg sync.WaitGroup
+	for name, addr := range suspects {
+		ua, err := net.ResolveUDPAddr("udp", addr)
+		if err != nil {
+			continue
 		}
+		wg.Go(func() {
+			if _, err := ml.Ping(name, ua); err == nil {
+				g.onAck(name)
+			}
+		})
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for _, name := range alive {
-		g.emitLocked(g.members.refuted(name, time.Now(), time.Second))
-	}
+	wg.Wait() // each Ping waits at most ProbeTimeout
 }
+
+// refuteGrace is how long a suspicion stands before clearRefuted checks
+// it: memberlist's own indirect probes and suspicion messages go first.
+const refuteGrace = time.Second
 
 // create makes the memberlist, holding mlMu so that an UpdateMeta cannot
 // slip between memberlist reading the local metadata and ml being set.
@@ -163,7 +173,7 @@ func (g *Gossip) create() (*memberlist.Memberlist, error) {
 	}
 	lw := &logWriter{log: g.log, onSuspect: g.onSuspect}
 	mc := g.cfg.memberlistConfig(&delegate{g: g}, keyring, newMemberlistLogger(lw))
-	t, err := newTransport(g.cfg.BindAddr, g.cfg.BindPort, g.log)
+	t, err := newTransport(g.cfg.BindAddr, g.cfg.BindPort, &g.deaf, g.log)
 	if err != nil {
 		g.phase = phaseStopped
 		return nil, fmt.Errorf("start gossip on %s: %w",

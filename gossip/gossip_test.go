@@ -193,10 +193,12 @@ func TestGracefulLeaveIsLeft(t *testing.T) {
 
 func TestCrashIsSuspectThenDead(t *testing.T) {
 	t.Parallel()
-	// A suspicion lasts SuspicionMult probe intervals here (1 s), long
-	// enough for both survivors to probe the dead member themselves, each
-	// probe visiting it at least every other interval.
-	nodes, _ := newPool(t, "crash", 3, func(c *Config) { c.SuspicionMult = 10 })
+	// A suspicion lasts at least SuspicionMult probe intervals here (2.5 s),
+	// long enough for both survivors to probe the dead member themselves,
+	// each probe visiting it at least every other interval, and longer
+	// than a suspicion stands before it is checked (refuteGrace): a crashed
+	// member must stay suspect until it is dead.
+	nodes, _ := newPool(t, "crash", 3, func(c *Config) { c.SuspicionMult = 25 })
 	victim := nodes[2]
 	name := victim.Local().Name
 	if err := victim.kill(); err != nil {
@@ -241,6 +243,38 @@ func TestCrashIsSuspectThenDead(t *testing.T) {
 		if m.Since.IsZero() || time.Since(m.Since) > waitLong {
 			t.Errorf("%s: dead member's Since = %v", n.Local().Name, m.Since)
 		}
+	}
+}
+
+// TestDeafMemberSuspectedThenAlive cuts a member off (it drops every packet
+// and stream it receives) until both others suspect it, then lets it hear
+// again: it is alive again at both, never dead.
+func TestDeafMemberSuspectedThenAlive(t *testing.T) {
+	t.Parallel()
+	nodes, _ := newPool(t, "deaf", 3, func(c *Config) { c.SuspicionMult = 50 }) // 5 s at least
+	victim := nodes[2]
+	name := victim.Local().Name
+	victim.deaf.Store(true)
+	for _, n := range nodes[:2] {
+		eventually(t, waitLong, func() error {
+			if s := n.stateOf(name); s != Suspect {
+				return fmt.Errorf("%s holds %s %s", n.Local().Name, name, s)
+			}
+			return nil
+		})
+	}
+	victim.deaf.Store(false)
+	for _, n := range nodes[:2] {
+		eventually(t, waitLong, func() error {
+			var types []string
+			for _, ev := range n.events(name) {
+				types = append(types, ev.Type.String()+"/"+string(ev.Member.State))
+			}
+			if want := []string{"join/alive", "suspect/suspect", "alive/alive"}; !slices.Equal(types, want) {
+				return fmt.Errorf("%s: events about %s = %v, want %v", n.Local().Name, name, types, want)
+			}
+			return nil
+		})
 	}
 }
 

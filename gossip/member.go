@@ -165,14 +165,19 @@ func (t *table) acked(name string, now time.Time) []Event {
 	return []Event{{Type: EventAlive, Member: e.export()}}
 }
 
-// refuted records that memberlist holds name alive again, once its
-// suspicion is older than grace (memberlist logs a suspicion, which is how
-// this table learns of it, a moment before it marks the node suspect).
-func (t *table) refuted(name string, now time.Time, grace time.Duration) []Event {
-	if e, ok := t.members[name]; !ok || e.State != Suspect || now.Sub(e.Since) < grace {
+// suspectedBefore returns the address of each member suspected since
+// before t, by name.
+func (t *table) suspectedBefore(before time.Time) map[string]string {
+	if t.suspects == 0 {
 		return nil
 	}
-	return t.acked(name, now)
+	out := map[string]string{}
+	for name, e := range t.members {
+		if e.State == Suspect && e.Since.Before(before) {
+			out[name] = e.Addr
+		}
+	}
+	return out
 }
 
 // prune forgets the members that have been Dead or Left for longer than the

@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -191,20 +192,22 @@ func TestEventTypeString(t *testing.T) {
 // TestTableRefuted checks that a suspicion memberlist no longer holds is
 // cleared, but not in the moment between memberlist's log line and its
 // own suspect mark.
-func TestTableRefuted(t *testing.T) {
+func TestTableSuspectedBefore(t *testing.T) {
 	t.Parallel()
 	tb := newTable("self", time.Hour)
 	t0 := time.Unix(1000, 0)
-	tb.alive(Meta{Name: "a"}, false, "", t0)
+	tb.alive(Meta{Name: "a"}, false, "127.0.0.1:1", t0)
+	tb.alive(Meta{Name: "b"}, false, "127.0.0.1:2", t0)
+	if got := tb.suspectedBefore(t0.Add(time.Hour)); len(got) != 0 {
+		t.Errorf("suspects with none suspected: %v", got)
+	}
 	tb.suspect("a", t0)
-	if evs := tb.refuted("a", t0.Add(500*time.Millisecond), time.Second); len(evs) != 0 {
-		t.Errorf("refuted within the grace: %v", evs)
+	tb.suspect("b", t0.Add(2*time.Second))
+	if got := tb.suspectedBefore(t0.Add(time.Second)); !maps.Equal(got, map[string]string{"a": "127.0.0.1:1"}) {
+		t.Errorf("suspected before t0+1s: %v, want a only", got)
 	}
-	evs := tb.refuted("a", t0.Add(2*time.Second), time.Second)
-	if len(evs) != 1 || evs[0].Type != EventAlive {
-		t.Fatalf("refuted after the grace: %v, want one EventAlive", evs)
-	}
-	if evs := tb.refuted("a", t0.Add(3*time.Second), time.Second); len(evs) != 0 {
-		t.Errorf("refuted an alive member: %v", evs)
+	tb.acked("a", t0.Add(3*time.Second))
+	if got := tb.suspectedBefore(t0.Add(time.Hour)); !maps.Equal(got, map[string]string{"b": "127.0.0.1:2"}) {
+		t.Errorf("after a answered: %v, want b only", got)
 	}
 }

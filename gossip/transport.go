@@ -37,6 +37,7 @@ type transport struct {
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 	log      *slog.Logger
+	deaf     *atomic.Bool // when set and true, drop what arrives (Gossip.deaf)
 
 	closed atomic.Bool
 	wg     sync.WaitGroup
@@ -45,8 +46,9 @@ type transport struct {
 var _ memberlist.NodeAwareTransport = (*transport)(nil)
 
 // newTransport binds TCP and UDP on addr:port (port 0: a free port that
-// both protocols have) and starts reading.
-func newTransport(addr string, port int, logger *slog.Logger) (*transport, error) {
+// both protocols have) and starts reading; while deaf (if not nil) holds
+// true, what arrives is dropped.
+func newTransport(addr string, port int, deaf *atomic.Bool, logger *slog.Logger) (*transport, error) {
 	ip := net.ParseIP(addr)
 	if ip == nil {
 		return nil, fmt.Errorf("bind address %q is not an IP address", addr)
@@ -59,6 +61,7 @@ func newTransport(addr string, port int, logger *slog.Logger) (*transport, error
 	for range attempts {
 		var t *transport
 		if t, err = bind(ip, port, logger); err == nil {
+			t.deaf = deaf
 			t.wg.Add(2)
 			go t.readPackets()
 			go t.acceptStreams()
@@ -178,7 +181,7 @@ func (t *transport) readPackets() {
 			t.log.Warn("read a gossip packet", "err", err)
 			continue
 		}
-		if n < 1 {
+		if n < 1 || t.deaf != nil && t.deaf.Load() {
 			continue
 		}
 		pkt := make([]byte, n)
@@ -202,6 +205,10 @@ func (t *transport) acceptStreams() {
 			continue
 		}
 		delay = 0
+		if t.deaf != nil && t.deaf.Load() {
+			_ = c.Close()
+			continue
+		}
 		t.streamCh <- c
 	}
 }

@@ -14,12 +14,12 @@ import (
 // of its own size (not a 64 KiB one kept alive with it); streams are
 // accepted; the advertised address is the bound one unless one is given.
 func TestTransportPacketsAndStreams(t *testing.T) {
-	a, err := newTransport("127.0.0.1", 0, slog.New(slog.DiscardHandler))
+	a, err := newTransport("127.0.0.1", 0, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Shutdown()
-	b, err := newTransport("127.0.0.1", 0, slog.New(slog.DiscardHandler))
+	b, err := newTransport("127.0.0.1", 0, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestTransportPacketsAndStreams(t *testing.T) {
 	if _, _, err = b.FinalAdvertiseAddr("not-an-ip", 1); err == nil {
 		t.Fatal("a bad advertise address was accepted")
 	}
-	any, err := newTransport("0.0.0.0", 0, slog.New(slog.DiscardHandler))
+	any, err := newTransport("0.0.0.0", 0, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
