@@ -80,7 +80,7 @@ func TestSiteWindow(t *testing.T) {
 func TestAssignmentsSendTheSpecOnce(t *testing.T) {
 	t.Parallel()
 	h := &Hub{tasks: map[string]*hubTask{
-		"u1": {name: "t", uid: "u1", attempt: 1, version: 2, spec: ota.TaskSpec{}, sites: map[string][]string{"a": {"a-1", "a-2"}}, total: 2},
+		"u1": {name: "t", uid: "u1", attempt: 1, version: 2, spec: ota.TaskSpec{}, sites: map[string][]string{"a": {"a-1", "a-2"}}, total: 2, fresh: true},
 	}}
 	first := h.Assignments("a", SiteState{})
 	if len(first) != 1 || first[0].Spec == nil || len(first[0].Devices) != 2 {

@@ -82,6 +82,9 @@ type hubTask struct {
 	total   int
 	halted  bool
 	cancel  bool
+	// fresh: this leader started the task, so every device of its sites
+	// is still to run unless the tally says otherwise (hublink.go).
+	fresh bool
 	// statusAt is when this leader last wrote the task's status.
 	statusAt time.Time
 }
@@ -307,7 +310,7 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	// first sites' work then slows the writing of the last sites' results,
 	// on a hub that shares its machine, and the task ends later.)
 	t := &hubTask{name: obj.Name, uid: string(obj.UID), attempt: 1, version: 1, spec: *spec,
-		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled}
+		sites: map[string][]string{}, retry: map[string][]string{}, total: len(targets), halted: spec.Halted, cancel: spec.Canceled, fresh: true}
 	h.mu.Lock()
 	h.tasks[t.uid] = t
 	h.mu.Unlock()

@@ -3,10 +3,12 @@ package control
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
@@ -29,6 +31,20 @@ func (h *Hub) Assignments(site string, have SiteState) []Assignment {
 			Window: siteWindow(&t.spec, len(devices), t.total), Halted: t.halted, Canceled: t.cancel,
 		}
 		if have[t.uid] == 0 {
+			// A site that lacks the task gets the devices still to run:
+			// those the tally holds unfinished, and the retry's (a site
+			// deletes a task some time after its devices ended, Site.collect,
+			// and must not run them again); all of them for a task this
+			// leader just started and has not counted yet.
+			todo, counted := h.tally.unfinished(t.name, types.UID(t.uid), site, devices)
+			switch {
+			case counted:
+				if devices = mergeNames(todo, t.retry[site]); len(devices) == 0 {
+					continue
+				}
+			case !t.fresh:
+				continue // a new leader's first pass has not counted it yet
+			}
 			spec := t.spec
 			a.Spec = &spec
 			a.Devices = append([]string(nil), devices...)
@@ -38,6 +54,13 @@ func (h *Hub) Assignments(site string, have SiteState) []Assignment {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Task < out[j].Task })
 	return out
+}
+
+// mergeNames returns the sorted union of a and b.
+func mergeNames(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // siteWindow is how many devices of a site run at once: its share of the

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"slices"
+	"strings"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/labels"
@@ -164,6 +166,32 @@ func (t *tally) counts(ctx context.Context, store *consensus.Store, task string,
 	}
 	tt.held, tt.loading = nil, false
 	return tt.counts, maps.Clone(tt.sites), nil
+}
+
+// unfinished returns the devices of site whose results the tally holds
+// Queued or Running, sorted; all (the site's devices) when that is every
+// one of them. counted is false when the tally does not hold task uid
+// (this leader has not counted it yet).
+func (t *tally) unfinished(task string, uid types.UID, site string, all []string) (nodes []string, counted bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tt, ok := t.tasks[task]
+	if !ok || tt.uid != uid || tt.loading {
+		return nil, false
+	}
+	switch c := tt.sites[site]; c.Queued + c.Running {
+	case 0:
+		return nil, true
+	case len(all):
+		return all, true // a new task: no need to look at each result
+	}
+	for name, m := range tt.results {
+		if m.site == site && !m.phase.Finished() {
+			nodes = append(nodes, strings.TrimPrefix(name, task+"."))
+		}
+	}
+	slices.Sort(nodes)
+	return nodes, true
 }
 
 // keep drops every task not named in tasks (ended or deleted ones).

@@ -38,7 +38,12 @@ type SiteConfig struct {
 	// IdleInterval is how often the dispatcher looks with nothing changed,
 	// for deadlines, nodes that came back and leadership (default 1 s).
 	IdleInterval time.Duration
-	Logger       *slog.Logger
+	// Retention is how long an assignment whose every device has ended,
+	// and been acknowledged by the hub, stays in site Raft before it is
+	// deleted with its runs (default 10 min). A retry after that reaches
+	// the site as a new assignment of the devices to run again.
+	Retention time.Duration
+	Logger    *slog.Logger
 }
 
 // Site is a site's OTA dispatcher. It acts while its node leads the site's
@@ -59,9 +64,17 @@ type Site struct {
 	inflight map[string]context.CancelFunc // DeviceRun name → cancel
 	canceled map[string]bool               // DeviceRuns whose kill was sent
 	// done maps assignment UIDs to the version whose runs had all ended
-	// when last listed: dispatch skips them until the hub sends a new
-	// version, so finished tasks cost no work per pass.
-	done map[string]int
+	// when last listed, and since when: dispatch skips them until the hub
+	// sends a new version, so finished tasks cost no work per pass, and
+	// deletes them after Retention.
+	done map[string]ended
+}
+
+// ended is an assignment's version whose runs had all ended, and when this
+// leader saw it.
+type ended struct {
+	version int
+	at      time.Time
 }
 
 // NewSite validates cfg.
@@ -74,6 +87,9 @@ func NewSite(cfg SiteConfig) (*Site, error) {
 	}
 	if cfg.IdleInterval <= 0 {
 		cfg.IdleInterval = max(time.Second, cfg.Interval)
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 10 * time.Minute
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -137,8 +153,13 @@ func (s *Site) Accept(ctx context.Context, as []Assignment) error {
 // requeue queues a retry's devices again at the assignment's attempt.
 func (s *Site) requeue(ctx context.Context, a Assignment) error {
 	now := metav1.Now()
+	var missing []string
 	for _, node := range a.Retry {
 		obj, err := s.cfg.Store.Get(ctx, &DeviceRunKind, "", runName(a.UID, node), consensus.ReadOptions{Stale: true})
+		if apierrors.IsNotFound(err) {
+			missing = append(missing, node) // collected half-way: run it anew
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -156,6 +177,13 @@ func (s *Site) requeue(ctx context.Context, a Assignment) error {
 		s.view.put(&DeviceRunKind, obj)
 		// The hub queued the retry itself: nothing to report until it runs.
 		if err := s.setRun(ctx, obj, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued}); err != nil {
+			return err
+		}
+	}
+	if len(missing) > 0 {
+		b := a
+		b.Devices, b.Halted = missing, true // queued: the next pass starts them within the window
+		if err := s.createRuns(ctx, b); err != nil {
 			return err
 		}
 	}
@@ -385,11 +413,17 @@ func (s *Site) dispatch(ctx context.Context, eg *errgroup.Group) error {
 		if spec.Assignment.Spec == nil {
 			continue
 		}
-		live[spec.Assignment.UID] = true
+		uid := spec.Assignment.UID
+		live[uid] = true
 		s.mu.Lock()
-		v, ended := s.done[spec.Assignment.UID]
+		e, done := s.done[uid]
 		s.mu.Unlock()
-		if ended && v == spec.Assignment.Version {
+		if done && e.version == spec.Assignment.Version {
+			if time.Since(e.at) > s.cfg.Retention {
+				if err := s.collect(ctx, t); err != nil {
+					s.log.Debug("finished task not collected; next pass tries again", "task", spec.Assignment.Task, "err", err)
+				}
+			}
 			continue
 		}
 		if err := s.dispatchTask(ctx, eg, &spec.Assignment); err != nil {
@@ -431,9 +465,9 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 	if running == 0 && len(queued) == 0 {
 		s.mu.Lock()
 		if s.done == nil {
-			s.done = map[string]int{}
+			s.done = map[string]ended{}
 		}
-		s.done[a.UID] = a.Version
+		s.done[a.UID] = ended{version: a.Version, at: time.Now()}
 		s.mu.Unlock()
 		return nil
 	}

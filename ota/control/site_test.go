@@ -60,14 +60,18 @@ func waitAcked(t *testing.T, store *consensus.Store, uid string, nodes []string,
 	}
 }
 
-// runSite runs a leading site "a" on store until the test ends; ctx ends
-// with it.
-func runSite(t *testing.T, store *consensus.Store, runner Runner) (*Site, context.Context) {
+// runSite runs a leading site "a" on store until the test ends, its
+// config changed by tweak; ctx ends with it.
+func runSite(t *testing.T, store *consensus.Store, runner Runner, tweak ...func(*SiteConfig)) (*Site, context.Context) {
 	t.Helper()
-	site, err := NewSite(SiteConfig{
+	cfg := SiteConfig{
 		Site: "a", Store: store, Runner: runner, Interval: 20 * time.Millisecond,
 		Alive: func(string) bool { return true }, IsLeader: func() bool { return true },
-	})
+	}
+	for _, f := range tweak {
+		f(&cfg)
+	}
+	site, err := NewSite(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -173,8 +173,10 @@ func (v *siteView) remove(k *consensus.Kind, o *consensus.Object) {
 			}
 		}
 	case &DeviceRunKind:
-		for _, byName := range v.runs {
-			delete(byName, o.Name)
+		uid, _, _ := strings.Cut(o.Name, ".") // runName
+		delete(v.runs[uid], o.Name)
+		if len(v.runs[uid]) == 0 {
+			delete(v.runs, uid)
 		}
 	}
 	v.notify()
@@ -210,6 +212,22 @@ func (v *siteView) activeRuns(uid string) ([]viewRun, error) {
 		}
 		return false
 	}, v.runs[uid]), nil
+}
+
+// settled returns copies of a task's runs when every one has ended and
+// the hub has acknowledged its phase; ok is false otherwise.
+func (v *siteView) settled(uid string) (runs []viewRun, ok bool, err error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ready {
+		return nil, false, errViewNotReady
+	}
+	for _, r := range v.runs[uid] {
+		if !r.st.Result.Phase.Finished() || r.st.Reported != r.st.Result.Phase {
+			return nil, false, nil
+		}
+	}
+	return copyRuns(func(*viewRun) bool { return true }, v.runs[uid]), true, nil
 }
 
 // copyRuns returns copies of the runs that keep selects, sorted by name.
