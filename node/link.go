@@ -353,7 +353,7 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 		return linkReply{Error: "the hub has no leader right now"}
 	}
 	store := n.group.Store()
-	revoked := n.revokedNames(ctx)
+	revoked := n.revokedNames()
 	now := time.Now()
 	n.siteClock.mark(n.group.Status().Term, rep.Site, now)
 	// Only a report whose roster is as last sent may skip its writes: the
@@ -414,34 +414,9 @@ func (n *Node) acceptReport(ctx context.Context, peer transport.Peer, rep *linkR
 	return linkReply{HubAddrs: n.hubAddrs(), Revoked: revoked, OTA: otaReply, Images: imagesReply}
 }
 
-func (n *Node) revokedNames(ctx context.Context) []string {
-	c := &n.revokedCache
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if time.Since(c.at) < revokedFresh {
-		return c.names
-	}
-	list, err := n.group.Store().List(ctx, &RevocationKind, "", nil, consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, o := range list.Items {
-		out = append(out, o.Name)
-	}
-	c.names, c.at = out, time.Now()
-	return out
-}
-
-// revokedFresh is how long revokedNames answers from its last list: every
-// site's report carries the list, a hundred reports a second in a big mesh.
-const revokedFresh = time.Second
-
-// revokedCache is revokedNames' last list of revoked nodes.
-type revokedCache struct {
-	mu    sync.Mutex
-	at    time.Time
-	names []string
+// revokedNames lists the revoked nodes, for every site's report.
+func (n *Node) revokedNames() []string {
+	return n.revocations.sorted(n.group)
 }
 
 // writeSiteStatus creates the Site if needed and writes its status, with

@@ -59,9 +59,9 @@ type Node struct {
 	// siteRoster and hubRoster skip unchanged Nodes: the site's own
 	// roster, and (hub members) the rosters sites report.
 	siteRoster, hubRoster rosterCache
-	siteClock             siteClock    // hub leader: when each site last reported
-	hubSiteCount          hubSiteCount // hub leader: refreshHubSite's last count
-	revokedCache          revokedCache // hub members: revokedNames' last list
+	siteClock             siteClock     // hub leader: when each site last reported
+	hubSiteCount          hubSiteCount  // hub leader: refreshHubSite's last count
+	revocations           revocationSet // revoked names as of the store's applied index (revoke.go)
 	// firstMu guards firstSent: the tasks whose assignment assignFirst
 	// sent to a site ahead of its report's writes, by site and task UID,
 	// until the site holds them.

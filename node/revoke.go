@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,8 +21,47 @@ var RevocationKind = consensus.Kind{
 
 // revoked reports whether name is revoked in this node's replica.
 func (n *Node) revoked(name string) bool {
-	_, err := n.group.Store().Get(context.Background(), &RevocationKind, "", name, consensus.ReadOptions{Stale: true})
-	return err == nil
+	return n.revocations.has(n.group, name)
+}
+
+// revocationSet is the revoked names of a replica as of its applied index,
+// listed again when the index moved: the roster asks about every member of
+// the site each second, and the transport about every stream, and a Get
+// per question (a Badger miss and a NotFound error each time) was a fifth
+// of an idle site leader's CPU.
+type revocationSet struct {
+	mu    sync.Mutex
+	index uint64
+	names map[string]bool // nil until listed
+}
+
+// has reports whether name is revoked in g's replica.
+func (r *revocationSet) has(g *consensus.Group, name string) bool {
+	return r.current(g.AppliedIndex(), g.Store())[name]
+}
+
+// sorted returns the revoked names of g's replica, sorted.
+func (r *revocationSet) sorted(g *consensus.Group) []string {
+	return slices.Sorted(maps.Keys(r.current(g.AppliedIndex(), g.Store())))
+}
+
+// current returns the set as of applied index, read from store when the
+// index moved (not to be changed). An error listing them keeps the last
+// list.
+func (r *revocationSet) current(index uint64, store *consensus.Store) map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.names == nil || r.index != index {
+		list, err := store.List(context.Background(), &RevocationKind, "", nil, consensus.ReadOptions{Stale: true})
+		if err == nil {
+			names := make(map[string]bool, len(list.Items))
+			for _, o := range list.Items {
+				names[o.Name] = true
+			}
+			r.names, r.index = names, index
+		}
+	}
+	return r.names
 }
 
 // revoke records name as revoked and forgets its membership; a new join
