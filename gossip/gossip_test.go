@@ -229,16 +229,7 @@ func TestCrashIsSuspectThenDead(t *testing.T) {
 		t.Error(err)
 	}
 	for _, n := range nodes[:2] {
-		eventually(t, waitLong, func() error {
-			var types []string
-			for _, ev := range n.events(name) {
-				types = append(types, ev.Type.String()+"/"+string(ev.Member.State))
-			}
-			if want := []string{"join/alive", "suspect/suspect", "leave/dead"}; !slices.Equal(types, want) {
-				return fmt.Errorf("%s: events about %s = %v, want %v", n.Local().Name, name, types, want)
-			}
-			return nil
-		})
+		waitEvents(t, n, name, "join/alive", "suspect/suspect", "leave/dead")
 		m, _ := n.member(name)
 		if m.Since.IsZero() || time.Since(m.Since) > waitLong {
 			t.Errorf("%s: dead member's Since = %v", n.Local().Name, m.Since)
@@ -265,17 +256,24 @@ func TestDeafMemberSuspectedThenAlive(t *testing.T) {
 	}
 	victim.deaf.Store(false)
 	for _, n := range nodes[:2] {
-		eventually(t, waitLong, func() error {
-			var types []string
-			for _, ev := range n.events(name) {
-				types = append(types, ev.Type.String()+"/"+string(ev.Member.State))
-			}
-			if want := []string{"join/alive", "suspect/suspect", "alive/alive"}; !slices.Equal(types, want) {
-				return fmt.Errorf("%s: events about %s = %v, want %v", n.Local().Name, name, types, want)
-			}
-			return nil
-		})
+		waitEvents(t, n, name, "join/alive", "suspect/suspect", "alive/alive")
 	}
+}
+
+// waitEvents waits until n's events about member name are want, each as
+// type/state.
+func waitEvents(t *testing.T, n *node, name string, want ...string) {
+	t.Helper()
+	eventually(t, waitLong, func() error {
+		var types []string
+		for _, ev := range n.events(name) {
+			types = append(types, ev.Type.String()+"/"+string(ev.Member.State))
+		}
+		if !slices.Equal(types, want) {
+			return fmt.Errorf("%s: events about %s = %v, want %v", n.Local().Name, name, types, want)
+		}
+		return nil
+	})
 }
 
 // recorder is a slog handler that keeps the messages it is given.
