@@ -195,20 +195,24 @@ func failed(req control.RunRequest, reason, msg string) ota.DeviceResultStatus {
 // runKey names a device's run: one attempt of one task.
 func runKey(uid string, attempt int) string { return fmt.Sprintf("%s-%d", uid, attempt) }
 
-// RunStore keeps what an agent must not forget across a crash: each step's
-// result (the journal) and each run's final result, keyed by run. Records
-// are durable when a call returns.
+// RunStore keeps what an agent must not forget across a crash, keyed by
+// run: each step's result (the journal), durable when Record returns, and
+// each run's final result. The final result sums up the journal, so it
+// need not be durable: a run whose result a crash lost is answered from
+// its journal, every step's recorded result returned and none run again
+// (only the run's start and completion times are those of the answer).
+// So a device costs the store the synced writes of its steps and no more.
 type RunStore interface {
 	// Journal returns the step journal of a run.
 	Journal(run string) agent.Journal
 	// Result returns a run's final result, ok false when it has none.
 	Result(run string) (st ota.DeviceResultStatus, ok bool, err error)
-	// SaveResult keeps a run's final result.
+	// SaveResult keeps a run's final result; it may be lost in a crash.
 	SaveResult(run string, st ota.DeviceResultStatus) error
 }
 
 // fileRunStore is the daemon's RunStore: files in <dir>/<run>/, each
-// written atomically and fsynced.
+// replaced atomically, the journal's fsynced.
 type fileRunStore struct{ dir string }
 
 func (s fileRunStore) Journal(run string) agent.Journal {
@@ -225,7 +229,9 @@ func (s fileRunStore) Result(run string) (ota.DeviceResultStatus, bool, error) {
 		return st, false, err
 	}
 	if err := json.Unmarshal(b, &st); err != nil {
-		return st, false, fmt.Errorf("result of run %s: %w", run, err)
+		// Not synced (SaveResult): a crash of the machine can leave it
+		// empty. The journal answers instead.
+		return ota.DeviceResultStatus{}, false, nil
 	}
 	return st, true, nil
 }
@@ -238,7 +244,7 @@ func (s fileRunStore) SaveResult(run string, st ota.DeviceResultStatus) error {
 	if err := os.MkdirAll(filepath.Join(s.dir, run), 0o700); err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(s.dir, run, "result.json"), b, 0o600)
+	return atomicfile.WriteUnsynced(filepath.Join(s.dir, run, "result.json"), b, 0o600)
 }
 
 // fileJournal records step results as files, each written atomically and
