@@ -260,16 +260,6 @@ func (s *Site) writeRun(ctx context.Context, obj *consensus.Object, st DeviceRun
 	return nil
 }
 
-// ackRun writes st, the hub's acknowledgement, on the run at obj's
-// version: a run that moved on since (a retry queued it again) keeps its
-// newer status.
-func (s *Site) ackRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus) error {
-	if err := s.writeRun(ctx, obj, st, true); !apierrors.IsConflict(err) {
-		return err
-	}
-	return nil
-}
-
 // Unreported is signalled (at most one pending signal) when a run's
 // phase changed and the hub has not acknowledged it.
 func (s *Site) Unreported() <-chan struct{} { return s.unreported }
@@ -313,44 +303,24 @@ func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 	return out, nil
 }
 
-// Acked records that the hub holds these reports. The leader's view takes
-// them at once, so the next report leaves them out; a final phase's
-// acknowledgement is then written in the background (concurrently, so that
-// Raft commits them together) while the hub link goes on. A Running one is
-// kept in the view only and rides the run's next write, its result. A new
-// leader that lacks an acknowledgement reports the phase again, which the
-// hub, holding it, takes as it is.
-func (s *Site) Acked(ctx context.Context, reports []DeviceReport) error {
-	var writes []func() error
+// Acked records that the hub holds these reports, in the leader's view
+// only: the next report leaves them out, and nothing is written (a Running
+// one rides the run's next write, its result). A new leader, or a view
+// rebuilt after a broken watch, reports the ended runs of the tasks the
+// site still holds again, which the hub, holding them, takes as they are;
+// a site deletes a task Retention after it ended (collect), so that is at
+// most that much of its results. Writing each result's acknowledgement
+// was a third of a site leader's Raft writes per device.
+func (s *Site) Acked(_ context.Context, reports []DeviceReport) error {
 	for _, r := range reports {
 		run, ok, err := s.view.run(r.UID, runName(r.UID, r.Node))
 		if err != nil {
 			return err
 		}
-		if !ok || run.st.Result.Phase != r.Status.Phase {
-			continue // moved on since; report again
+		if ok && run.st.Result.Phase == r.Status.Phase { // else moved on since; report again
+			s.view.markReported(run.obj, r.Status.Phase)
 		}
-		s.view.markReported(run.obj, r.Status.Phase)
-		if !r.Status.Phase.Finished() {
-			continue
-		}
-		st := run.st
-		st.Reported = r.Status.Phase
-		writes = append(writes, func() error { return s.ackRun(ctx, run.obj, st) })
 	}
-	if len(writes) == 0 {
-		return nil
-	}
-	go func() {
-		var eg errgroup.Group
-		eg.SetLimit(writeConcurrency)
-		for _, w := range writes {
-			eg.Go(w)
-		}
-		if err := eg.Wait(); err != nil && ctx.Err() == nil {
-			s.log.Debug("acknowledgements not written; a new leader reports them again", "err", err)
-		}
-	}()
 	return nil
 }
 
