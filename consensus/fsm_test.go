@@ -37,3 +37,23 @@ func TestApplyBatchReadsItsOwnWrites(t *testing.T) {
 		t.Fatalf("after the batch: version %d status %s; want 5 and phase three", obj.Revision(), obj.Status)
 	}
 }
+
+// TestJSONEqual: the same bytes, and the same value written differently,
+// are equal; a different value is not.
+func TestJSONEqual(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{`{"a":1,"b":[1,2]}`, `{"a":1,"b":[1,2]}`, true},
+		{`{"a":1,"b":[1,2]}`, `{ "b": [1, 2], "a": 1 }`, true},
+		{`{"a":1}`, `{"a":2}`, false},
+		{`{"a":1}`, ``, false},
+		{``, ``, true},
+	} {
+		if got := jsonEqual([]byte(c.a), []byte(c.b)); got != c.want {
+			t.Errorf("jsonEqual(%s, %s) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
