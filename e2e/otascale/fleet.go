@@ -47,9 +47,24 @@ type fleet struct {
 }
 
 // apiGet reads path from the hub's admin API into out, over one kept-alive
-// connection: polling a task through the CLI would start a process and a
-// TLS handshake ten times a second on the machine being measured.
+// connection: asking through the CLI would start a process and a TLS
+// handshake each time on the machine being measured.
 func (f *fleet) apiGet(path string, out any) error {
+	resp, err := f.apiRequest(path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
+}
+
+// apiRequest sends a GET of path to the hub's admin API; the caller
+// closes the body of the response, whose status is 200.
+func (f *fleet) apiRequest(path string) (*http.Response, error) {
 	f.apiOnce.Do(func() {
 		f.creds, f.apiErr = node.LoadCredentials(filepath.Join(f.dir, "hub", "admin.yaml"))
 		if f.apiErr != nil {
@@ -60,26 +75,23 @@ func (f *fleet) apiGet(path string, out any) error {
 		f.api = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	})
 	if f.apiErr != nil {
-		return f.apiErr
+		return nil, f.apiErr
 	}
 	req, err := http.NewRequest(http.MethodGet, f.creds.Server+path, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+f.creds.Token)
 	resp, err := f.api.Do(req)
 	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
+		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
 	}
-	return json.Unmarshal(b, out)
+	return resp, nil
 }
 
 // procs lists every process started, the simulators first.
