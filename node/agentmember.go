@@ -57,7 +57,7 @@ func NewAgent(cfg Config, store RunStore, logger *slog.Logger) (a *Agent, err er
 		return a, fmt.Errorf("--data-dir %s holds no identity: join first (--join HUB:7443 --token TOKEN)", cfg.DataDir)
 	}
 	a.log = logger.With("node", a.id.Name, "site", a.id.Site)
-	if a.agent, err = newAgentService(cfg.DataDir, cfg.OTAPolicy, a.id, store, a.log); err != nil {
+	if a.agent, err = newAgentService(cfg.DataDir, cfg.OTAPolicy, cfg.OTARetention, a.id, store, a.log); err != nil {
 		return a, err
 	}
 	a.agent.report = a.deliverRefusals // otarefusal_site.go

@@ -739,11 +739,12 @@ func TestConfigValidateNamesFlags(t *testing.T) {
 	cfg.APIAddr = "nope"
 	cfg.LogLevel = "loud"
 	cfg.HeartbeatInterval = 0
+	cfg.OTARetention = -time.Hour
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("Validate: nil")
 	}
-	for _, flag := range []string{"--name", "--api-addr", "--log-level", "--heartbeat-interval"} {
+	for _, flag := range []string{"--name", "--api-addr", "--log-level", "--heartbeat-interval", "--ota-retention"} {
 		if !strings.Contains(err.Error(), flag) {
 			t.Errorf("error %q does not name %s", err, flag)
 		}

@@ -67,6 +67,9 @@ type Config struct {
 	// OTAPolicy is what tasks may do on this node (--ota-allow,
 	// --ota-paths).
 	OTAPolicy agent.Policy
+	// OTARetention is how long the node keeps a task run that ended: its
+	// journal, result and output (--ota-retention; 0 keeps them all).
+	OTARetention time.Duration
 	// CertValidity is how long node certificates are valid; a node renews
 	// its own when a third of it is left.
 	CertValidity time.Duration
@@ -160,6 +163,7 @@ func DefaultConfig() Config {
 		HeartbeatInterval: time.Minute,
 		CertValidity:      90 * 24 * time.Hour,
 		OTAPolicy:         agent.DefaultPolicy(),
+		OTARetention:      DefaultOTARetention,
 		ShutdownTimeout:   15 * time.Second,
 		GossipProfile:     "lan",
 		RegistryAddr:      DefaultRegistryAddr,
@@ -237,6 +241,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.OTAPolicy.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.OTARetention < 0 {
+		errs = append(errs, fmt.Errorf("--ota-retention %s must not be negative (0 keeps every task run)", c.OTARetention))
 	}
 	if c.CertValidity < 3*time.Second {
 		errs = append(errs, fmt.Errorf("--cert-validity %s must be at least 3s", c.CertValidity))

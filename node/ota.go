@@ -21,7 +21,7 @@ const otaReportBatch = 512
 // members also run the hub's controller.
 func (n *Node) newOTA() error {
 	var err error
-	n.agent, err = newAgentService(n.cfg.DataDir, n.cfg.OTAPolicy, n.id, nil, n.log)
+	n.agent, err = newAgentService(n.cfg.DataDir, n.cfg.OTAPolicy, n.cfg.OTARetention, n.id, nil, n.log)
 	if err != nil {
 		return err
 	}

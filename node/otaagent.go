@@ -41,6 +41,9 @@ type agentService struct {
 	// them here, bounded.
 	refusals *refusalBook
 	report   func(context.Context, []GrantRefusal) error
+	// retention is how long an ended run is kept (otaprune.go); 0 keeps
+	// every run.
+	retention time.Duration
 
 	// admitMu serializes admitRun.
 	admitMu sync.Mutex
@@ -61,8 +64,9 @@ type agentRun struct {
 var errTaskCanceled = errors.New("the task was canceled")
 
 // newAgentService keeps output in <dataDir>/ota; a nil store keeps the
-// journal and results there too, as files.
-func newAgentService(dataDir string, pol agent.Policy, id *identity, store RunStore, logger *slog.Logger) (*agentService, error) {
+// journal and results there too, as files, and deletes runs retention
+// after they ended (0: never).
+func newAgentService(dataDir string, pol agent.Policy, retention time.Duration, id *identity, store RunStore, logger *slog.Logger) (*agentService, error) {
 	dir := filepath.Join(dataDir, "ota")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -76,7 +80,7 @@ func newAgentService(dataDir string, pol agent.Policy, id *identity, store RunSt
 	}
 	return &agentService{
 		dir: dir, policy: pol, id: id, store: store, log: logger, grants: grants,
-		refusals: newRefusalBook(maxHeldRefusals), running: map[string]*agentRun{},
+		refusals: newRefusalBook(maxHeldRefusals), running: map[string]*agentRun{}, retention: retention,
 	}, nil
 }
 
@@ -90,6 +94,7 @@ func (a *agentService) Run(ctx context.Context) error {
 	if a.report != nil {
 		eg.Go(func() error { return a.reportRefusals(ctx, a.report) }) // otarefusal.go
 	}
+	eg.Go(func() error { return a.runPruning(ctx) }) // otaprune.go
 	<-ctx.Done()
 	a.mu.Lock()
 	a.eg = nil

@@ -2,10 +2,12 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/outpost-mesh/outpost/ota"
 	"github.com/outpost-mesh/outpost/ota/agent"
@@ -63,5 +65,55 @@ func TestLostResultIsAnsweredFromTheJournal(t *testing.T) {
 	}
 	if n := strings.Count(string(b), "ran"); n != 2 {
 		t.Fatalf("the steps ran %d times in all, want 2 (once each)", n)
+	}
+}
+
+// TestPruneRuns: runs last written before the retention are deleted with
+// their output; a recent run, a run in progress and the grant log stay.
+func TestPruneRuns(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	a, err := newAgentService(dataDir, agent.DefaultPolicy(), 7*24*time.Hour, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	write := func(run, file string, at time.Time) {
+		dir := filepath.Join(a.dir, run)
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, file)
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{p, dir} {
+			if err := os.Chtimes(q, at, at); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	old := now.Add(-8 * 24 * time.Hour)
+	write("old-1", "result.json", old)
+	write("old-1", "run.stdout", old)
+	write("recent-1", "result.json", old)
+	write("recent-1", "step-0.json", now.Add(-time.Hour)) // written since: recent
+	write("busy-1", "step-0.json", old)
+	a.running["busy-1"] = &agentRun{done: make(chan struct{})}
+
+	n, err := a.prune(a.store.(runPruner), now)
+	if err != nil || n != 1 {
+		t.Fatalf("pruned %d runs, %v; want 1", n, err)
+	}
+	left, _ := os.ReadDir(a.dir)
+	var names []string
+	for _, e := range left {
+		names = append(names, e.Name())
+	}
+	if fmt.Sprint(names) != "[busy-1 grants.log recent-1]" && fmt.Sprint(names) != "[busy-1 recent-1]" {
+		t.Fatalf("left %v, want busy-1 and recent-1 (and the grant log)", names)
+	}
+	if _, err := os.Stat(filepath.Join(a.dir, "old-1")); !os.IsNotExist(err) {
+		t.Fatalf("old-1 is still there: %v", err)
 	}
 }
