@@ -16,7 +16,8 @@ import (
 // badgerRuns is a node.RunStore for the members of one process: one
 // Badger, keys prefixed by the member's name. As node.RunStore asks, a
 // journal record is synced before Record returns (the write, then a sync
-// of Badger's logs) and a run's final result is not. Badger leaves the log of a memtable it has just retired
+// of Badger's logs, shared with the writes of others: groupSync) and a
+// run's final result is not. Badger leaves the log of a memtable it has just retired
 // to its flush, which syncs the table it writes; a record caught in that
 // switch is safe from a crash of this process, not of the machine.
 type badgerRuns struct {
@@ -34,6 +35,7 @@ var _ node.RunStore = badgerRuns{}
 type runsDB struct {
 	db    *badger.DB
 	pacer *compaction.Pacer
+	sync  groupSync
 	mu    sync.Mutex
 	mem   map[string][]byte
 }
@@ -52,6 +54,8 @@ func openRunsDB(dir string) (*runsDB, error) {
 		return nil, err
 	}
 	r := &runsDB{db: db, mem: map[string][]byte{}}
+	r.sync.do = db.Sync
+	r.sync.cond = sync.NewCond(&r.sync.mu)
 	err = db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.DefaultIteratorOptions)
 		defer it.Close()
@@ -78,6 +82,43 @@ func (r *runsDB) Close() error {
 	return r.db.Close()
 }
 
+// groupSync shares syncs of Badger's logs between concurrent writers: a
+// writer waits for a sync that started after its write, and one sync
+// serves every writer that came while the one before it ran (a thousand
+// members each syncing on their own made a thousand msyncs of the whole
+// memtable per round of a task).
+type groupSync struct {
+	do      func() error // the sync: Badger's
+	mu      sync.Mutex
+	cond    *sync.Cond
+	started uint64 // syncs started
+	done    uint64 // the last sync finished
+	running bool
+	err     error // the last sync's
+}
+
+// wait returns once a sync that started after the call has finished.
+func (g *groupSync) wait() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	want := g.started + 1 // one running now may have started before the write
+	for g.done < want {
+		if g.running {
+			g.cond.Wait()
+			continue
+		}
+		g.running = true
+		g.started++
+		n := g.started
+		g.mu.Unlock()
+		err := g.do()
+		g.mu.Lock()
+		g.running, g.done, g.err = false, n, err
+		g.cond.Broadcast()
+	}
+	return g.err
+}
+
 func (s badgerRuns) key(run, part string) string {
 	return s.node + "/" + run + "/" + part
 }
@@ -102,7 +143,7 @@ func (s badgerRuns) put(k string, v any, synced bool) error {
 		return err
 	}
 	if synced {
-		if err := s.db.db.Sync(); err != nil {
+		if err := s.db.sync.wait(); err != nil {
 			return err
 		}
 	}
