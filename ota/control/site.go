@@ -229,34 +229,26 @@ func (s *Site) createRuns(ctx context.Context, a Assignment) error {
 	return eg.Wait()
 }
 
+// setRun writes st on the run obj (whatever its version now), puts the
+// result in the view and, when the hub has not got the phase, signals
+// Unreported.
 func (s *Site) setRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus) error {
-	if err := s.writeRun(ctx, obj, st, false); err != nil {
+	next := obj.DeepCopy()
+	if err := next.SetStatus(st); err != nil {
 		return err
 	}
+	next.ResourceVersion = ""
+	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
+	if err != nil {
+		return err
+	}
+	s.view.put(&DeviceRunKind, updated)
 	if st.Result.Phase != st.Reported {
 		select {
 		case s.unreported <- struct{}{}:
 		default:
 		}
 	}
-	return nil
-}
-
-// writeRun writes st on the run obj, unconditionally or, atVersion, only
-// over obj's version, and puts the result in the view.
-func (s *Site) writeRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus, atVersion bool) error {
-	next := obj.DeepCopy()
-	if err := next.SetStatus(st); err != nil {
-		return err
-	}
-	if !atVersion {
-		next.ResourceVersion = ""
-	}
-	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
-	if err != nil {
-		return err
-	}
-	s.view.put(&DeviceRunKind, updated)
 	return nil
 }
 
