@@ -46,24 +46,10 @@ type fleet struct {
 	apiErr  error
 }
 
-// apiGet reads path from the hub's admin API into out, over one kept-alive
-// connection: asking through the CLI would start a process and a TLS
-// handshake each time on the machine being measured.
-func (f *fleet) apiGet(path string, out any) error {
-	resp, err := f.apiRequest(path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, out)
-}
-
-// apiRequest sends a GET of path to the hub's admin API; the caller
-// closes the body of the response, whose status is 200.
+// apiRequest sends a GET of path to the hub's admin API, over one
+// kept-alive connection (the CLI would start a process and a TLS handshake
+// each time, on the machine being measured); the caller closes the body of
+// the response, whose status is 200.
 func (f *fleet) apiRequest(path string) (*http.Response, error) {
 	f.apiOnce.Do(func() {
 		f.creds, f.apiErr = node.LoadCredentials(filepath.Join(f.dir, "hub", "admin.yaml"))
