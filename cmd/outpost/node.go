@@ -74,7 +74,7 @@ Flags win over the environment, which wins over the file.`,
 	f.DurationVar(&cfg.ReapAfter, "reap-after", cfg.ReapAfter, "how long a dead voter stays before it is replaced")
 	f.StringSliceVar(&cfg.OTAPolicy.Allow, "ota-allow", cfg.OTAPolicy.Allow, "task step types this node runs")
 	f.StringSliceVar(&cfg.OTAPolicy.Paths, "ota-paths", cfg.OTAPolicy.Paths, "directories read and write steps may touch (symlinks resolved)")
-	f.DurationVar(&cfg.OTARetention, "ota-retention", cfg.OTARetention, "how long a task run that ended is kept on this node (journal, result, output for `task logs`); 0 keeps every run")
+	f.DurationVar(&cfg.OTARetention, "ota-retention", cfg.OTARetention, "how long a task run that ended is kept on this node (its journal, result and the output task logs reads); 0 keeps every run")
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "validity of the node certificates this hub signs (renewed at a third left)")
 	f.StringVar(&cfg.GossipProfile, "gossip-profile", cfg.GossipProfile, "gossip timings: lan, or wan for sites whose hosts answer slowly (slow links, very many hosts)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often a live node's lastSeen is refreshed (state changes are written at once)")
