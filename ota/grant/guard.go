@@ -32,7 +32,7 @@ const DefaultGuardSize = 1 << 16
 // replayed after a crash that lost its line either finds its run's
 // journal (and resolves to that run) or finds nothing, in which case the
 // run never started a step and runs once. Whoever removes run journals
-// must Sync the guard first.
+// must Sync the guard first (the node's pruning does, node/otaprune.go).
 type Guard struct {
 	mu      sync.Mutex
 	path    string
