@@ -16,10 +16,11 @@ import (
 // badgerRuns is a node.RunStore for the members of one process: one
 // Badger, keys prefixed by the member's name. As node.RunStore asks, a
 // journal record is synced before Record returns (the write, then a sync
-// of Badger's logs, shared with the writes of others: groupSync) and a
-// run's final result is not. Badger leaves the log of a memtable it has just retired
-// to its flush, which syncs the table it writes; a record caught in that
-// switch is safe from a crash of this process, not of the machine.
+// of Badger's logs shared with the writes of others: groupSync) and a
+// run's final result is not. A sync covers the current memtable's log;
+// one Badger has just retired is made durable by its flush, so a record
+// caught in that switch survives a crash of this process, not of the
+// machine.
 type badgerRuns struct {
 	db   *runsDB
 	node string
