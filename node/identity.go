@@ -135,7 +135,10 @@ func (id *identity) save() error {
 			return err
 		}
 	}
+	// The hub link changes HubAddrs under mu while a renewal saves.
+	id.mu.RLock()
 	b, err := yaml.Marshal(id)
+	id.mu.RUnlock()
 	if err != nil {
 		return err
 	}
