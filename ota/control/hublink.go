@@ -129,6 +129,17 @@ func (h *Hub) ingestFresh(ctx context.Context, site string, r DeviceReport, obj 
 	}
 }
 
+// phaseRank orders a device's phases within one attempt.
+func phaseRank(p ota.DevicePhase) int {
+	switch {
+	case p.Finished():
+		return 2
+	case p == ota.DeviceRunning:
+		return 1
+	}
+	return 0
+}
+
 // ingest records one report on obj, the device's DeviceResult as just read.
 func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport, obj *consensus.Object) error {
 	var spec ota.DeviceResultSpec
@@ -138,11 +149,16 @@ func (h *Hub) ingest(ctx context.Context, site string, r DeviceReport, obj *cons
 	if spec.Site != site || r.Attempt < cur.Attempt {
 		return nil
 	}
-	if r.Attempt == cur.Attempt && r.Status.Phase == cur.Phase {
-		// Held already: the Queued the hub wrote itself, or a report sent
-		// again (a new site leader reports the Running it was not told
-		// the hub has; a lost acknowledgement). A phase changes within an
-		// attempt, so the same phase is the same report.
+	if r.Attempt == cur.Attempt && phaseRank(r.Status.Phase) <= phaseRank(cur.Phase) {
+		// Held already, or overtaken: the Queued the hub wrote itself, a
+		// report sent again (a new site leader reports the Running it was
+		// not told the hub has; a lost acknowledgement), or a Running
+		// that arrives after the result (a site whose link timed out
+		// sends the result on a new link while the hub is still writing
+		// the old link's Running). Within an attempt a device's phase only
+		// moves forward: Queued, Running, a result. Written over the
+		// result, that Running was acknowledged with the newer report and
+		// never sent again, and the device stayed Running at the hub.
 		return nil
 	}
 	st := r.Status

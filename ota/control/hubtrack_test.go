@@ -166,6 +166,62 @@ func TestIngestRetriesAStaleRead(t *testing.T) {
 	}
 }
 
+// TestIngestKeepsTheNewerPhase: a device's Running that reaches the hub
+// after its result (a site whose link timed out sends the result on a new
+// link while the hub still writes the old link's Running) does not
+// overwrite the result; a later attempt's Running does.
+func TestIngestKeepsTheNewerPhase(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: fakeInventory{{Name: "a-0", Site: "a"}}, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
+	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
+	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	report := func(phase ota.DevicePhase, attempt int) DeviceReport {
+		return DeviceReport{Task: "t", UID: string(task.UID), Attempt: attempt, Node: "a-0", Status: ota.DeviceResultStatus{Phase: phase, Attempt: attempt}}
+	}
+	stored := func() ota.DevicePhase {
+		t.Helper()
+		obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName("t", "a-0"), consensus.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st ota.DeviceResultStatus
+		_ = obj.DecodeStatus(&st)
+		if obj.Labels[ota.LabelPhase] != string(st.Phase) {
+			t.Fatalf("label %s, status %s", obj.Labels[ota.LabelPhase], st.Phase)
+		}
+		return st.Phase
+	}
+	for _, step := range []struct {
+		report DeviceReport
+		want   ota.DevicePhase
+	}{
+		{report(ota.DeviceSucceeded, 1), ota.DeviceSucceeded},
+		{report(ota.DeviceRunning, 1), ota.DeviceSucceeded}, // late: dropped
+		{report(ota.DeviceQueued, 1), ota.DeviceSucceeded},
+		{report(ota.DeviceRunning, 2), ota.DeviceRunning}, // a retry
+		{report(ota.DeviceFailed, 2), ota.DeviceFailed},
+		{report(ota.DeviceRunning, 1), ota.DeviceFailed}, // an older attempt
+	} {
+		if err := hub.Ingest(ctx, "a", []DeviceReport{step.report}); err != nil {
+			t.Fatal(err)
+		}
+		if got := stored(); got != step.want {
+			t.Fatalf("after %s of attempt %d: stored %s, want %s", step.report.Status.Phase, step.report.Attempt, got, step.want)
+		}
+	}
+}
+
 // TestResultPhase: a recount reads site and phase from the labels every
 // status write sets, and decodes a result without them.
 func TestResultPhase(t *testing.T) {
