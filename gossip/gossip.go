@@ -57,6 +57,9 @@ type Gossip struct {
 	events  chan Event
 	closed  bool // events is closed
 	dropped atomic.Uint64
+	// suspected is signalled (one pending signal) when this node comes to
+	// suspect a member: Run looks at suspects only while there are any.
+	suspected chan struct{}
 }
 
 // phase is where a Gossip is in its life.
@@ -93,6 +96,8 @@ func New(cfg Config) (*Gossip, error) {
 		metaRaw: raw,
 		members: newTable(cfg.Meta.Name, cfg.DeadRetention),
 		events:  make(chan Event, cfg.EventBuffer),
+
+		suspected: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -119,14 +124,30 @@ func (g *Gossip) Run(ctx context.Context) (err error) {
 	defer func() { err = errors.Join(err, g.stop(ml)) }()
 
 	g.join(ctx, ml)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
+	// Suspects are looked at once a second while there are any. A pool
+	// without suspects keeps no timer: a process hosting thousands of
+	// members (e2e/otascale) woke thousands of times a second for nothing.
+	var t *time.Ticker
+	var tick <-chan time.Time
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
-			g.clearRefuted(ml)
+		case <-g.suspected:
+			if t == nil {
+				t = time.NewTicker(time.Second)
+				tick = t.C
+			}
+		case <-tick:
+			if !g.clearRefuted(ml) {
+				t.Stop()
+				t, tick = nil, nil
+			}
 		}
 	}
 }
@@ -137,8 +158,9 @@ func (g *Gossip) Run(ctx context.Context) (err error) {
 // memberlist event, memberlist does not export a member's state (see
 // DESIGN.md), and this node's next direct probe of it may be minutes away
 // in a large site. A suspect that does not answer stays suspect until
-// memberlist declares it dead or a probe reaches it.
-func (g *Gossip) clearRefuted(ml *memberlist.Memberlist) {
+// memberlist declares it dead or a probe reaches it. It reports whether
+// any member is still suspected.
+func (g *Gossip) clearRefuted(ml *memberlist.Memberlist) bool {
 	g.mu.Lock()
 	suspects := g.members.suspectedBefore(time.Now().Add(-refuteGrace))
 	g.mu.Unlock()
@@ -155,6 +177,9 @@ func (g *Gossip) clearRefuted(ml *memberlist.Memberlist) {
 		})
 	}
 	wg.Wait() // each Ping waits at most ProbeTimeout
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.members.suspects > 0
 }
 
 // refuteGrace is how long a suspicion stands before clearRefuted checks
@@ -395,6 +420,10 @@ func (g *Gossip) onSuspect(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.emitLocked(g.members.suspect(name, time.Now()))
+	select {
+	case g.suspected <- struct{}{}:
+	default:
+	}
 }
 
 // onAck records that name answered a direct probe.
