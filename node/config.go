@@ -62,7 +62,8 @@ type Config struct {
 	// (--reap-after).
 	ReapAfter time.Duration
 	// HeartbeatInterval is how often a live node's lastSeen is refreshed in
-	// its Node object; changes of state are written at once.
+	// its Node object; changes of state are written at once, and a node
+	// that stops being alive gets lastSeen then.
 	HeartbeatInterval time.Duration
 	// OTAPolicy is what tasks may do on this node (--ota-allow,
 	// --ota-paths).
@@ -160,7 +161,7 @@ func DefaultConfig() Config {
 		GossipPort:        7946,
 		SiteVoters:        3,
 		ReapAfter:         72 * time.Hour,
-		HeartbeatInterval: time.Minute,
+		HeartbeatInterval: 5 * time.Minute,
 		CertValidity:      90 * 24 * time.Hour,
 		OTAPolicy:         agent.DefaultPolicy(),
 		OTARetention:      DefaultOTARetention,

@@ -211,7 +211,8 @@ func nodeLabels(m gossip.Member) map[string]string {
 }
 
 // upsertNode creates or updates a Node object when its labels or status
-// changed, or when a live node's lastSeen is older than refresh.
+// changed, or when a live node's lastSeen is older than refresh; a node
+// that was alive and is no longer gets lastSeen now.
 func upsertNode(ctx context.Context, store *consensus.Store, name string, labels map[string]string, st NodeStatus, now time.Time, refresh time.Duration) error {
 	cur, err := store.Get(ctx, &NodeKind, "", name, consensus.ReadOptions{Stale: true})
 	if apierrors.IsNotFound(err) {
@@ -230,7 +231,11 @@ func upsertNode(ctx context.Context, store *consensus.Store, name string, labels
 	var old NodeStatus
 	_ = cur.DecodeStatus(&old)
 	st.LastSeen = old.LastSeen
-	if st.State == string(gossip.Alive) && (st.LastSeen == nil || now.Sub(st.LastSeen.Time) > refresh) {
+	alive := string(gossip.Alive)
+	// A live node's lastSeen is refreshed when due; one that stops being
+	// alive was last seen about when its leader saw it go.
+	if st.State == alive && (st.LastSeen == nil || now.Sub(st.LastSeen.Time) > refresh) ||
+		st.State != alive && old.State == alive {
 		t := metav1.NewTime(now)
 		st.LastSeen = &t
 	}
