@@ -69,6 +69,9 @@ func NewAgent(cfg Config, store RunStore, logger *slog.Logger) (a *Agent, err er
 	tc.GetCertificate = a.id.certificate
 	tc.CAs = a.id.caPool()
 	tc.Authorize = a.authorizeStream
+	if tc.StatelessResetKey, err = loadResetKey(cfg.DataDir); err != nil {
+		return a, err
+	}
 	tc.Logger = a.log
 	if a.ep, err = transport.New(tc); err != nil {
 		return a, err

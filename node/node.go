@@ -214,7 +214,7 @@ func advertiseIPs(cfg Config) []net.IP {
 	return ips
 }
 
-func (n *Node) newTransport() error {
+func (n *Node) newTransport() (err error) {
 	tc := transport.DefaultConfig()
 	tc.BindAddr = net.JoinHostPort(n.cfg.BindAddr, fmt.Sprint(n.cfg.QUICPort))
 	if n.cfg.QUICPort != 0 {
@@ -230,6 +230,9 @@ func (n *Node) newTransport() error {
 		return n.authorizeStream(p, k)
 	}
 	tc.Revoked = n.isRevoked
+	if tc.StatelessResetKey, err = loadResetKey(n.cfg.DataDir); err != nil {
+		return err
+	}
 	if n.id.Role == RoleHub {
 		tc.AnonymousKinds = anonymousKinds // tunnel.go
 		tc.MaxConnectionReceiveWindow = tunnel.HubConnectionWindow

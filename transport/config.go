@@ -84,8 +84,8 @@ func DefaultConfig() Config {
 	return Config{
 		BindAddr:                     "0.0.0.0:7443",
 		MaxIncomingStreams:           256,
-		IdleTimeout:                  30 * time.Second,
-		KeepAlive:                    10 * time.Second,
+		IdleTimeout:                  time.Minute,
+		KeepAlive:                    25 * time.Second,
 		HandshakesPerSecondPerSource: 20,
 		HandshakeBurstPerSource:      40,
 	}

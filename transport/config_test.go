@@ -29,7 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"no CA", func(c *Config) { c.CAs = nil }, "CAs is required"},
 		{"streams", func(c *Config) { c.MaxIncomingStreams = 0 }, "--max-incoming-streams"},
 		{"idle", func(c *Config) { c.IdleTimeout = 0 }, "--idle-timeout"},
-		{"keepalive too long", func(c *Config) { c.KeepAlive = time.Minute }, "--keep-alive 1m0s must be positive and shorter than --idle-timeout 30s"},
+		{"keepalive too long", func(c *Config) { c.KeepAlive = 2 * time.Minute }, "--keep-alive 2m0s must be positive and shorter than --idle-timeout 1m0s"},
 		{"rate", func(c *Config) { c.HandshakesPerSecondPerSource = 0 }, "--handshakes-per-second-per-source"},
 		{"burst", func(c *Config) { c.HandshakeBurstPerSource = 0 }, "--handshake-burst-per-source"},
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -474,4 +475,53 @@ func dialExchange(t *testing.T, e *Endpoint, addr string) (string, error) {
 		return "", err
 	}
 	return exchange(s, "ping")
+}
+
+// A peer that crashes and comes back on the same address with the same
+// stateless reset key resets the connection its dialer still holds, at the
+// dialer's next packet instead of the idle timeout: the next dial gets a
+// new connection.
+func TestStatelessResetEndsConnectionToRestartedPeer(t *testing.T) {
+	t.Parallel()
+	ca := newCA(t)
+	key := &[32]byte{1, 2, 3}
+	cfg := testConfig(ca, nodeCert(t, ca, "hub-1", "hub", RoleHub))
+	cfg.StatelessResetKey = key
+	first, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Handle(KindRPC, echo)
+	ctx, crash := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = first.Run(ctx) }()
+	client := start(t, testConfig(ca, nodeCert(t, ca, "edge-1", "a", RoleEdge)), nil)
+	addr := first.Addr().String()
+	if _, err := dialExchange(t, client, addr); err != nil {
+		t.Fatal(err)
+	}
+	client.mu.Lock()
+	held := client.outbound[addr].conn
+	client.mu.Unlock()
+
+	// A crash: the socket goes before anything is sent to the client.
+	_ = first.closeSocket()
+	crash()
+	<-done
+	again := cfg
+	again.BindAddr = addr
+	start(t, again, allKinds(echo))
+
+	// The client's next packet on the held connection draws the reset.
+	if s, err := held.OpenStream(); err == nil {
+		_, _ = s.Write([]byte{byte(KindRPC)})
+	}
+	<-held.Context().Done() // without the reset, at the idle timeout
+	var reset *quic.StatelessResetError
+	if cause := context.Cause(held.Context()); !errors.As(cause, &reset) {
+		t.Fatalf("the held connection ended with %v, want a stateless reset", cause)
+	}
+	if got, err := dialExchange(t, client, addr); err != nil || got != "rpc:ping" {
+		t.Fatalf("a dial after the reset: %q, %v", got, err)
+	}
 }
