@@ -69,6 +69,7 @@ func NewAgent(cfg Config, store RunStore, logger *slog.Logger) (a *Agent, err er
 	tc.GetCertificate = a.id.certificate
 	tc.CAs = a.id.caPool()
 	tc.Authorize = a.authorizeStream
+	tc.IdleTimeout, tc.KeepAlive = cfg.IdleTimeout, cfg.KeepAlive
 	if tc.StatelessResetKey, err = loadResetKey(cfg.DataDir); err != nil {
 		return a, err
 	}

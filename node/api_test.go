@@ -740,11 +740,12 @@ func TestConfigValidateNamesFlags(t *testing.T) {
 	cfg.LogLevel = "loud"
 	cfg.HeartbeatInterval = 0
 	cfg.OTARetention = -time.Hour
+	cfg.KeepAlive = 2 * cfg.IdleTimeout
 	err := cfg.Validate()
 	if err == nil {
 		t.Fatal("Validate: nil")
 	}
-	for _, flag := range []string{"--name", "--api-addr", "--log-level", "--heartbeat-interval", "--ota-retention"} {
+	for _, flag := range []string{"--name", "--api-addr", "--log-level", "--heartbeat-interval", "--ota-retention", "--keep-alive"} {
 		if !strings.Contains(err.Error(), flag) {
 			t.Errorf("error %q does not name %s", err, flag)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/gossip"
 	"github.com/outpost-mesh/outpost/ota/agent"
+	"github.com/outpost-mesh/outpost/transport"
 )
 
 // Config is everything a node is started with, gathered by cmd/outpost from
@@ -65,6 +66,12 @@ type Config struct {
 	// its Node object; changes of state are written at once, and a node
 	// that stops being alive gets lastSeen then.
 	HeartbeatInterval time.Duration
+	// IdleTimeout closes a QUIC connection that received nothing for this
+	// long (--idle-timeout); KeepAlive is how often a connection this node
+	// dialed pings while idle (--keep-alive), shorter than IdleTimeout and
+	// than the NAT's UDP binding timeout on the way to the hub.
+	IdleTimeout time.Duration
+	KeepAlive   time.Duration
 	// OTAPolicy is what tasks may do on this node (--ota-allow,
 	// --ota-paths).
 	OTAPolicy agent.Policy
@@ -162,6 +169,8 @@ func DefaultConfig() Config {
 		SiteVoters:        3,
 		ReapAfter:         72 * time.Hour,
 		HeartbeatInterval: 5 * time.Minute,
+		IdleTimeout:       transport.DefaultConfig().IdleTimeout,
+		KeepAlive:         transport.DefaultConfig().KeepAlive,
 		CertValidity:      90 * 24 * time.Hour,
 		OTAPolicy:         agent.DefaultPolicy(),
 		OTARetention:      DefaultOTARetention,
@@ -251,6 +260,9 @@ func (c Config) Validate() error {
 	}
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval))
+	}
+	if c.KeepAlive <= 0 || c.KeepAlive >= c.IdleTimeout {
+		errs = append(errs, fmt.Errorf("--keep-alive %s must be positive and shorter than --idle-timeout %s", c.KeepAlive, c.IdleTimeout))
 	}
 	errs = append(errs, c.validateImages()...)
 	errs = append(errs, c.validateClusters()...)

@@ -230,6 +230,7 @@ func (n *Node) newTransport() (err error) {
 		return n.authorizeStream(p, k)
 	}
 	tc.Revoked = n.isRevoked
+	tc.IdleTimeout, tc.KeepAlive = n.cfg.IdleTimeout, n.cfg.KeepAlive
 	if tc.StatelessResetKey, err = loadResetKey(n.cfg.DataDir); err != nil {
 		return err
 	}

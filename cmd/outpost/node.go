@@ -78,6 +78,8 @@ Flags win over the environment, which wins over the file.`,
 	f.DurationVar(&cfg.CertValidity, "cert-validity", cfg.CertValidity, "validity of the node certificates this hub signs (renewed at a third left)")
 	f.StringVar(&cfg.GossipProfile, "gossip-profile", cfg.GossipProfile, "gossip timings: lan, or wan for sites whose hosts answer slowly (slow links, very many hosts)")
 	f.DurationVar(&cfg.HeartbeatInterval, "heartbeat-interval", cfg.HeartbeatInterval, "how often a live node's lastSeen is refreshed (state changes are written at once)")
+	f.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "QUIC: close a connection that received nothing for this long")
+	f.DurationVar(&cfg.KeepAlive, "keep-alive", cfg.KeepAlive, "QUIC: how often an idle connection this node dialed pings; under --idle-timeout and under the UDP binding timeout of any NAT on the way to the hub")
 	f.StringVar(&cfg.RegistryAddr, "registry-addr", cfg.RegistryAddr, "address of the image mirror, the plain-HTTP OCI pull API for this host's container runtime (\"\" turns it off; see: outpost images mirror-config)")
 	f.Var(newByteSizeValue(&cfg.CacheSize), "cache-size", "most bytes of image blobs this node keeps, least recently used evicted first (e.g. 20GiB, 500MB; 0: no bound)")
 	f.BoolVar(&cfg.RegistryPush, "registry-push", false, "hub members: accept pushes to the hub's own registry on --registry-addr, with an admin or operator API token as the password")
