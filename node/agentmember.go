@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 
 	"golang.org/x/sync/errgroup"
@@ -61,19 +60,11 @@ func NewAgent(cfg Config, store RunStore, logger *slog.Logger) (a *Agent, err er
 		return a, err
 	}
 	a.agent.report = a.deliverRefusals // otarefusal_site.go
-	tc := transport.DefaultConfig()
-	tc.BindAddr = net.JoinHostPort(cfg.BindAddr, fmt.Sprint(cfg.QUICPort))
-	if cfg.QUICPort != 0 {
-		tc.AdvertiseAddr = cfg.quicAdvertise()
-	}
-	tc.GetCertificate = a.id.certificate
-	tc.CAs = a.id.caPool()
-	tc.Authorize = a.authorizeStream
-	tc.IdleTimeout, tc.KeepAlive = cfg.IdleTimeout, cfg.KeepAlive
-	if tc.StatelessResetKey, err = loadResetKey(cfg.DataDir); err != nil {
+	tc, err := cfg.transportConfig(a.id, a.log)
+	if err != nil {
 		return a, err
 	}
-	tc.Logger = a.log
+	tc.Authorize = a.authorizeStream
 	if a.ep, err = transport.New(tc); err != nil {
 		return a, err
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -261,8 +262,8 @@ func (c Config) Validate() error {
 	if c.HeartbeatInterval <= 0 {
 		errs = append(errs, fmt.Errorf("--heartbeat-interval %s must be positive", c.HeartbeatInterval))
 	}
-	if c.KeepAlive <= 0 || c.KeepAlive >= c.IdleTimeout {
-		errs = append(errs, fmt.Errorf("--keep-alive %s must be positive and shorter than --idle-timeout %s", c.KeepAlive, c.IdleTimeout))
+	if err := transport.ValidateTimings(c.IdleTimeout, c.KeepAlive); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, c.validateImages()...)
 	errs = append(errs, c.validateClusters()...)
@@ -318,6 +319,24 @@ func firstHostAddress() string {
 }
 
 // gossipConfig is the gossip settings of the chosen profile, tuned.
+// transportConfig is the QUIC endpoint's configuration that a node and an
+// agent share: addresses, identity, timings and the stateless reset key.
+func (c Config) transportConfig(id *identity, logger *slog.Logger) (transport.Config, error) {
+	tc := transport.DefaultConfig()
+	tc.BindAddr = net.JoinHostPort(c.BindAddr, fmt.Sprint(c.QUICPort))
+	if c.QUICPort != 0 {
+		// With port 0 (tests) the transport advertises the bound port.
+		tc.AdvertiseAddr = c.quicAdvertise()
+	}
+	tc.GetCertificate = id.certificate
+	tc.CAs = id.caPool()
+	tc.IdleTimeout, tc.KeepAlive = c.IdleTimeout, c.KeepAlive
+	tc.Logger = logger
+	var err error
+	tc.StatelessResetKey, err = loadResetKey(c.DataDir)
+	return tc, err
+}
+
 func (c Config) gossipConfig() gossip.Config {
 	gc := gossip.DefaultConfig()
 	if c.GossipProfile == "wan" {

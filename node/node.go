@@ -214,15 +214,11 @@ func advertiseIPs(cfg Config) []net.IP {
 	return ips
 }
 
-func (n *Node) newTransport() (err error) {
-	tc := transport.DefaultConfig()
-	tc.BindAddr = net.JoinHostPort(n.cfg.BindAddr, fmt.Sprint(n.cfg.QUICPort))
-	if n.cfg.QUICPort != 0 {
-		// With port 0 (tests) the transport advertises the bound port.
-		tc.AdvertiseAddr = n.cfg.quicAdvertise()
+func (n *Node) newTransport() error {
+	tc, err := n.cfg.transportConfig(n.id, n.log)
+	if err != nil {
+		return err
 	}
-	tc.GetCertificate = n.id.certificate
-	tc.CAs = n.id.caPool()
 	tc.Authorize = func(p transport.Peer, k transport.Kind) error {
 		if k == transport.KindBlob {
 			return n.authorizeBlobStream(p)
@@ -230,16 +226,11 @@ func (n *Node) newTransport() (err error) {
 		return n.authorizeStream(p, k)
 	}
 	tc.Revoked = n.isRevoked
-	tc.IdleTimeout, tc.KeepAlive = n.cfg.IdleTimeout, n.cfg.KeepAlive
-	if tc.StatelessResetKey, err = loadResetKey(n.cfg.DataDir); err != nil {
-		return err
-	}
 	if n.id.Role == RoleHub {
 		tc.AnonymousKinds = anonymousKinds // tunnel.go
 		tc.MaxConnectionReceiveWindow = tunnel.HubConnectionWindow
 		tc.InitialConnectionReceiveWindow = tunnel.HubConnectionWindow
 	}
-	tc.Logger = n.log
 	ep, err := transport.New(tc)
 	if err != nil {
 		return err

@@ -70,40 +70,26 @@ func TestUpsertNodeLastSeen(t *testing.T) {
 	}
 	labels := map[string]string{"outpost.dev/site": "s"}
 	alive := NodeStatus{Site: "s", State: string(gossip.Alive)}
-	const refresh = 5 * time.Minute
-	t0 := time.Now().Truncate(time.Second)
-	if err := upsertNode(ctx, store, "n1", labels, alive, t0, refresh); err != nil {
-		t.Fatal(err)
-	}
-	if got := seen(); !got.Equal(t0) {
-		t.Fatalf("new live node: lastSeen %s, want %s", got, t0)
-	}
-	if err := upsertNode(ctx, store, "n1", labels, alive, t0.Add(time.Minute), refresh); err != nil {
-		t.Fatal(err)
-	}
-	if got := seen(); !got.Equal(t0) {
-		t.Fatalf("a minute later: lastSeen %s, want %s (not due)", got, t0)
-	}
-	t1 := t0.Add(2 * time.Minute)
 	dead := alive
 	dead.State = string(gossip.Dead)
-	if err := upsertNode(ctx, store, "n1", labels, dead, t1, refresh); err != nil {
-		t.Fatal(err)
-	}
-	if got := seen(); !got.Equal(t1) {
-		t.Fatalf("gone: lastSeen %s, want %s, when it went", got, t1)
-	}
-	if err := upsertNode(ctx, store, "n1", labels, dead, t1.Add(time.Hour), refresh); err != nil {
-		t.Fatal(err)
-	}
-	if got := seen(); !got.Equal(t1) {
-		t.Fatalf("an hour down: lastSeen %s, want %s", got, t1)
-	}
-	t2 := t1.Add(2 * time.Hour)
-	if err := upsertNode(ctx, store, "n1", labels, alive, t2, refresh); err != nil {
-		t.Fatal(err)
-	}
-	if got := seen(); !got.Equal(t2) {
-		t.Fatalf("back: lastSeen %s, want %s", got, t2)
+	t0 := time.Now().Truncate(time.Second)
+	t1, t2 := t0.Add(2*time.Minute), t0.Add(2*time.Hour+2*time.Minute)
+	for _, step := range []struct {
+		what     string
+		st       NodeStatus
+		at, want time.Time
+	}{
+		{"a new live node", alive, t0, t0},
+		{"a minute later (not due)", alive, t0.Add(time.Minute), t0},
+		{"gone", dead, t1, t1},
+		{"an hour down", dead, t1.Add(time.Hour), t1},
+		{"back", alive, t2, t2},
+	} {
+		if err := upsertNode(ctx, store, "n1", labels, step.st, step.at, 5*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if got := seen(); !got.Equal(step.want) {
+			t.Fatalf("%s: lastSeen %s, want %s", step.what, got, step.want)
+		}
 	}
 }

@@ -112,10 +112,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("transport: CAs is required (the mesh CA pool that verifies peers)")
 	case c.MaxIncomingStreams <= 0:
 		return fmt.Errorf("--max-incoming-streams %d must be positive", c.MaxIncomingStreams)
-	case c.IdleTimeout <= 0:
-		return fmt.Errorf("--idle-timeout %s must be positive", c.IdleTimeout)
-	case c.KeepAlive <= 0 || c.KeepAlive >= c.IdleTimeout:
-		return fmt.Errorf("--keep-alive %s must be positive and shorter than --idle-timeout %s", c.KeepAlive, c.IdleTimeout)
+	case ValidateTimings(c.IdleTimeout, c.KeepAlive) != nil:
+		return ValidateTimings(c.IdleTimeout, c.KeepAlive)
 	case c.HandshakesPerSecondPerSource <= 0:
 		return fmt.Errorf("--handshakes-per-second-per-source %g must be positive", c.HandshakesPerSecondPerSource)
 	case c.HandshakeBurstPerSource < 1:
@@ -176,4 +174,16 @@ func advertiseAddr(configured string, bound *net.UDPAddr, ifaceAddrs func() ([]n
 		return net.JoinHostPort(v6.String(), port)
 	}
 	return net.JoinHostPort("127.0.0.1", port)
+}
+
+// ValidateTimings checks an idle timeout and a keep-alive period together,
+// naming their flags.
+func ValidateTimings(idle, keepAlive time.Duration) error {
+	switch {
+	case idle <= 0:
+		return fmt.Errorf("--idle-timeout %s must be positive", idle)
+	case keepAlive <= 0 || keepAlive >= idle:
+		return fmt.Errorf("--keep-alive %s must be positive and shorter than --idle-timeout %s", keepAlive, idle)
+	}
+	return nil
 }

@@ -123,25 +123,33 @@ func waitTally(t *testing.T, h *Hub, task string, n int) {
 	t.Fatalf("the tally did not count %d devices of %s finished within 5 s", n, task)
 }
 
-// TestIngestRetriesAStaleRead: a report written over a DeviceResult that
-// changed since it was read is read again and recorded, not refused (a
-// refusal would fail the site's whole report and drop its link).
-func TestIngestRetriesAStaleRead(t *testing.T) {
-	t.Parallel()
+// startedTask is a hub whose one task "t" reads a file on a-0 of site a,
+// its DeviceResult created.
+func startedTask(t *testing.T) (*consensus.Store, *Hub, *consensus.Object) {
+	t.Helper()
 	store := consensustest.NewStore(t, ota.Register)
 	hub, err := NewHub(HubConfig{Store: store, Inventory: fakeInventory{{Name: "a-0", Site: "a"}}, IsLeader: func() bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := t.Context()
 	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
 	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
-	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
+	if task, err = store.Create(t.Context(), &ota.TaskKind, task); err != nil {
 		t.Fatal(err)
 	}
-	if err := hub.reconcile(ctx); err != nil {
+	if err := hub.reconcile(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	return store, hub, task
+}
+
+// TestIngestRetriesAStaleRead: a report written over a DeviceResult that
+// changed since it was read is read again and recorded, not refused (a
+// refusal would fail the site's whole report and drop its link).
+func TestIngestRetriesAStaleRead(t *testing.T) {
+	t.Parallel()
+	store, hub, task := startedTask(t)
+	ctx := t.Context()
 	stale, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName("t", "a-0"), consensus.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -172,20 +180,8 @@ func TestIngestRetriesAStaleRead(t *testing.T) {
 // overwrite the result; a later attempt's Running does.
 func TestIngestKeepsTheNewerPhase(t *testing.T) {
 	t.Parallel()
-	store := consensustest.NewStore(t, ota.Register)
-	hub, err := NewHub(HubConfig{Store: store, Inventory: fakeInventory{{Name: "a-0", Site: "a"}}, IsLeader: func() bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, hub, task := startedTask(t)
 	ctx := t.Context()
-	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
-	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
-	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
-		t.Fatal(err)
-	}
-	if err := hub.reconcile(ctx); err != nil {
-		t.Fatal(err)
-	}
 	report := func(phase ota.DevicePhase, attempt int) DeviceReport {
 		return DeviceReport{Task: "t", UID: string(task.UID), Attempt: attempt, Node: "a-0", Status: ota.DeviceResultStatus{Phase: phase, Attempt: attempt}}
 	}
