@@ -209,8 +209,15 @@ func tryStartDaemon(t *testing.T, bin, dir string, extra ...string) (*daemon, er
 	return nil, fmt.Errorf("outpost node on %s not ready within 60s: %v\n%s", addr, last, d.stderr.String())
 }
 
+// givenPorts holds every port freePort has returned in this test binary:
+// the kernel hands a just-closed ephemeral port out again, and two daemons
+// (or one daemon's API and gossip) given the same port fail long after
+// the choice.
+var givenPorts sync.Map
+
 // freePort returns a loopback port that is free, right now, on every one of
-// networks ("tcp", "udp"): chosen by listening on port 0 and closing.
+// networks ("tcp", "udp"), and that it has not returned before: chosen by
+// listening on port 0 and closing.
 func freePort(t *testing.T, networks ...string) int {
 	t.Helper()
 	for range 100 {
@@ -239,7 +246,10 @@ func freePort(t *testing.T, networks ...string) int {
 			}
 			c.Close()
 		}
-		if ok {
+		if !ok {
+			continue
+		}
+		if _, given := givenPorts.LoadOrStore(port, true); !given {
 			return port
 		}
 	}
