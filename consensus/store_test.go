@@ -260,6 +260,52 @@ func TestStoreGetList(t *testing.T) {
 	})
 }
 
+// TestStoreListPrefix checks that ListPrefix returns exactly the objects
+// whose names start with the prefix, in the namespace, matching the
+// selector, and that it refuses all namespaces of a namespaced kind.
+func TestStoreListPrefix(t *testing.T) {
+	t.Parallel()
+	c := newTestGroup(t)
+	s, k := c.Store(0), c.Kind()
+	for _, w := range []struct{ ns, name, owner string }{
+		{"a", "t.n1", "t"}, {"a", "t.b.n2", "t.b"}, {"a", "tb.n3", "tb"}, {"a", "t", "none"},
+		{"a", "u.n4", "u"}, {"b", "t.n5", "t"},
+	} {
+		mustCreate(t, s, k, newWidget(w.ns, w.name, map[string]string{"owner": w.owner}, widgetSpec{Size: 1}))
+	}
+	tests := []struct {
+		ns, prefix, selector string
+		want                 []string
+	}{
+		{"a", "t.", "", []string{"t.b.n2", "t.n1"}},
+		{"a", "t.", "owner=t", []string{"t.n1"}},
+		{"a", "t", "", []string{"t", "t.b.n2", "t.n1", "tb.n3"}},
+		{"b", "t.", "", []string{"t.n5"}},
+		{"a", "v.", "", nil},
+		{"a", "", "owner=u", []string{"u.n4"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.ns+"/"+tc.prefix+"/"+tc.selector, func(t *testing.T) {
+			var sel labels.Selector
+			if tc.selector != "" {
+				sel = labels.SelectorFromSet(labels.Set{"owner": strings.TrimPrefix(tc.selector, "owner=")})
+			}
+			list, err := s.ListPrefix(t.Context(), k, tc.ns, tc.prefix, sel, ReadOptions{Stale: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, o := range list.Items {
+				got = append(got, o.Name)
+			}
+			equalStrings(t, "list", got, tc.want)
+		})
+	}
+	if _, err := s.ListPrefix(t.Context(), k, "", "t.", nil, ReadOptions{}); !apierrors.IsBadRequest(err) {
+		t.Errorf("prefix list over every namespace: %v, want BadRequest", err)
+	}
+}
+
 func TestStoreUpdate(t *testing.T) {
 	t.Parallel()
 	c := newTestGroup(t)

@@ -365,6 +365,13 @@ const writeConcurrency = 256
 // resultName is the DeviceResult of a task's device.
 func resultName(task, node string) string { return task + "." + node }
 
+// taskResults lists a task's DeviceResults. They are named after it
+// (resultName), so only its own are read, not every task's; the label
+// keeps out those of a task whose name extends this one's ("a" and "a.b").
+func taskResults(ctx context.Context, store *consensus.Store, task string) (*consensus.List, error) {
+	return store.ListPrefix(ctx, &ota.DeviceResultKind, "", task+".", labels.SelectorFromSet(labels.Set{ota.LabelTask: task}), consensus.ReadOptions{Stale: true})
+}
+
 // createResults creates the Queued DeviceResults of a task, each with its
 // status in one write, many at once: concurrent proposals share Raft
 // batches (and their fsyncs).

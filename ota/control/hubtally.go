@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 
@@ -148,7 +147,7 @@ func (t *tally) counts(ctx context.Context, store *consensus.Store, task string,
 	tt = &taskTally{uid: uid, results: map[string]resultMark{}, sites: map[string]ota.Counts{}, loading: true}
 	t.tasks[task] = tt
 	t.mu.Unlock()
-	list, err := store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: task}), consensus.ReadOptions{Stale: true})
+	list, err := taskResults(ctx, store, task)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.tasks[task] != tt {

@@ -94,3 +94,29 @@ func TestTallyFollowsTheStore(t *testing.T) {
 	default:
 	}
 }
+
+// TestTaskResults: a task's results are listed by their names' prefix,
+// without those of a task whose name extends the task's or only starts
+// like it.
+func TestTaskResults(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, ota.Register)
+	for _, r := range []struct{ task, node string }{{"t", "n1"}, {"t", "n2"}, {"t.b", "n3"}, {"tb", "n4"}, {"u", "n5"}} {
+		obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: resultName(r.task, r.node), Labels: map[string]string{ota.LabelTask: r.task}}}
+		_ = obj.SetSpec(ota.DeviceResultSpec{Task: r.task, Node: r.node, Site: "a"})
+		if _, err := store.Create(t.Context(), &ota.DeviceResultKind, obj); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := taskResults(t.Context(), store, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range list.Items {
+		got = append(got, o.Name)
+	}
+	if fmt.Sprint(got) != "[t.n1 t.n2]" {
+		t.Errorf("results of task t: %v, want [t.n1 t.n2]", got)
+	}
+}

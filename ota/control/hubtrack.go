@@ -9,7 +9,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/outpost-mesh/outpost/consensus"
@@ -31,7 +30,7 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if !cached {
 		// A new leader, or a task started by another: where its devices
 		// are, from its results.
-		results, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: obj.Name}), consensus.ReadOptions{Stale: true})
+		results, err := taskResults(ctx, h.cfg.Store, obj.Name)
 		if err != nil {
 			return err
 		}
@@ -176,7 +175,7 @@ func (h *Hub) steer(t *hubTask, spec *ota.TaskSpec, st *ota.TaskStatus) bool {
 // retry re-queues the failed, timed-out and unreachable devices at the
 // next attempt, within the same task.
 func (h *Hub) retry(ctx context.Context, obj *consensus.Object, spec *ota.TaskSpec, st *ota.TaskStatus) error {
-	results, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: obj.Name}), consensus.ReadOptions{Stale: true})
+	results, err := taskResults(ctx, h.cfg.Store, obj.Name)
 	if err != nil {
 		return err
 	}
