@@ -12,6 +12,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	kjson "sigs.k8s.io/json"
@@ -51,6 +52,12 @@ type Kind struct {
 	// update leaves the field out; Redact takes them out of what the API
 	// returns; a controller reads them with Store.Unseal.
 	Secrets []string
+	// NamePrefix, if set, returns a prefix of the name of every object
+	// that sel can match, or "" when it implies none: a kind whose names
+	// are made from a label (a task's results are "task.node") lets List
+	// read only those objects' keys instead of decoding every object of
+	// the kind to match the label. Its Validate must hold the convention.
+	NamePrefix func(sel labels.Selector) string
 }
 
 // Column is a printer column: a JSONPath into the object, as in a

@@ -112,20 +112,13 @@ func (s *Store) GetMany(ctx context.Context, k *Kind, namespace string, names []
 
 // List returns the objects of k in namespace (every namespace when empty)
 // that match sel (everything when nil), and the resourceVersion read at.
+// Only the keys under k's NamePrefix for sel are read.
 func (s *Store) List(ctx context.Context, k *Kind, namespace string, sel labels.Selector, opt ReadOptions) (*List, error) {
-	return s.list(ctx, kindPrefix(k, namespace), sel, opt)
-}
-
-// ListPrefix is List narrowed to the objects whose names start with
-// namePrefix. Only their keys are read: a controller that names the objects
-// it owns after their owner (a task's results, "task.node") lists one
-// owner's without decoding every object of the kind, which a label
-// selector alone does. A namespaced kind needs its namespace.
-func (s *Store) ListPrefix(ctx context.Context, k *Kind, namespace, namePrefix string, sel labels.Selector, opt ReadOptions) (*List, error) {
-	if k.Namespaced && namespace == "" {
-		return nil, apierrors.NewBadRequest(fmt.Sprintf("listing %s by name prefix needs a namespace", k.Plural))
+	prefix := kindPrefix(k, namespace)
+	if k.NamePrefix != nil && sel != nil && (namespace != "" || !k.Namespaced) {
+		prefix += k.NamePrefix(sel)
 	}
-	return s.list(ctx, kindPrefix(k, namespace)+namePrefix, sel, opt)
+	return s.list(ctx, prefix, sel, opt)
 }
 
 func (s *Store) list(ctx context.Context, prefix string, sel labels.Selector, opt ReadOptions) (*List, error) {

@@ -260,49 +260,56 @@ func TestStoreGetList(t *testing.T) {
 	})
 }
 
-// TestStoreListPrefix checks that ListPrefix returns exactly the objects
-// whose names start with the prefix, in the namespace, matching the
-// selector, and that it refuses all namespaces of a namespaced kind.
-func TestStoreListPrefix(t *testing.T) {
+// TestStoreListNamePrefix checks that a kind's NamePrefix narrows List to
+// the names it implies: an object that breaks the kind's convention (here
+// x.n6, labelled for owner t) is not read, and a kind without NamePrefix,
+// or a namespaced list over every namespace, reads every object.
+func TestStoreListNamePrefix(t *testing.T) {
 	t.Parallel()
 	c := newTestGroup(t)
 	s, k := c.Store(0), c.Kind()
+	owned := *k
+	owned.NamePrefix = func(sel labels.Selector) string {
+		if v, ok := sel.RequiresExactMatch("owner"); ok {
+			return v + "."
+		}
+		return ""
+	}
 	for _, w := range []struct{ ns, name, owner string }{
 		{"a", "t.n1", "t"}, {"a", "t.b.n2", "t.b"}, {"a", "tb.n3", "tb"}, {"a", "t", "none"},
-		{"a", "u.n4", "u"}, {"b", "t.n5", "t"},
+		{"a", "u.n4", "u"}, {"a", "x.n6", "t"}, {"b", "t.n5", "t"},
 	} {
 		mustCreate(t, s, k, newWidget(w.ns, w.name, map[string]string{"owner": w.owner}, widgetSpec{Size: 1}))
 	}
 	tests := []struct {
-		ns, prefix, selector string
-		want                 []string
+		kind    *Kind
+		ns, sel string
+		want    []string
 	}{
-		{"a", "t.", "", []string{"t.b.n2", "t.n1"}},
-		{"a", "t.", "owner=t", []string{"t.n1"}},
-		{"a", "t", "", []string{"t", "t.b.n2", "t.n1", "tb.n3"}},
-		{"b", "t.", "", []string{"t.n5"}},
-		{"a", "v.", "", nil},
-		{"a", "", "owner=u", []string{"u.n4"}},
+		{&owned, "a", "owner=t", []string{"a/t.n1"}},
+		{k, "a", "owner=t", []string{"a/t.n1", "a/x.n6"}},
+		{&owned, "a", "owner=t.b", []string{"a/t.b.n2"}},
+		{&owned, "a", "owner in (t,u)", []string{"a/t.n1", "a/u.n4", "a/x.n6"}},
+		{&owned, "b", "owner=t", []string{"b/t.n5"}},
+		{&owned, "a", "owner=v", nil},
+		{&owned, "", "owner=t", []string{"a/t.n1", "a/x.n6", "b/t.n5"}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.ns+"/"+tc.prefix+"/"+tc.selector, func(t *testing.T) {
-			var sel labels.Selector
-			if tc.selector != "" {
-				sel = labels.SelectorFromSet(labels.Set{"owner": strings.TrimPrefix(tc.selector, "owner=")})
+		t.Run(fmt.Sprintf("%v/%s/%s", tc.kind.NamePrefix != nil, tc.ns, tc.sel), func(t *testing.T) {
+			sel, err := labels.Parse(tc.sel)
+			if err != nil {
+				t.Fatal(err)
 			}
-			list, err := s.ListPrefix(t.Context(), k, tc.ns, tc.prefix, sel, ReadOptions{Stale: true})
+			list, err := s.List(t.Context(), tc.kind, tc.ns, sel, ReadOptions{Stale: true})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var got []string
 			for _, o := range list.Items {
-				got = append(got, o.Name)
+				got = append(got, o.Namespace+"/"+o.Name)
 			}
 			equalStrings(t, "list", got, tc.want)
 		})
-	}
-	if _, err := s.ListPrefix(t.Context(), k, "", "t.", nil, ReadOptions{}); !apierrors.IsBadRequest(err) {
-		t.Errorf("prefix list over every namespace: %v, want BadRequest", err)
 	}
 }
 

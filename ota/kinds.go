@@ -1,6 +1,7 @@
 package ota
 
 import (
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/outpost-mesh/outpost/consensus"
@@ -32,9 +33,10 @@ var (
 	// writes it; the API serves it read-only.
 	DeviceResultKind = consensus.Kind{
 		Group: Group, Version: Version, Kind: "DeviceResult", Plural: "deviceresults", ShortNames: []string{"dr"}, ReadOnly: true,
-		NewSpec:   func() any { return &DeviceResultSpec{} },
-		NewStatus: func() any { return &DeviceResultStatus{} },
-		Validate:  validateDeviceResult,
+		NewSpec:    func() any { return &DeviceResultSpec{} },
+		NewStatus:  func() any { return &DeviceResultStatus{} },
+		Validate:   validateDeviceResult,
+		NamePrefix: resultNamePrefix,
 		Columns: []consensus.Column{
 			{Name: "Task", Type: "string", JSONPath: ".spec.task"},
 			{Name: "Node", Type: "string", JSONPath: ".spec.node"},
@@ -68,5 +70,24 @@ func validateDeviceResult(obj *consensus.Object) field.ErrorList {
 	if spec.Node == "" {
 		errs = append(errs, field.Required(field.NewPath("spec", "node"), ""))
 	}
+	if len(errs) == 0 && obj.Name != ResultName(spec.Task, spec.Node) {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "name"), obj.Name, "must be "+ResultName(spec.Task, spec.Node)+" (spec.task.spec.node)"))
+	}
+	if obj.Labels[LabelTask] != spec.Task {
+		errs = append(errs, field.Invalid(field.NewPath("metadata", "labels").Key(LabelTask), obj.Labels[LabelTask], "must be spec.task, "+spec.Task))
+	}
 	return errs
+}
+
+// ResultName is the name of a task's DeviceResult for a node.
+func ResultName(task, node string) string { return task + "." + node }
+
+// resultNamePrefix narrows a list of DeviceResults by task (the label
+// LabelTask) to the names of that task's results: a task's results are
+// read without decoding every other task's.
+func resultNamePrefix(sel labels.Selector) string {
+	if task, ok := sel.RequiresExactMatch(LabelTask); ok {
+		return ResultName(task, "")
+	}
+	return ""
 }

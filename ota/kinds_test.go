@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 
 	"github.com/outpost-mesh/outpost/consensus"
@@ -139,11 +140,45 @@ func TestRegister(t *testing.T) {
 	if err := Register(r); err == nil {
 		t.Error("registering twice: want an error")
 	}
-	dr, err := DeviceResultKind.Decode([]byte(`{"apiVersion":"ota.outpost.dev/v1alpha1","kind":"DeviceResult","metadata":{"name":"x"},"spec":{"task":"t"},"status":{"phase":"Queued","steps":[{"name":"a","type":"exec","phase":"Succeeded","durationMillis":3,"stdout":{"head":"hi"}}]}}`))
-	if err != nil {
-		t.Fatal(err)
+	// A result's name and task label follow its spec (List reads a task's
+	// results by their names' prefix).
+	for _, tc := range []struct{ meta, spec, want string }{
+		{`{"name":"t.","labels":{"ota.outpost.dev/task":"t"}}`, `{"task":"t"}`, "spec.node"},
+		{`{"name":"x","labels":{"ota.outpost.dev/task":"t"}}`, `{"task":"t","node":"n"}`, "metadata.name"},
+		{`{"name":"t.n"}`, `{"task":"t","node":"n"}`, "metadata.labels[ota.outpost.dev/task]"},
+		{`{"name":"t.n","labels":{"ota.outpost.dev/task":"u"}}`, `{"task":"t","node":"n"}`, "metadata.labels[ota.outpost.dev/task]"},
+		{`{"name":"t.n","labels":{"ota.outpost.dev/task":"t"}}`, `{"task":"t","node":"n"}`, ""},
+	} {
+		dr, err := DeviceResultKind.Decode([]byte(`{"apiVersion":"ota.outpost.dev/v1alpha1","kind":"DeviceResult","metadata":` + tc.meta + `,"spec":` + tc.spec + `,"status":{"phase":"Queued","steps":[{"name":"a","type":"exec","phase":"Succeeded","durationMillis":3,"stdout":{"head":"hi"}}]}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := DeviceResultKind.Validate(dr)
+		if tc.want == "" && len(errs) != 0 || tc.want != "" && (len(errs) != 1 || errs[0].Field != tc.want) {
+			t.Errorf("%s %s: got %v, want an error on %q", tc.meta, tc.spec, errs, tc.want)
+		}
 	}
-	if errs := DeviceResultKind.Validate(dr); len(errs) != 1 || errs[0].Field != "spec.node" {
-		t.Errorf("want spec.node required, got %v", errs)
+}
+
+// TestResultNamePrefix: a selector that fixes the task narrows a list to
+// that task's result names; any other reads every result.
+func TestResultNamePrefix(t *testing.T) {
+	t.Parallel()
+	for sel, want := range map[string]string{
+		LabelTask + "=t":                     "t.",
+		LabelTask + "=t," + LabelSite + "=s": "t.",
+		LabelTask + " in (t)":                "t.",
+		LabelTask + " in (t,u)":              "",
+		LabelTask + "!=t":                    "",
+		LabelSite + "=s":                     "",
+		"":                                   "",
+	} {
+		s, err := labels.Parse(sel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resultNamePrefix(s); got != want {
+			t.Errorf("%q: prefix %q, want %q", sel, got, want)
+		}
 	}
 }

@@ -362,14 +362,10 @@ func resolve(t ota.Targets, devices []Device) ([]Device, error) {
 // proposed at once: enough to fill Raft's batches.
 const writeConcurrency = 256
 
-// resultName is the DeviceResult of a task's device.
-func resultName(task, node string) string { return task + "." + node }
-
-// taskResults lists a task's DeviceResults. They are named after it
-// (resultName), so only its own are read, not every task's; the label
-// keeps out those of a task whose name extends this one's ("a" and "a.b").
+// taskResults lists a task's DeviceResults (read by their names' prefix:
+// DeviceResultKind.NamePrefix).
 func taskResults(ctx context.Context, store *consensus.Store, task string) (*consensus.List, error) {
-	return store.ListPrefix(ctx, &ota.DeviceResultKind, "", task+".", labels.SelectorFromSet(labels.Set{ota.LabelTask: task}), consensus.ReadOptions{Stale: true})
+	return store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: task}), consensus.ReadOptions{Stale: true})
 }
 
 // createResults creates the Queued DeviceResults of a task, each with its
@@ -390,7 +386,7 @@ func createResults(ctx context.Context, store *consensus.Store, task *consensus.
 // replaced.
 func createResult(ctx context.Context, store *consensus.Store, task *consensus.Object, d Device, attempt int, now metav1.Time) error {
 	obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{
-		Name: resultName(task.Name, d.Name),
+		Name: ota.ResultName(task.Name, d.Name),
 		Labels: map[string]string{
 			ota.LabelTask: task.Name, ota.LabelSite: d.Site, ota.LabelNode: d.Name, ota.LabelPhase: string(ota.DeviceQueued),
 		},

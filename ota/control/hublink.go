@@ -87,7 +87,7 @@ const ingestConcurrency = 32
 func (h *Hub) Ingest(ctx context.Context, site string, reports []DeviceReport) error {
 	names := make([]string, len(reports))
 	for i, r := range reports {
-		names[i] = resultName(r.Task, r.Node)
+		names[i] = ota.ResultName(r.Task, r.Node)
 	}
 	// One read for the whole report; a result not found was deleted with
 	// its task.

@@ -29,7 +29,7 @@ func TestTallyFollowsTheStore(t *testing.T) {
 	}
 	put := func(node, site string, phase ota.DevicePhase, owner types.UID) {
 		t.Helper()
-		name := resultName("t", node)
+		name := ota.ResultName("t", node)
 		obj, err := store.Get(ctx, &ota.DeviceResultKind, "", name, consensus.ReadOptions{})
 		if err != nil {
 			obj = &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name,
@@ -76,7 +76,7 @@ func TestTallyFollowsTheStore(t *testing.T) {
 	}
 	want("followed", 5, 1, 1, true)
 	for i := range 5 {
-		if _, err := store.Delete(ctx, &ota.DeviceResultKind, "", resultName("t", fmt.Sprintf("m%d", i)), 0, ""); err != nil {
+		if _, err := store.Delete(ctx, &ota.DeviceResultKind, "", ota.ResultName("t", fmt.Sprintf("m%d", i)), 0, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -102,7 +102,7 @@ func TestTaskResults(t *testing.T) {
 	t.Parallel()
 	store := consensustest.NewStore(t, ota.Register)
 	for _, r := range []struct{ task, node string }{{"t", "n1"}, {"t", "n2"}, {"t.b", "n3"}, {"tb", "n4"}, {"u", "n5"}} {
-		obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: resultName(r.task, r.node), Labels: map[string]string{ota.LabelTask: r.task}}}
+		obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: ota.ResultName(r.task, r.node), Labels: map[string]string{ota.LabelTask: r.task}}}
 		_ = obj.SetSpec(ota.DeviceResultSpec{Task: r.task, Node: r.node, Site: "a"})
 		if _, err := store.Create(t.Context(), &ota.DeviceResultKind, obj); err != nil {
 			t.Fatal(err)

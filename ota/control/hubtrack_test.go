@@ -150,7 +150,7 @@ func TestIngestRetriesAStaleRead(t *testing.T) {
 	t.Parallel()
 	store, hub, task := startedTask(t)
 	ctx := t.Context()
-	stale, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName("t", "a-0"), consensus.ReadOptions{})
+	stale, err := store.Get(ctx, &ota.DeviceResultKind, "", ota.ResultName("t", "a-0"), consensus.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestIngestRetriesAStaleRead(t *testing.T) {
 	if err := hub.ingestFresh(ctx, "a", report(ota.DeviceSucceeded), stale); err != nil {
 		t.Fatalf("a report over a stale read: %v", err)
 	}
-	obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName("t", "a-0"), consensus.ReadOptions{})
+	obj, err := store.Get(ctx, &ota.DeviceResultKind, "", ota.ResultName("t", "a-0"), consensus.ReadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestIngestKeepsTheNewerPhase(t *testing.T) {
 	}
 	stored := func() ota.DevicePhase {
 		t.Helper()
-		obj, err := store.Get(ctx, &ota.DeviceResultKind, "", resultName("t", "a-0"), consensus.ReadOptions{})
+		obj, err := store.Get(ctx, &ota.DeviceResultKind, "", ota.ResultName("t", "a-0"), consensus.ReadOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
