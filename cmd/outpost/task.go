@@ -178,6 +178,7 @@ type resultObject struct {
 
 func newTaskResultsCommand(g *globals) *cobra.Command {
 	var phase, output string
+	var all bool
 	cmd := &cobra.Command{
 		Use:   "results NAME",
 		Short: "List a task's device results, devices with identical output grouped",
@@ -224,14 +225,19 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(cmd.ErrOrStderr(), "no device results for task %s%s\n", args[0], map[bool]string{true: " in phase " + phase}[phase != ""])
 				return nil
 			}
-			printGrouped(cmd.OutOrStdout(), items)
+			printGrouped(cmd.OutOrStdout(), items, all)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&phase, "phase", "", "only devices in this phase (queued, running, succeeded, failed, timedout, unreachable, canceled; failed includes timedout)")
+	cmd.Flags().BoolVar(&all, "all", false, fmt.Sprintf("name every device of a group (without it, the first %d)", groupNames))
 	addOutputFlag(cmd, &output, "text")
 	return cmd
 }
+
+// groupNames is how many devices a group of `task results` names unless
+// --all: a group of ten thousand would otherwise be one line of 100 KB.
+const groupNames = 20
 
 func matchesPhase(p ota.DevicePhase, want string) bool {
 	want = strings.ToLower(want)
@@ -240,8 +246,9 @@ func matchesPhase(p ota.DevicePhase, want string) bool {
 }
 
 // printGrouped prints one group per distinct outcome: its phase, the
-// devices that share it, and the step that decided it.
-func printGrouped(w io.Writer, items []resultObject) {
+// devices that share it (the first groupNames unless all), and the step
+// that decided it.
+func printGrouped(w io.Writer, items []resultObject, all bool) {
 	type group struct {
 		key     string
 		phase   ota.DevicePhase
@@ -266,7 +273,11 @@ func printGrouped(w io.Writer, items []resultObject) {
 		g := groups[k]
 		sort.Strings(g.nodes)
 		fmt.Fprintf(w, "%-11s %4d  %s\n", g.phase, len(g.nodes), g.summary)
-		fmt.Fprintf(w, "                  %s\n", strings.Join(g.nodes, ", "))
+		names := strings.Join(g.nodes, ", ")
+		if more := len(g.nodes) - groupNames; more > 0 && !all {
+			names = strings.Join(g.nodes[:groupNames], ", ") + fmt.Sprintf(" and %d more (--all names them)", more)
+		}
+		fmt.Fprintf(w, "                  %s\n", names)
 	}
 }
 

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/outpost-mesh/outpost/ota"
+)
+
+// TestPrintGrouped: devices with the same outcome share a group, the
+// largest first; a group names its first groupNames devices and counts
+// the rest, unless all.
+func TestPrintGrouped(t *testing.T) {
+	t.Parallel()
+	var items []resultObject
+	for i := range groupNames + 5 {
+		it := resultObject{Spec: ota.DeviceResultSpec{Task: "t", Node: fmt.Sprintf("n%02d", i)}}
+		it.Status.Phase = ota.DeviceSucceeded
+		items = append(items, it)
+	}
+	failed := resultObject{Spec: ota.DeviceResultSpec{Task: "t", Node: "bad"}}
+	failed.Status.Phase, failed.Status.Reason, failed.Status.Message = ota.DeviceUnreachable, "Offline", "not alive in gossip"
+	items = append(items, failed)
+
+	var short, long bytes.Buffer
+	printGrouped(&short, items, false)
+	printGrouped(&long, items, true)
+	lines := strings.Split(strings.TrimSpace(short.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "Succeeded") || !strings.Contains(lines[0], fmt.Sprint(groupNames+5)) || !strings.HasPrefix(lines[2], "Unreachable") {
+		t.Fatalf("groups:\n%s", short.String())
+	}
+	if !strings.HasSuffix(lines[1], fmt.Sprintf("n%02d and 5 more (--all names them)", groupNames-1)) || strings.Contains(lines[1], fmt.Sprintf("n%02d,", groupNames)) {
+		t.Errorf("a large group names its first %d devices and counts the rest:\n%s", groupNames, lines[1])
+	}
+	if !strings.Contains(lines[3], "bad") || !strings.Contains(lines[2], "Offline: not alive in gossip") {
+		t.Errorf("the unreachable group:\n%s\n%s", lines[2], lines[3])
+	}
+	if all := long.String(); !strings.Contains(all, fmt.Sprintf("n%02d\n", groupNames+4)) || strings.Contains(all, "more") {
+		t.Errorf("--all names every device:\n%s", all)
+	}
+}
