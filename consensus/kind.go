@@ -108,19 +108,27 @@ func (k *Kind) Decode(data []byte) (*Object, error) {
 	return &obj, nil
 }
 
-// checkParts decodes spec and status into their typed values strictly.
+// checkParts decodes spec and status into their typed values strictly;
+// a part that SetSpec or SetStatus marshalled from the kind's own type
+// decodes by construction and is not decoded again.
 func (k *Kind) checkParts(obj *Object) error {
-	if k.NewSpec != nil && len(obj.Spec) > 0 {
+	if k.NewSpec != nil && len(obj.Spec) > 0 && !madeFrom(obj.specFrom, obj.Spec, k.NewSpec) {
 		if err := strictUnmarshal(obj.Spec, k.NewSpec(), "spec"); err != nil {
 			return err
 		}
 	}
-	if k.NewStatus != nil && len(obj.Status) > 0 {
+	if k.NewStatus != nil && len(obj.Status) > 0 && !madeFrom(obj.statusFrom, obj.Status, k.NewStatus) {
 		if err := strictUnmarshal(obj.Status, k.NewStatus(), "status"); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// madeFrom reports whether b was marshalled from the type newPart makes.
+func madeFrom(p part, b []byte, newPart func() any) bool {
+	t := p.typeOf(b)
+	return t != nil && t == partOf([]byte{0}, newPart()).t
 }
 
 // strictUnmarshal decodes data into v, turning unknown or duplicate fields

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"encoding/json"
+	"reflect"
 	"strconv"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,6 +18,49 @@ type Object struct {
 	// Status is the observed state, owned by controllers and written through
 	// the status subresource.
 	Status json.RawMessage `json:"status,omitempty"`
+
+	// specFrom and statusFrom remember the Go type that SetSpec and
+	// SetStatus marshalled the current bytes from (part).
+	specFrom, statusFrom part
+}
+
+// part remembers that a spec's or status's bytes are exactly what
+// json.Marshal made of a value of type t: the store need not decode them
+// into t again to know they decode strictly (Kind.checkParts), which for
+// a controller's writes was a decode per write.
+type part struct {
+	at *byte
+	n  int
+	t  reflect.Type
+}
+
+// partOf marks b as marshalled from v.
+func partOf(b []byte, v any) part {
+	t := reflect.TypeOf(v)
+	if len(b) == 0 || t == nil {
+		return part{}
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return part{at: &b[0], n: len(b), t: t}
+}
+
+// typeOf returns the type b was marshalled from, or nil when b is not the
+// slice the mark was made for (the part was set some other way since).
+func (p part) typeOf(b []byte) reflect.Type {
+	if p.t == nil || len(b) != p.n || &b[0] != p.at {
+		return nil
+	}
+	return p.t
+}
+
+// moved is p for c, a copy of the bytes p marks.
+func (p part) moved(from, c []byte) part {
+	if p.typeOf(from) == nil || len(c) != len(from) {
+		return part{}
+	}
+	return part{at: &c[0], n: len(c), t: p.t}
 }
 
 // DeepCopy returns a copy of o that shares no memory with it.
@@ -28,6 +72,7 @@ func (o *Object) DeepCopy() *Object {
 	o.ObjectMeta.DeepCopyInto(&c.ObjectMeta)
 	c.Spec = append(json.RawMessage(nil), o.Spec...)
 	c.Status = append(json.RawMessage(nil), o.Status...)
+	c.specFrom, c.statusFrom = o.specFrom.moved(o.Spec, c.Spec), o.statusFrom.moved(o.Status, c.Status)
 	return c
 }
 
@@ -63,7 +108,7 @@ func (o *Object) SetSpec(v any) error {
 	if err != nil {
 		return err
 	}
-	o.Spec = b
+	o.Spec, o.specFrom = b, partOf(b, v)
 	return nil
 }
 
@@ -73,7 +118,7 @@ func (o *Object) SetStatus(v any) error {
 	if err != nil {
 		return err
 	}
-	o.Status = b
+	o.Status, o.statusFrom = b, partOf(b, v)
 	return nil
 }
 

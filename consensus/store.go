@@ -264,7 +264,7 @@ func (s *Store) updateCmd(ctx context.Context, k *Kind, obj, cur *Object, expect
 // UpdateStatus replaces an object's status, keeping metadata and spec. A
 // resourceVersion on obj is a precondition.
 func (s *Store) UpdateStatus(ctx context.Context, k *Kind, obj *Object) (*Object, error) {
-	if err := k.checkParts(&Object{Status: obj.Status}); err != nil {
+	if err := k.checkParts(&Object{Status: obj.Status, statusFrom: obj.statusFrom}); err != nil {
 		return nil, err
 	}
 	return s.propose(ctx, k, &command{Op: opStatus, Key: objectKey(k, obj.Namespace, obj.Name), Name: obj.Name,
