@@ -59,8 +59,8 @@ func openState(dir string, logger *slog.Logger, fp Footprint) (*state, error) {
 	// run, its peak memory went past 1 GiB, and every read and compaction
 	// paid for the codec. The objects are JSON, so the tables are larger
 	// on disk (the hub's state after that run: 100 MB, was 41). Tables
-	// written compressed by an older version
-	// stay readable: Badger records each table's compression.
+	// written compressed by an older version stay readable: Badger
+	// records each table's compression.
 	opts := badger.DefaultOptions(dir).
 		WithLogger(stateLog{logger}).
 		WithNumVersionsToKeep(1).
