@@ -54,8 +54,8 @@ func TestCompactMergesLevelZeroWhenDue(t *testing.T) {
 	t.Parallel()
 	db := smallStore(t)
 	p := &Pacer{db: db}
-	if err := p.compact(); err != nil || level0(db) != 0 {
-		t.Fatalf("an empty store: compact = %v, level 0 has %d tables", err, level0(db))
+	if n, err := p.compact(); err != nil || n != 0 || level0(db) != 0 {
+		t.Fatalf("an empty store: compact = %d, %v, level 0 has %d tables", n, err, level0(db))
 	}
 	// Fill until three memtables have been flushed to level 0, which makes
 	// the store due (and is still short of the stall at 4).
@@ -71,8 +71,8 @@ func TestCompactMergesLevelZeroWhenDue(t *testing.T) {
 	if !due(db) {
 		t.Fatalf("level 0 has %d tables but the store is not due: %+v", level0(db), db.Levels()[0])
 	}
-	if err := p.compact(); err != nil {
-		t.Fatal(err)
+	if n, err := p.compact(); err != nil || n != 0 {
+		t.Fatalf("compact = %d, %v; want level 0 empty", n, err)
 	}
 	if due(db) || level0(db) != 0 {
 		t.Fatalf("after compact: due %v, level 0 has %d tables", due(db), level0(db))
@@ -128,5 +128,22 @@ func TestPacerKeepsWritesFlowing(t *testing.T) {
 	})
 	if err != nil || keys != 80*256 {
 		t.Fatalf("%d keys (want %d), err %v", keys, 80*256, err)
+	}
+}
+
+// TestNextWait: a Pacer backs off while its store does not change, up to
+// idleLooks intervals, and looks at once again after a change.
+func TestNextWait(t *testing.T) {
+	t.Parallel()
+	const i = time.Second
+	wait := i
+	var got []time.Duration
+	for _, changed := range []bool{false, false, false, false, false, true, false} {
+		wait = nextWait(wait, i, changed)
+		got = append(got, wait)
+	}
+	want := []time.Duration{2 * i, 4 * i, 8 * i, 8 * i, 8 * i, i, 2 * i}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("waits %v, want %v", got, want)
 	}
 }
