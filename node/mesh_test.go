@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -196,6 +197,16 @@ func TestCertificateRenewal(t *testing.T) {
 		return nil
 	})
 	renewed := time.Now()
+	// Each renewal is in the audit log, with the certificate's serial.
+	code, b := hub.do(t, call{method: http.MethodGet, path: "/apis/core.outpost.dev/v1alpha1/auditevents"})
+	if code != http.StatusOK {
+		t.Fatalf("audit events: %d %s", code, b)
+	}
+	for serial := range seen {
+		if serial != first && !bytes.Contains(b, []byte("certificate "+serial+", valid until")) {
+			t.Errorf("the renewal to certificate %s is not in the audit log:\n%s", serial, b)
+		}
+	}
 	// The hub persists a reporting site's lastSeen every 30 s.
 	eventually(t, 60*time.Second, func() error {
 		var site object

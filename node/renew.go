@@ -168,9 +168,18 @@ func (n *Node) certify(ctx context.Context, peer transport.Peer, csrPEM []byte) 
 	if err != nil {
 		return renewResponse{Error: err.Error()}
 	}
-	if err := n.recordSerial(ctx, peer.Name, leaf.SerialNumber.Text(16)); err != nil {
+	serial := leaf.SerialNumber.Text(16)
+	if err := n.recordSerial(ctx, peer.Name, serial); err != nil {
 		return renewResponse{Error: err.Error()}
 	}
+	user := "site/" + peer.Site
+	if peer.Role == RoleHub {
+		user = "hub/" + peer.Name
+	}
+	n.access.audit.record(ctx, AuditEventSpec{
+		User: user, Verb: "renew", Group: CoreGroup, Resource: "members", Name: peer.Name, Code: 200,
+		Message: fmt.Sprintf("certificate %s, valid until %s", serial, leaf.NotAfter.UTC().Format(time.RFC3339)),
+	})
 	return renewResponse{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw})}
 }
 
