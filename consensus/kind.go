@@ -128,7 +128,7 @@ func (k *Kind) checkParts(obj *Object) error {
 // madeFrom reports whether b was marshalled from the type newPart makes.
 func madeFrom(p part, b []byte, newPart func() any) bool {
 	t := p.typeOf(b)
-	return t != nil && t == partOf([]byte{0}, newPart()).t
+	return t != nil && t == valueType(newPart())
 }
 
 // strictUnmarshal decodes data into v, turning unknown or duplicate fields

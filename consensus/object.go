@@ -36,14 +36,20 @@ type part struct {
 
 // partOf marks b as marshalled from v.
 func partOf(b []byte, v any) part {
-	t := reflect.TypeOf(v)
+	t := valueType(v)
 	if len(b) == 0 || t == nil {
 		return part{}
 	}
-	for t.Kind() == reflect.Pointer {
+	return part{at: &b[0], n: len(b), t: t}
+}
+
+// valueType is v's type with pointers taken off (nil for nil).
+func valueType(v any) reflect.Type {
+	t := reflect.TypeOf(v)
+	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	return part{at: &b[0], n: len(b), t: t}
+	return t
 }
 
 // typeOf returns the type b was marshalled from, or nil when b is not the

@@ -225,24 +225,10 @@ func TestStoreGetList(t *testing.T) {
 		for _, stale := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/stale=%v", tc.name, stale), func(t *testing.T) {
 				t.Parallel()
-				var sel labels.Selector
-				if tc.selector != "" {
-					var err error
-					if sel, err = labels.Parse(tc.selector); err != nil {
-						t.Fatal(err)
-					}
-				}
-				list, err := s.List(t.Context(), k, tc.namespace, sel, ReadOptions{Stale: stale})
-				if err != nil {
-					t.Fatal(err)
-				}
-				var got []string
-				for _, o := range list.Items {
-					got = append(got, o.Namespace+"/"+o.Name)
-				}
+				got, rv := listNames(t, s, k, tc.namespace, tc.selector, stale)
 				equalStrings(t, "list", got, tc.want)
-				if list.ResourceVersion < last {
-					t.Fatalf("list resourceVersion %d is before the last write %d", list.ResourceVersion, last)
+				if rv < last {
+					t.Fatalf("list resourceVersion %d is before the last write %d", rv, last)
 				}
 			})
 		}
@@ -258,6 +244,25 @@ func TestStoreGetList(t *testing.T) {
 			t.Fatalf("get in the wrong namespace: %v, want NotFound", err)
 		}
 	})
+}
+
+// listNames lists k in namespace through selector ("" for everything) and
+// returns the objects as ns/name, and the resourceVersion read at.
+func listNames(t *testing.T, s *Store, k *Kind, namespace, selector string, stale bool) ([]string, uint64) {
+	t.Helper()
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List(t.Context(), k, namespace, sel, ReadOptions{Stale: stale})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, o := range list.Items {
+		got = append(got, o.Namespace+"/"+o.Name)
+	}
+	return got, list.ResourceVersion
 }
 
 // TestStoreListNamePrefix checks that a kind's NamePrefix narrows List to
@@ -296,18 +301,7 @@ func TestStoreListNamePrefix(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(fmt.Sprintf("%v/%s/%s", tc.kind.NamePrefix != nil, tc.ns, tc.sel), func(t *testing.T) {
-			sel, err := labels.Parse(tc.sel)
-			if err != nil {
-				t.Fatal(err)
-			}
-			list, err := s.List(t.Context(), tc.kind, tc.ns, sel, ReadOptions{Stale: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, o := range list.Items {
-				got = append(got, o.Namespace+"/"+o.Name)
-			}
+			got, _ := listNames(t, s, tc.kind, tc.ns, tc.sel, true)
 			equalStrings(t, "list", got, tc.want)
 		})
 	}
