@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -62,6 +63,7 @@ type Node struct {
 	siteClock             siteClock     // hub leader: when each site last reported
 	hubSiteCount          hubSiteCount  // hub leader: refreshHubSite's last count
 	revocations           revocationSet // revoked names as of the store's applied index (revoke.go)
+	revokedConns          atomic.Uint64 // connections closed for a revocation (revoke.go)
 	// firstMu guards firstSent: the tasks whose assignment assignFirst
 	// sent to a site ahead of its report's writes, by site and task UID,
 	// until the site holds them.
@@ -139,6 +141,7 @@ func New(cfg Config, logger *slog.Logger) (n *Node, err error) {
 	}
 	n.reg = prometheus.NewRegistry()
 	n.reg.MustRegister(n.group.Collector())
+	n.reg.MustRegister(n.transportCollectors()...)
 	if n.tunnels != nil {
 		n.reg.MustRegister(n.tunnels.Collector())
 	}
@@ -413,6 +416,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	eg.Go(func() error { return n.runMember(loopCtx) })
 	eg.Go(func() error { return n.runRoster(loopCtx) })
 	eg.Go(func() error { return n.runRenewal(loopCtx) })
+	eg.Go(func() error { return n.runRevocations(loopCtx) })
 	eg.Go(func() error { return n.agent.Run(loopCtx) })
 	eg.Go(func() error { return n.otaSite.Run(loopCtx) })
 	if n.otaHub != nil {

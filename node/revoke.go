@@ -6,9 +6,12 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/outpost-mesh/outpost/consensus"
 )
@@ -62,6 +65,67 @@ func (r *revocationSet) current(index uint64, store *consensus.Store) map[string
 		}
 	}
 	return r.names
+}
+
+// runRevocations ends the open connections of a peer as soon as its
+// revocation is in this node's replica. The transport refuses a revoked
+// peer's handshakes and new streams by itself; this closes what it already
+// holds (a site member's Raft stream would otherwise go on replicating the
+// site's state to it).
+func (n *Node) runRevocations(ctx context.Context) error {
+	for ctx.Err() == nil {
+		if err := n.followRevocations(ctx); err != nil && ctx.Err() == nil {
+			n.log.Debug("revocation watch restarted", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+// followRevocations closes revoked peers' connections now and after each
+// revocation the watch delivers, until the watch fails.
+func (n *Node) followRevocations(ctx context.Context) error {
+	w, err := n.group.Store().Watch(ctx, &RevocationKind, "", nil, n.group.AppliedIndex())
+	if err != nil {
+		return err
+	}
+	defer w.Stop()
+	n.closeRevoked("")
+	for {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			return err
+		}
+		if ev.Type == watch.Added {
+			n.closeRevoked(ev.Object.Name)
+		}
+	}
+}
+
+// closeRevoked closes the connections of every revoked peer (the event
+// applied its revocation, and the revoked set follows the applied index).
+func (n *Node) closeRevoked(name string) {
+	if k := n.ep.CloseRevoked(); k > 0 {
+		n.revokedConns.Add(uint64(k))
+		n.log.Info("closed the connections of a revoked node", "node", name, "connections", k)
+	}
+}
+
+// transportCollectors are the node's transport metrics.
+func (n *Node) transportCollectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "outpost_transport_connections",
+			Help: "Open QUIC connections, dialed and accepted.",
+		}, func() float64 { return float64(n.ep.ConnectionCount()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "outpost_transport_revoked_connections_closed_total",
+			Help: "QUIC connections closed because their peer was revoked.",
+		}, func() float64 { return float64(n.revokedConns.Load()) }),
+	}
 }
 
 // revoke records name as revoked and forgets its membership; a new join
