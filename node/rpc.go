@@ -85,6 +85,13 @@ func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Str
 
 // call makes one request/response call on a new KindRPC stream to addr.
 // The stream is closed when ctx ends, so ctx bounds the whole call.
+//
+// The request ends the stream's write side (its FIN goes with the
+// request's last bytes), so the callee, having read to the end, closes the
+// stream without asking the caller to stop sending: a call costs two
+// packets the peer must acknowledge, not three (no STOP_SENDING and
+// RESET_STREAM exchange). A site leader makes one call per device of a
+// task.
 func (n *Node) call(ctx context.Context, addr, method string, req, resp any) error {
 	s, err := n.dialRPC(ctx, addr, method)
 	if err != nil {
@@ -94,6 +101,9 @@ func (n *Node) call(ctx context.Context, addr, method string, req, resp any) err
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	if err := writeMessage(s, req); err != nil {
+		return err
+	}
+	if err := s.CloseWrite(); err != nil {
 		return err
 	}
 	return readMessage(s, resp, maxMessageBytes)
