@@ -35,7 +35,10 @@ type joinRequest struct {
 // joinResponse is the hub's answer: a certificate and what the node needs
 // to find its site, or why not.
 type joinResponse struct {
-	Error         string   `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Retry marks an Error the hub expects to pass (its leadership moved,
+	// or a write failed): the node asks again, within joinPatience.
+	Retry         bool     `json:"retry,omitempty"`
 	Redirect      string   `json:"redirect,omitempty"`
 	Site          string   `json:"site,omitempty"`
 	Cert          []byte   `json:"cert,omitempty"`
@@ -151,7 +154,8 @@ const joinPatience = 2 * time.Minute
 
 // askToJoin sends the join request to the hub, following redirects to its
 // leader and retrying, with jittered backoff for up to joinPatience, while
-// the hub cannot be reached. An answer, even a refusal, is final.
+// the hub cannot be reached or its answer asks to retry. Any other answer,
+// a refusal included, is final.
 func askToJoin(ctx context.Context, cfg Config, fp string, req *joinRequest, logger *slog.Logger) (joinResponse, error) {
 	local := ""
 	if ip := net.ParseIP(cfg.BindAddr); ip != nil && !ip.IsUnspecified() {
@@ -168,13 +172,16 @@ func askToJoin(ctx context.Context, cfg Config, fp string, req *joinRequest, log
 			addr = resp.Redirect
 			redirects++
 			continue
+		case err == nil && resp.Retry && time.Now().Before(deadline):
+			addr, redirects = cfg.JoinAddr, 0 // the leader may have moved: start from the given hub
+			err = errors.New(resp.Error)
 		case err == nil:
 			return resp, nil
 		case errors.Is(err, transport.ErrFingerprintMismatch) || ctx.Err() != nil || time.Now().After(deadline):
 			return resp, fmt.Errorf("join %s: %w", addr, err)
 		}
 		wait := backoff/2 + mrand.N(backoff)
-		logger.Info("hub not reachable; retrying", "hub", addr, "attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
+		logger.Info("hub not reachable, or asks to retry; retrying", "hub", addr, "attempt", attempt, "in", wait.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
 			return resp, fmt.Errorf("join %s: %w", addr, ctx.Err())

@@ -75,7 +75,7 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 				return joinResponse{Redirect: string(addr)}
 			}
 		}
-		return refuse("the hub has no leader right now; retry in a moment")
+		return retryLater("the hub has no leader right now")
 	}
 	if msgs := validation.IsDNS1123Subdomain(req.Name); len(msgs) > 0 {
 		return refuse("--name %q is not a valid node name: %s", req.Name, msgs[0])
@@ -86,7 +86,7 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 		return refuse("the join token is not known to the hub (wrong, or deleted); create one with `outpost token create`")
 	}
 	if err != nil {
-		return refuse("read join token: %v", err)
+		return retryLater("read join token: %v", err)
 	}
 	var spec JoinTokenSpec
 	var status JoinTokenStatus
@@ -122,26 +122,30 @@ func (n *Node) admit(ctx context.Context, req *joinRequest) joinResponse {
 		}
 		return refuse("the name %s is taken by a node of site %s; choose another --name, or delete the old node with `outpost delete node %s`", req.Name, ms.Site, req.Name)
 	} else if !apierrors.IsNotFound(err) {
-		return refuse("check name: %v", err)
+		return retryLater("check name: %v", err)
 	}
 	if _, err := store.Get(ctx, &NodeKind, "", req.Name, consensus.ReadOptions{}); err == nil {
 		return refuse("the name %s is taken by a registered node; choose another --name, or delete it with `outpost delete node %s`", req.Name, req.Name)
 	}
-	if spec.MaxUses > 0 && status.Uses >= spec.MaxUses {
-		return refuse("the join token is used up (%d of %d joins); create a new one with `outpost token create --site %s`", status.Uses, spec.MaxUses, spec.Site)
-	}
-	// Consume one use.
-	status.Uses++
 	now := metav1.Now()
-	status.LastUsed, status.LastNode = &now, req.Name
-	if err := tok.SetStatus(status); err != nil {
-		return refuse("%v", err)
-	}
-	if _, err := store.UpdateStatus(ctx, &JoinTokenKind, tok); err != nil {
-		if apierrors.IsConflict(err) {
-			return refuse("the join token was used concurrently; retry")
+	// The token's use is counted before the member is recorded; a join
+	// asked again with the same key after the second write failed was
+	// counted already.
+	if status.LastNode != req.Name || status.LastKeyHash != keyHash {
+		if spec.MaxUses > 0 && status.Uses >= spec.MaxUses {
+			return refuse("the join token is used up (%d of %d joins); create a new one with `outpost token create --site %s`", status.Uses, spec.MaxUses, spec.Site)
 		}
-		return refuse("record token use: %v", err)
+		status.Uses++
+		status.LastUsed, status.LastNode, status.LastKeyHash = &now, req.Name, keyHash
+		if err := tok.SetStatus(status); err != nil {
+			return refuse("%v", err)
+		}
+		if _, err := store.UpdateStatus(ctx, &JoinTokenKind, tok); err != nil {
+			if apierrors.IsConflict(err) {
+				return retryLater("the join token was used concurrently")
+			}
+			return retryLater("record token use: %v", err)
+		}
 	}
 	member := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: req.Name}}
 	_ = member.SetSpec(MemberSpec{Site: site, Role: role, GossipAddr: req.GossipAddr, Joined: &now, KeyHash: keyHash})
@@ -178,15 +182,15 @@ func (n *Node) admitMember(ctx context.Context, req *joinRequest, csr *x509.Cert
 		_, err = store.Create(ctx, &MemberKind, next)
 	}
 	if err != nil {
-		return refuse("record member: %v", err)
+		return retryLater("record member: %v", err)
 	}
 	if _, err := store.Delete(ctx, &RevocationKind, "", req.Name, 0, ""); err != nil && !apierrors.IsNotFound(err) {
-		return refuse("clear old revocation: %v", err)
+		return retryLater("clear old revocation: %v", err)
 	}
 	n.seeds.joined(site, req.GossipAddr)
 	key, first, err := n.siteKeyCreated(ctx, site, nil)
 	if err != nil {
-		return refuse("site key: %v", err)
+		return retryLater("site key: %v", err)
 	}
 	resp := joinResponse{
 		Site: site, Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
@@ -199,6 +203,12 @@ func (n *Node) admitMember(ctx context.Context, req *joinRequest, csr *x509.Cert
 		}
 	}
 	return resp
+}
+
+// retryLater is a refusal the joining node asks again after (a read or
+// write of the hub's state failed, or its leadership moved).
+func retryLater(format string, a ...any) joinResponse {
+	return joinResponse{Error: fmt.Sprintf(format, a...) + "; retry in a moment", Retry: true}
 }
 
 // publicKeyHash is the SHA-256, hex, of a public key's PKIX encoding.

@@ -23,6 +23,11 @@ type JoinTokenStatus struct {
 	Uses     int          `json:"uses"`
 	LastUsed *metav1.Time `json:"lastUsed,omitempty"`
 	LastNode string       `json:"lastNode,omitempty"`
+	// LastKeyHash is the SHA-256 of the last joining node's public key: a
+	// join asked again with the same key (its member was not recorded:
+	// the hub lost its leadership between the two writes) is not counted
+	// twice.
+	LastKeyHash string `json:"lastKeyHash,omitempty"`
 }
 
 // MemberSpec records a node's mesh identity: kept by the hub from join to
