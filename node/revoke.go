@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -111,20 +110,6 @@ func (n *Node) closeRevoked(name string) {
 	if k := n.ep.CloseRevoked(); k > 0 {
 		n.revokedConns.Add(uint64(k))
 		n.log.Info("closed the connections of a revoked node", "node", name, "connections", k)
-	}
-}
-
-// transportCollectors are the node's transport metrics.
-func (n *Node) transportCollectors() []prometheus.Collector {
-	return []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "outpost_transport_connections",
-			Help: "Open QUIC connections, dialed and accepted.",
-		}, func() float64 { return float64(n.ep.ConnectionCount()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "outpost_transport_revoked_connections_closed_total",
-			Help: "QUIC connections closed because their peer was revoked.",
-		}, func() float64 { return float64(n.revokedConns.Load()) }),
 	}
 }
 
