@@ -35,7 +35,7 @@ func runBench(args []string) error {
 	bin := fs.String("outpost", "bin/outpost", "the outpost binary")
 	dir := fs.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
 	gomaxprocs := fs.Int("gomaxprocs", 1, "GOMAXPROCS of the site leaders and simulators (0: every core); the hub keeps every core")
-	settle := fs.Duration("settle", 30*time.Second, "how long the fleet idles before the tasks (the last 15 s are measured): the gossip of the last joins takes a minute or two to die down")
+	settle := fs.Duration("settle", 90*time.Second, "how long the fleet idles before the tasks (the last 15 s are measured): the gossip of the last joins takes a minute or two to die down")
 	profile := fs.String("profiles", "", "directory for profiles: the simulators' heap, and the hub's and a leader's CPU (idle) and heap")
 	_ = fs.Parse(args)
 	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
