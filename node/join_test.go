@@ -1,6 +1,8 @@
 package node_test
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
@@ -8,13 +10,17 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/node"
 )
 
@@ -181,4 +187,95 @@ func TestJoinOnceThenNoToken(t *testing.T) {
 	if string(after) != string(before) {
 		t.Error("a second start rewrote the identity")
 	}
+}
+
+// TestJoinWaitsOutALeaderlessHub: a join that reaches a hub without a
+// leader (one of its two members is down) is refused with a retry, asked
+// again, and admitted once the hub has a leader again.
+func TestJoinWaitsOutALeaderlessHub(t *testing.T) {
+	t.Parallel()
+	calm := func(c *node.Config) {
+		c.TuneRaft = func(c *consensus.Config) {
+			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
+		}
+	}
+	first := startNode(t, calm)
+	addr := first.hubQUIC(t)
+	var second *node.Config // startEdge's own, ports included once it returns
+	member := startEdge(t, addr, first.createToken(t, "hub", 0, time.Time{}), "node-2", calm, func(c *node.Config) {
+		c.APIAddr = "127.0.0.1:0"
+		second = c
+	})
+	eventually(t, 60*time.Second, func() error {
+		voters := 0
+		for _, p := range first.node.Group().Status().Peers {
+			if p.Suffrage == "Voter" {
+				voters++
+			}
+		}
+		if voters != 2 || !first.node.Group().IsLeader() {
+			return fmt.Errorf("hub group %+v, want node-1 leading two voters", first.node.Group().Status().Peers)
+		}
+		return nil
+	})
+	token := first.createToken(t, "w", 0, time.Time{})
+	member.stop()
+	eventually(t, 30*time.Second, func() error {
+		if first.node.Group().IsLeader() {
+			return errors.New("node-1 still leads a hub of two with one down")
+		}
+		return nil
+	})
+
+	var logs lockedBuffer
+	joined := make(chan error, 1)
+	go func() {
+		joined <- node.Join(t.Context(), joinConfig(t, addr, token, "w-1", ""), slog.New(slog.NewTextHandler(&logs, nil)))
+	}()
+	eventually(t, 30*time.Second, func() error {
+		select {
+		case err := <-joined:
+			t.Fatalf("the join ended while the hub had no leader: %v", err)
+		default:
+		}
+		if !strings.Contains(logs.String(), "no leader right now") {
+			return fmt.Errorf("no refusal with a retry yet; logs:\n%s", logs.String())
+		}
+		return nil
+	})
+
+	restarted, err := node.New(*second, slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatalf("restart node-2: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- restarted.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case err := <-joined:
+		if err != nil {
+			t.Fatalf("join after the hub had a leader again: %v", err)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("the join did not end within 90s of node-2's return; logs:\n%s", logs.String())
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a reader at once.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
