@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 
-	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/node"
 )
 
@@ -154,37 +153,19 @@ func TestAuditRetention(t *testing.T) {
 // follower it came through.
 func TestAuditSurvivesLeaderChange(t *testing.T) {
 	t.Parallel()
-	// Elections the test does not cause would only make it slower to
-	// read: timings that ride out a loaded machine.
-	calm := func(c *node.Config) {
-		c.TuneRaft = func(c *consensus.Config) {
-			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
-		}
-	}
-	first := startNode(t, calm)
+	first := startNode(t, calmRaft)
 	token := first.createToken(t, "hub", 0, time.Time{})
 	addr := first.hubQUIC(t)
 	members := []*edgeNode{}
 	mirrors := map[string]string{}
 	for _, name := range []string{"node-2", "node-3"} {
 		var mirror string
-		members = append(members, startEdge(t, addr, token, name, mirrorAt(t, &mirror), calm, func(c *node.Config) {
+		members = append(members, startEdge(t, addr, token, name, mirrorAt(t, &mirror), calmRaft, func(c *node.Config) {
 			c.APIAddr, c.RegistryPush = "127.0.0.1:0", true
 		}))
 		mirrors[name] = mirror
 	}
-	eventually(t, 60*time.Second, func() error {
-		voters := 0
-		for _, p := range first.node.Group().Status().Peers {
-			if p.Suffrage == "Voter" {
-				voters++
-			}
-		}
-		if voters != 3 || !first.node.Group().IsLeader() {
-			return fmt.Errorf("hub group %+v, want node-1 leading three voters", first.node.Group().Status().Peers)
-		}
-		return nil
-	})
+	eventually(t, 60*time.Second, func() error { return leadsVoters(first, 3) })
 
 	viewer := first.createAccessToken(t, "watcher", node.RoleViewer)
 	first.createSite(t, "berlin", nil, map[string]any{"location": "DE"})

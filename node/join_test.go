@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/node"
 )
 
@@ -194,30 +193,14 @@ func TestJoinOnceThenNoToken(t *testing.T) {
 // again, and admitted once the hub has a leader again.
 func TestJoinWaitsOutALeaderlessHub(t *testing.T) {
 	t.Parallel()
-	calm := func(c *node.Config) {
-		c.TuneRaft = func(c *consensus.Config) {
-			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
-		}
-	}
-	first := startNode(t, calm)
+	first := startNode(t, calmRaft)
 	addr := first.hubQUIC(t)
 	var second *node.Config // startEdge's own, ports included once it returns
-	member := startEdge(t, addr, first.createToken(t, "hub", 0, time.Time{}), "node-2", calm, func(c *node.Config) {
+	member := startEdge(t, addr, first.createToken(t, "hub", 0, time.Time{}), "node-2", calmRaft, func(c *node.Config) {
 		c.APIAddr = "127.0.0.1:0"
 		second = c
 	})
-	eventually(t, 60*time.Second, func() error {
-		voters := 0
-		for _, p := range first.node.Group().Status().Peers {
-			if p.Suffrage == "Voter" {
-				voters++
-			}
-		}
-		if voters != 2 || !first.node.Group().IsLeader() {
-			return fmt.Errorf("hub group %+v, want node-1 leading two voters", first.node.Group().Status().Peers)
-		}
-		return nil
-	})
+	eventually(t, 60*time.Second, func() error { return leadsVoters(first, 2) })
 	token := first.createToken(t, "w", 0, time.Time{})
 	member.stop()
 	eventually(t, 30*time.Second, func() error {

@@ -78,6 +78,29 @@ func startEdge(t *testing.T, hubAddr, token, name string, opts ...func(*node.Con
 	return &edgeNode{Node: n, stop: stop}
 }
 
+// calmRaft sets Raft timings that ride out a loaded machine: elections a
+// test does not cause would only make it slower to read.
+func calmRaft(c *node.Config) {
+	c.TuneRaft = func(c *consensus.Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = 500*time.Millisecond, 500*time.Millisecond, 250*time.Millisecond
+	}
+}
+
+// leadsVoters returns an error until tn leads a group of n voters.
+func leadsVoters(tn *testNode, n int) error {
+	g := tn.node.Group()
+	voters := 0
+	for _, p := range g.Status().Peers {
+		if p.Suffrage == "Voter" {
+			voters++
+		}
+	}
+	if voters != n || !g.IsLeader() {
+		return fmt.Errorf("group %+v, want %s leading %d voters", g.Status().Peers, tn.name, n)
+	}
+	return nil
+}
+
 // siteLeader returns the node of nodes that leads their site's group.
 func siteLeader(nodes []*edgeNode) *edgeNode {
 	for _, n := range nodes {
