@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -63,9 +64,14 @@ const (
 	// claimLinger is how long a released claim still sends the site's
 	// nodes to its owner, while the blob index catches up.
 	claimLinger = 10 * time.Second
-	// claimTimeout bounds asking the leader; past it the node fetches
-	// without a claim (availability before deduplication).
+	// claimTimeout bounds asking the leader, an election included; past
+	// it the node fetches without a claim (availability before
+	// deduplication).
 	claimTimeout = 5 * time.Second
+	// leaderlessMemory is how long after a wait for a site leader ran out
+	// a node asks the leader once, without waiting: a site that lost
+	// quorum is not waited on blob by blob.
+	leaderlessMemory = 30 * time.Second
 	// claimSweep is how often the leader deletes lapsed claims (their
 	// owners died before releasing them).
 	claimSweep = 5 * time.Minute
@@ -78,14 +84,48 @@ const (
 // resolves to (fetch's OnTagResolved and LookupTag). Both are writes to
 // site Raft that the leader makes for the node that asks.
 type siteAgreement struct {
-	c    *imageCache
-	tags chan SiteTagSpec
+	c     *imageCache
+	tags  chan SiteTagSpec
+	claim leaderWait
 }
 
 var _ fetch.SiteFetch = (*siteAgreement)(nil)
 
 func newSiteAgreement(c *imageCache) *siteAgreement {
-	return &siteAgreement{c: c, tags: make(chan SiteTagSpec, 256)}
+	return &siteAgreement{c: c, tags: make(chan SiteTagSpec, 256), claim: leaderWait{limit: claimTimeout, memory: leaderlessMemory}}
+}
+
+// leaderWait waits out a site election for calls to the site leader: a
+// leader change during a pull must not send every node of the site above
+// it for the same blob.
+type leaderWait struct {
+	limit  time.Duration // one call's bound, the wait included
+	memory time.Duration // after a wait ran out, calls do not wait for this long
+	ranOut atomic.Int64  // unix nanoseconds of the last wait that ran out
+}
+
+// do calls call until it succeeds or fails for a reason other than
+// errNoSiteLeader, within w.limit, backing off from 50 ms to 1 s. While a
+// wait ran out less than w.memory ago (the site lost quorum), it calls
+// once.
+func (w *leaderWait) do(ctx context.Context, call func(context.Context) error) error {
+	cctx, cancel := context.WithTimeout(ctx, w.limit)
+	defer cancel()
+	wait := time.Since(time.Unix(0, w.ranOut.Load())) > w.memory
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		err := call(cctx)
+		if !wait || !errors.Is(err, errNoSiteLeader) {
+			return err
+		}
+		select {
+		case <-cctx.Done():
+			if ctx.Err() == nil {
+				w.ranOut.Store(time.Now().UnixNano())
+			}
+			return err
+		case <-time.After(delay):
+		}
+	}
 }
 
 // claimRequest asks the leader about a digest: claim (or renew) it, or
@@ -106,9 +146,9 @@ type claimAnswer struct {
 func (a *siteAgreement) Claim(ctx context.Context, d digest.Digest) (fetch.Tier, func(), error) {
 	self := a.c.n.id.Name
 	var ans claimAnswer
-	cctx, cancel := context.WithTimeout(ctx, claimTimeout)
-	err := a.c.index.callLeader(cctx, "/outpost/v1/claim", a.serveClaimOp, claimRequest{Digest: d.String()}, &ans)
-	cancel()
+	err := a.claim.do(ctx, func(ctx context.Context) error {
+		return a.c.index.callLeader(ctx, "/outpost/v1/claim", a.serveClaimOp, claimRequest{Digest: d.String()}, &ans)
+	})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -344,6 +384,11 @@ func (a *siteAgreement) sweepClaims(ctx context.Context) {
 // JSON request; the result is sent back as JSON (nil: 204).
 type leaderOp func(ctx context.Context, from string, body []byte) (any, error)
 
+// errNoSiteLeader is callLeader's error while the site has no leader, or
+// the one asked no longer leads (an election is under way, or the site
+// lost quorum).
+var errNoSiteLeader = errors.New("no site leader")
+
 // callLeader runs op on the site leader: here when this node leads, else
 // as a POST of in to path over a blob stream. out receives the answer
 // (nil: none expected).
@@ -360,9 +405,12 @@ func (x *blobIndex) callLeader(ctx context.Context, path string, op leaderOp, in
 	_, leader := r.LeaderWithID()
 	switch string(leader) {
 	case "":
-		return fmt.Errorf("site %s has no leader", n.id.Site)
+		return fmt.Errorf("site %s: %w", n.id.Site, errNoSiteLeader)
 	case n.id.Name:
 		res, err := op(ctx, n.id.Name, body)
+		if apierrors.IsServiceUnavailable(err) {
+			return fmt.Errorf("%w: %w", errNoSiteLeader, err)
+		}
 		if err != nil || out == nil || res == nil {
 			return err
 		}
@@ -389,7 +437,11 @@ func (x *blobIndex) callLeader(ctx context.Context, path string, op leaderOp, in
 		return nil
 	}
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	return fmt.Errorf("site leader %s: %s: %s", leader, resp.Status, strings.TrimSpace(string(b)))
+	err = fmt.Errorf("site leader %s: %s: %s", leader, resp.Status, strings.TrimSpace(string(b)))
+	if resp.StatusCode == http.StatusServiceUnavailable {
+		return fmt.Errorf("%w: %w", errNoSiteLeader, err)
+	}
+	return err
 }
 
 // serveLeaderOp serves op to the nodes of this site while this node leads.

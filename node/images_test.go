@@ -34,7 +34,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
-	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/node"
 )
 
@@ -143,13 +142,6 @@ func TestImagesThroughTheMesh(t *testing.T) {
 	hubAddr := hub.hubQUIC(t)
 	// A two-voter group loses its leader on any stall of either node: on
 	// a loaded test machine, 100 ms timeouts make elections the test.
-	calmRaft := func(c *node.Config) {
-		c.TuneRaft = func(c *consensus.Config) {
-			c.HeartbeatTimeout = 500 * time.Millisecond
-			c.ElectionTimeout = 500 * time.Millisecond
-			c.LeaderLeaseTimeout = 250 * time.Millisecond
-		}
-	}
 	e1 := startEdge(t, hubAddr, token, "a-1", mirrorAt(t, &mirror1), calmRaft)
 	e2 := startEdge(t, hubAddr, token, "a-2", mirrorAt(t, &mirror2), calmRaft)
 	nodes := []*edgeNode{e1, e2}
