@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/watch"
 )
@@ -327,6 +328,13 @@ func TestStoreUpdate(t *testing.T) {
 		{name: "without resourceVersion", noRV: true, change: func(o *Object) { o.Spec = json.RawMessage(`{"size":3}`) }, wantGen: 2},
 		{name: "stale resourceVersion", staleRV: true, change: func(o *Object) { o.Spec = json.RawMessage(`{"size":4}`) }, wantErr: apierrors.IsConflict},
 		{name: "uid change", change: func(o *Object) { o.UID = "other" }, wantErr: apierrors.IsInvalid},
+		// Changed metadata is validated again (metadata left as stored is not).
+		{name: "invalid label", change: func(o *Object) { o.Labels = map[string]string{"bad key!": "v"} }, wantErr: apierrors.IsInvalid},
+		{name: "invalid finalizer", change: func(o *Object) { o.Finalizers = []string{"not a finalizer!"} }, wantErr: apierrors.IsInvalid},
+		{name: "owner without uid", change: func(o *Object) {
+			o.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Widget", Name: "w"}}
+		}, wantErr: apierrors.IsInvalid},
+		{name: "grace period set", change: func(o *Object) { o.DeletionGracePeriodSeconds = new(int64(30)) }, wantErr: apierrors.IsInvalid},
 		{name: "namespace change", change: func(o *Object) { o.Namespace = "elsewhere" }, wantErr: apierrors.IsNotFound},
 	}
 	for i, tc := range tests {
