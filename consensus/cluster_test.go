@@ -3,10 +3,12 @@ package consensus
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -518,5 +520,53 @@ func TestClusterWatchFollowerRestart(t *testing.T) {
 	}
 	if seenBefore == 0 || seenBefore >= n {
 		t.Errorf("watch on the follower saw %d events before it stopped; the restart did not fall mid-stream", seenBefore)
+	}
+}
+
+// TestClusterLeaderAppliesWhatFollowersDecode: the leader applies its own
+// commands as it built them (not decoded from the log), its followers
+// decode them; every member must end with the same objects, written with
+// spacing, escapes and a status the encoding changes.
+func TestClusterLeaderAppliesWhatFollowersDecode(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 3)
+	leader := c.Leader()
+	s, k := c.Store(leader), c.kind
+	obj := newWidget("ns", "w", map[string]string{"team": "a"}, widgetSpec{})
+	obj.Spec = json.RawMessage(`{ "size" :  7 }`)
+	created := mustCreate(t, s, k, obj)
+	st := created.DeepCopy()
+	st.Status = json.RawMessage(`{ "phase": "Up <&> \u00e9" }`)
+	cur, err := s.UpdateStatus(t.Context(), k, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := cur.DeepCopy()
+	next.Labels["team"] = "b"
+	next.Spec = json.RawMessage(`{"size":8}`)
+	if _, err := s.Update(t.Context(), k, next); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, s, k, newWidget("ns", "gone", nil, widgetSpec{Size: 1}))
+	if _, err := s.Delete(t.Context(), k, "ns", "gone", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	dump := func(i int) string {
+		l, err := c.Store(i).List(t.Context(), k, "ns", nil, ReadOptions{Stale: true})
+		if err != nil {
+			return err.Error()
+		}
+		b, err := json.Marshal(l.Items)
+		if err != nil {
+			return err.Error()
+		}
+		return string(b)
+	}
+	want := dump(leader)
+	if !strings.Contains(want, `"size":8`) || strings.Contains(want, `"gone"`) {
+		t.Fatalf("the leader holds %s, want w at size 8 and no gone", want)
+	}
+	for i := range c.N() {
+		eventually(t, waitLong, func() bool { return dump(i) == want }, "member %d holds %s, the leader %s", i, dump(i), want)
 	}
 }

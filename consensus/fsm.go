@@ -34,6 +34,12 @@ type fsm struct {
 	log          *slog.Logger
 	historyLimit uint64
 
+	// proposed holds the commands this member proposed and has not yet
+	// applied, by their encoding's first byte: a leader applies what it
+	// just encoded without decoding it (decoding was a tenth of a hub's
+	// CPU in a 10,000-node read, where the hub writes every result).
+	proposed sync.Map // *byte -> proposal
+
 	mu        sync.Mutex
 	applied   uint64
 	advanced  chan struct{} // closed and replaced whenever applied moves
@@ -198,8 +204,37 @@ func (f *fsm) waitApplied(ctx context.Context, i uint64) error {
 // is a result, not an error: errors are storage failures. The stored
 // object is read through the state's cache (it is shared: read, never
 // changed here) unless txn wrote it; written gains the key.
+// proposal is a command as its proposer built it, and its encoding.
+type proposal struct {
+	data []byte
+	c    *command
+}
+
+// remember keeps c, encoded as data, for the apply of data on this member;
+// forget (once the proposal returned) drops it if it was not applied
+// here. c must not change from here on.
+func (f *fsm) remember(data []byte, c *command) (forget func()) {
+	k := &data[0]
+	f.proposed.Store(k, proposal{data: data, c: c})
+	return func() { f.proposed.Delete(k) }
+}
+
+// command returns the command of l: the proposer's own when this member
+// proposed it (Raft hands the leader's FSM the very bytes it was given),
+// else decoded.
+func (f *fsm) command(l *raft.Log) (*command, error) {
+	if len(l.Data) > 0 {
+		if v, ok := f.proposed.LoadAndDelete(&l.Data[0]); ok {
+			if p := v.(proposal); bytes.Equal(p.data, l.Data) {
+				return p.c, nil
+			}
+		}
+	}
+	return decodeCommand(l.Data)
+}
+
 func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log, written map[string]bool) (applyResult, *Event, error) {
-	c, err := decodeCommand(l.Data)
+	c, err := f.command(l)
 	if err != nil {
 		f.log.Error("skipping undecodable command", "index", l.Index, "err", err)
 		return applyResult{err: apierrors.NewBadRequest(err.Error())}, nil, nil

@@ -1,9 +1,11 @@
 package consensus
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/hashicorp/raft"
 )
 
 // TestApplyBatchReadsItsOwnWrites: within one batch, a command sees the
@@ -55,5 +57,36 @@ func TestJSONEqual(t *testing.T) {
 		if got := jsonEqual([]byte(c.a), []byte(c.b)); got != c.want {
 			t.Errorf("jsonEqual(%s, %s) = %v, want %v", c.a, c.b, got, c.want)
 		}
+	}
+}
+
+// TestApplyUsesTheProposersCommand: a command this member proposed is
+// applied as the proposer built it, not decoded again; the same bytes in
+// another slice (a log read back from disk), or after the proposal was
+// forgotten, are decoded.
+func TestApplyUsesTheProposersCommand(t *testing.T) {
+	t.Parallel()
+	f := newTestFSM(t, 0)
+	c := f.create("ns", "a", 1)
+	c.Group, c.Resource, c.Now = f.kind.Group, f.kind.Plural, snapshotTestNow
+	data, err := encodeCommand(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forget := f.remember(data, c)
+	if got, err := f.command(&raft.Log{Data: bytes.Clone(data)}); err != nil || got == c {
+		t.Fatalf("a copy of the bytes: %p, %v; want a decoded command", got, err)
+	}
+	if got, err := f.command(&raft.Log{Data: data}); err != nil || got != c {
+		t.Fatalf("the proposed bytes: %p, %v; want the proposer's command %p", got, err, c)
+	}
+	if got, _ := f.command(&raft.Log{Data: data}); got == c {
+		t.Fatal("the proposer's command was used twice")
+	}
+	forget()
+	forget = f.remember(data, c)
+	forget()
+	if got, err := f.command(&raft.Log{Data: data}); err != nil || got == c || got.Key != c.Key {
+		t.Fatalf("a forgotten proposal: %p (key %q), %v; want a decoded command for %q", got, got.Key, err, c.Key)
 	}
 }

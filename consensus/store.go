@@ -346,8 +346,11 @@ func (s *Store) propose(ctx context.Context, k *Kind, c *command) (*Object, erro
 		return nil, apierrors.NewRequestEntityTooLargeError(fmt.Sprintf("object is %d bytes encoded; the limit is %d", len(data), maxCommandBytes))
 	}
 	start := time.Now()
+	forget := s.g.fsm.remember(data, c)
 	f := r.Apply(data, s.g.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
+	err = f.Error()
+	forget()
+	if err != nil {
 		return nil, s.raftError(r, err)
 	}
 	if s.observeApply != nil {
