@@ -50,7 +50,9 @@ type Node struct {
 	ctlLn   net.Listener
 	fwd     *connListener // hub members: forwarded API calls
 	agent   *agentService
-	logs    *logBroker
+	// sessions carry a site leader's run calls to its members (rpcsession.go).
+	sessions rpcSessions
+	logs     *logBroker
 	// outLogs are task outputs this site leader owes the hub.
 	outLogsMu sync.Mutex
 	outLogs   []logReply
@@ -448,6 +450,7 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	<-egCtx.Done()
 	n.log.Info("shutting down")
 	stopLoops()
+	n.sessions.close()
 	shutCtx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
 	for _, s := range servers {

@@ -79,8 +79,12 @@ func (r otaRunner) Run(ctx context.Context, node string, req control.RunRequest)
 	if node == n.id.Name {
 		return n.agent.run(ctx, req, refusalCaller{peer: n.id.Site + "/" + n.id.Name})
 	}
+	addr, err := n.siteMemberAddr(node)
+	if err != nil {
+		return ota.DeviceResultStatus{}, err
+	}
 	var resp otaRunResponse
-	if err := n.callMember(ctx, node, methodOTARun, req, &resp); err != nil {
+	if err := n.callSession(ctx, addr, methodOTARun, req, &resp); err != nil {
 		return ota.DeviceResultStatus{}, err
 	}
 	if resp.Error != "" {
@@ -114,6 +118,8 @@ func (a *agentService) serve(ctx context.Context, method string, s *transport.St
 	switch method {
 	case methodOTARun:
 		a.serveRun(ctx, s)
+	case methodSession:
+		a.serveSession(ctx, s) // rpcsession.go
 	case methodOTACancel:
 		a.serveCancel(ctx, s)
 	case methodOTALogs:
@@ -155,7 +161,8 @@ type otaRunResponse struct {
 	Status ota.DeviceResultStatus `json:"status"`
 }
 
-// serveRun runs a device for the leader of this node's site.
+// serveRun runs a device for the leader of this node's site, on a stream
+// of its own (a leader of an older version; rpcsession.go).
 func (a *agentService) serveRun(ctx context.Context, s *transport.Stream) {
 	defer s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -164,8 +171,13 @@ func (a *agentService) serveRun(ctx context.Context, s *transport.Stream) {
 		return
 	}
 	_ = s.SetReadDeadline(time.Time{})
+	_ = writeMessage(s, a.answerRun(ctx, s.Peer(), req))
+}
+
+// answerRun runs a device for peer, which must be of this node's site.
+func (a *agentService) answerRun(ctx context.Context, peer transport.Peer, req control.RunRequest) otaRunResponse {
 	var resp otaRunResponse
-	if peer := s.Peer(); peer.Site != a.id.Site {
+	if peer.Site != a.id.Site {
 		resp.Error = fmt.Sprintf("%s of site %s may not run tasks on site %s", peer.Name, peer.Site, a.id.Site)
 	} else if req.Node != a.id.Name {
 		resp.Error = fmt.Sprintf("run for node %s reached node %s", req.Node, a.id.Name)
@@ -176,7 +188,7 @@ func (a *agentService) serveRun(ctx context.Context, s *transport.Stream) {
 		}
 		resp.Status = st
 	}
-	_ = writeMessage(s, resp)
+	return resp
 }
 
 // otaLinkReport is the OTA part of a site's report to the hub.

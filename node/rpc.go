@@ -93,14 +93,21 @@ func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Str
 // RESET_STREAM exchange). A site leader makes one call per device of a
 // task.
 func (n *Node) call(ctx context.Context, addr, method string, req, resp any) error {
-	s, err := n.dialRPC(ctx, addr, method)
+	b, err := appendMessage(nil, rpcHeader{Method: method})
+	if err == nil {
+		b, err = appendMessage(b, req)
+	}
+	if err != nil {
+		return err
+	}
+	s, err := n.ep.Dial(ctx, addr, transport.KindRPC)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
-	if err := writeMessage(s, req); err != nil {
+	if _, err := s.Write(b); err != nil {
 		return err
 	}
 	if err := s.CloseWrite(); err != nil {
@@ -111,11 +118,19 @@ func (n *Node) call(ctx context.Context, addr, method string, req, resp any) err
 
 // callMember calls a member of this node's site by name.
 func (n *Node) callMember(ctx context.Context, node, method string, req, resp any) error {
-	addr := n.memberAddr(node)
-	if addr == "" {
-		return fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
+	addr, err := n.siteMemberAddr(node)
+	if err != nil {
+		return err
 	}
 	return n.call(ctx, addr, method, req, resp)
+}
+
+// siteMemberAddr is the QUIC address of a member of this node's site.
+func (n *Node) siteMemberAddr(node string) (string, error) {
+	if addr := n.memberAddr(node); addr != "" {
+		return addr, nil
+	}
+	return "", fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
 }
 
 // whileLeader calls fn every interval while this node leads its group,

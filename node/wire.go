@@ -12,39 +12,60 @@ import (
 // can make this node allocate more.
 const maxMessageBytes = 4 << 20
 
-// writeMessage writes v as one length-prefixed JSON message.
+// writeMessage writes v as one length-prefixed JSON message, in one Write
+// (a QUIC stream may send a separate packet for each).
 func writeMessage(w io.Writer, v any) error {
-	b, err := json.Marshal(v)
+	b, err := appendMessage(nil, v)
 	if err != nil {
-		return err
-	}
-	if len(b) > maxMessageBytes {
-		return fmt.Errorf("message of %d bytes exceeds %d", len(b), maxMessageBytes)
-	}
-	var hdr [4]byte
-	binary.BigEndian.PutUint32(hdr[:], uint32(len(b)))
-	if _, err := w.Write(hdr[:]); err != nil {
 		return err
 	}
 	_, err = w.Write(b)
 	return err
 }
 
+// appendMessage appends v to dst as one length-prefixed JSON message.
+func appendMessage(dst []byte, v any) ([]byte, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return dst, err
+	}
+	if len(b) > maxMessageBytes {
+		return dst, fmt.Errorf("message of %d bytes exceeds %d", len(b), maxMessageBytes)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(b)))
+	return append(dst, b...), nil
+}
+
 // readMessage reads one message written by writeMessage into v, refusing
 // one larger than limit bytes and unknown fields.
 func readMessage(r io.Reader, v any, limit int) error {
+	b, err := readFrame(r, limit)
+	if err != nil {
+		return err
+	}
+	return decodeMessage(b, v)
+}
+
+// readFrame reads one length-prefixed message, refusing one larger than
+// limit bytes.
+func readFrame(r io.Reader, limit int) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return err
+		return nil, err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if int64(n) > int64(limit) {
-		return fmt.Errorf("message of %d bytes exceeds the %d-byte limit", n, limit)
+		return nil, fmt.Errorf("message of %d bytes exceeds the %d-byte limit", n, limit)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return err
+		return nil, err
 	}
+	return b, nil
+}
+
+// decodeMessage decodes a message's JSON into v, refusing unknown fields.
+func decodeMessage(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
