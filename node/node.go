@@ -50,9 +50,7 @@ type Node struct {
 	ctlLn   net.Listener
 	fwd     *connListener // hub members: forwarded API calls
 	agent   *agentService
-	// sessions carry a site leader's run calls to its members (rpcsession.go).
-	sessions rpcSessions
-	logs     *logBroker
+	logs    *logBroker
 	// outLogs are task outputs this site leader owes the hub.
 	outLogsMu sync.Mutex
 	outLogs   []logReply
@@ -450,7 +448,6 @@ func (n *Node) Run(ctx context.Context) (err error) {
 	<-egCtx.Done()
 	n.log.Info("shutting down")
 	stopLoops()
-	n.sessions.close()
 	shutCtx, cancel := context.WithTimeout(context.Background(), n.cfg.ShutdownTimeout)
 	defer cancel()
 	for _, s := range servers {

@@ -79,12 +79,8 @@ func (r otaRunner) Run(ctx context.Context, node string, req control.RunRequest)
 	if node == n.id.Name {
 		return n.agent.run(ctx, req, refusalCaller{peer: n.id.Site + "/" + n.id.Name})
 	}
-	addr, err := n.siteMemberAddr(node)
-	if err != nil {
-		return ota.DeviceResultStatus{}, err
-	}
 	var resp otaRunResponse
-	if err := n.callSession(ctx, addr, methodOTARun, req, &resp); err != nil {
+	if err := n.callMember(ctx, node, methodOTARun, req, &resp); err != nil {
 		return ota.DeviceResultStatus{}, err
 	}
 	if resp.Error != "" {
@@ -118,8 +114,6 @@ func (a *agentService) serve(ctx context.Context, method string, s *transport.St
 	switch method {
 	case methodOTARun:
 		a.serveRun(ctx, s)
-	case methodSession:
-		a.serveSession(ctx, s) // rpcsession.go
 	case methodOTACancel:
 		a.serveCancel(ctx, s)
 	case methodOTALogs:
@@ -161,8 +155,7 @@ type otaRunResponse struct {
 	Status ota.DeviceResultStatus `json:"status"`
 }
 
-// serveRun runs a device for the leader of this node's site, on a stream
-// of its own (a leader of an older version; rpcsession.go).
+// serveRun runs a device for the leader of this node's site.
 func (a *agentService) serveRun(ctx context.Context, s *transport.Stream) {
 	defer s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -171,13 +164,8 @@ func (a *agentService) serveRun(ctx context.Context, s *transport.Stream) {
 		return
 	}
 	_ = s.SetReadDeadline(time.Time{})
-	_ = writeMessage(s, a.answerRun(ctx, s.Peer(), req))
-}
-
-// answerRun runs a device for peer, which must be of this node's site.
-func (a *agentService) answerRun(ctx context.Context, peer transport.Peer, req control.RunRequest) otaRunResponse {
 	var resp otaRunResponse
-	if peer.Site != a.id.Site {
+	if peer := s.Peer(); peer.Site != a.id.Site {
 		resp.Error = fmt.Sprintf("%s of site %s may not run tasks on site %s", peer.Name, peer.Site, a.id.Site)
 	} else if req.Node != a.id.Name {
 		resp.Error = fmt.Sprintf("run for node %s reached node %s", req.Node, a.id.Name)
@@ -188,7 +176,7 @@ func (a *agentService) answerRun(ctx context.Context, peer transport.Peer, req c
 		}
 		resp.Status = st
 	}
-	return resp
+	_ = writeMessage(s, resp)
 }
 
 // otaLinkReport is the OTA part of a site's report to the hub.

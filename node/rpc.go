@@ -90,8 +90,8 @@ func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Str
 // request's last bytes), so the callee, having read to the end, closes the
 // stream without asking the caller to stop sending: a call costs two
 // packets the peer must acknowledge, not three (no STOP_SENDING and
-// RESET_STREAM exchange). A site leader makes one call per device of a
-// task.
+// RESET_STREAM exchange). The header and the request go in one Write, so
+// in one packet. A site leader makes one call per device of a task.
 func (n *Node) call(ctx context.Context, addr, method string, req, resp any) error {
 	b, err := appendMessage(nil, rpcHeader{Method: method})
 	if err == nil {
@@ -118,19 +118,11 @@ func (n *Node) call(ctx context.Context, addr, method string, req, resp any) err
 
 // callMember calls a member of this node's site by name.
 func (n *Node) callMember(ctx context.Context, node, method string, req, resp any) error {
-	addr, err := n.siteMemberAddr(node)
-	if err != nil {
-		return err
+	addr := n.memberAddr(node)
+	if addr == "" {
+		return fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
 	}
 	return n.call(ctx, addr, method, req, resp)
-}
-
-// siteMemberAddr is the QUIC address of a member of this node's site.
-func (n *Node) siteMemberAddr(node string) (string, error) {
-	if addr := n.memberAddr(node); addr != "" {
-		return addr, nil
-	}
-	return "", fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
 }
 
 // whileLeader calls fn every interval while this node leads its group,

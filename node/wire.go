@@ -39,33 +39,18 @@ func appendMessage(dst []byte, v any) ([]byte, error) {
 // readMessage reads one message written by writeMessage into v, refusing
 // one larger than limit bytes and unknown fields.
 func readMessage(r io.Reader, v any, limit int) error {
-	b, err := readFrame(r, limit)
-	if err != nil {
-		return err
-	}
-	return decodeMessage(b, v)
-}
-
-// readFrame reads one length-prefixed message, refusing one larger than
-// limit bytes.
-func readFrame(r io.Reader, limit int) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return nil, err
+		return err
 	}
 	n := binary.BigEndian.Uint32(hdr[:])
 	if int64(n) > int64(limit) {
-		return nil, fmt.Errorf("message of %d bytes exceeds the %d-byte limit", n, limit)
+		return fmt.Errorf("message of %d bytes exceeds the %d-byte limit", n, limit)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
+		return err
 	}
-	return b, nil
-}
-
-// decodeMessage decodes a message's JSON into v, refusing unknown fields.
-func decodeMessage(b []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	return dec.Decode(v)
