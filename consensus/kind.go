@@ -203,10 +203,10 @@ func (k *Kind) validateUpdate(obj, old *Object) error {
 }
 
 // sameMeta reports whether a and b are the same metadata but for the
-// resourceVersion.
+// resourceVersion (and selfLink, a legacy field nothing validates).
 func sameMeta(a, b *metav1.ObjectMeta) bool {
 	return a.Name == b.Name && a.GenerateName == b.GenerateName && a.Namespace == b.Namespace &&
-		a.UID == b.UID && a.Generation == b.Generation && a.SelfLink == b.SelfLink &&
+		a.UID == b.UID && a.Generation == b.Generation &&
 		a.CreationTimestamp.Equal(&b.CreationTimestamp) && a.DeletionTimestamp.Equal(b.DeletionTimestamp) &&
 		equalPtr(a.DeletionGracePeriodSeconds, b.DeletionGracePeriodSeconds) &&
 		maps.Equal(a.Labels, b.Labels) && maps.Equal(a.Annotations, b.Annotations) &&
