@@ -310,3 +310,45 @@ func TestTaskLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestTaskLoudDeviceIsRecorded: a device whose steps print much more than
+// a result can carry (24 steps keep 256 KiB of output each, 6 MiB, over
+// the member's answer, the site's and the hub's Raft writes) succeeds with
+// its outputs cut shorter; the full streams stay on the node.
+func TestTaskLoudDeviceIsRecorded(t *testing.T) {
+	t.Parallel()
+	hub := startNode(t)
+	token := hub.createToken(t, "a", 0, time.Time{})
+	startEdge(t, hub.hubQUIC(t), token, "loud-1")
+	eventually(t, 60*time.Second, func() error {
+		var list struct{ Items []object }
+		hub.mustDo(t, call{method: http.MethodGet, path: nodesPath}, http.StatusOK, &list)
+		if len(list.Items) < 2 {
+			return fmt.Errorf("%d nodes registered", len(list.Items))
+		}
+		return nil
+	})
+	const printed = 300_000
+	var steps []map[string]any
+	for i := range 24 {
+		steps = append(steps, map[string]any{"name": fmt.Sprintf("loud-%d", i), "type": "exec",
+			"script": fmt.Sprintf("head -c %d /dev/zero | tr '\\0' o; head -c %d /dev/zero | tr '\\0' e >&2", printed, printed)})
+	}
+	hub.mustDo(t, call{method: http.MethodPost, path: tasksPath, body: taskJSON("loud", map[string]any{
+		"targets": map[string]any{"nodes": []string{"loud-1"}}, "deviceTimeout": "20s", "steps": steps,
+	})}, http.StatusCreated, nil)
+	if v := hub.waitTask(t, "loud", ended); v.Status.Phase != ota.TaskSucceeded {
+		t.Fatalf("task ended %s with %+v, want Succeeded", v.Status.Phase, v.Status.Counts)
+	}
+	st := hub.results(t, "loud")["loud-1"]
+	if len(st.Steps) != 24 {
+		t.Fatalf("result has %d steps, want 24", len(st.Steps))
+	}
+	for _, r := range st.Steps {
+		for _, o := range []ota.Output{r.Stdout, r.Stderr} {
+			if !o.Truncated || o.TotalBytes != printed || len(o.Head) == 0 || len(o.Head) >= ota.OutputLimit || len(o.Tail) == 0 {
+				t.Fatalf("step %s output: head %d, tail %d bytes, total %d, truncated %v; want a shorter head and tail of %d bytes", r.Name, len(o.Head), len(o.Tail), o.TotalBytes, o.Truncated, printed)
+			}
+		}
+	}
+}

@@ -145,6 +145,9 @@ type ReadResult struct {
 	Mtime metav1.Time `json:"mtime"`
 	// SHA256 of the content, lowercase hex.
 	SHA256 string `json:"sha256"`
+	// Omitted says Content was left out: the device's result would have
+	// been over ResultBudget with it (several large reads).
+	Omitted bool `json:"omitted,omitempty"`
 }
 
 // WriteResult is a file written by a write step.

@@ -28,8 +28,10 @@ const (
 	MaxInlineBytes = 1 << 20
 	// DefaultReadBytes is a read step's maxBytes when it is not set.
 	DefaultReadBytes = 1 << 20
-	// MaxReadBytes bounds a read step's maxBytes.
-	MaxReadBytes = 64 << 20
+	// MaxReadBytes bounds a read step's maxBytes: the content travels in
+	// the device's result, through the site's and the hub's Raft logs
+	// (ResultBudget). A bigger file's digest is an exec of sha256sum.
+	MaxReadBytes = 1 << 20
 	// MaxSteps bounds the steps of one task.
 	MaxSteps = 64
 )
@@ -62,8 +64,8 @@ type Step struct {
 
 	// Path is the absolute file path of a read or write step.
 	Path string `json:"path,omitempty"`
-	// MaxBytes bounds a read step; a larger file is refused. Default 1 MiB,
-	// at most 64 MiB.
+	// MaxBytes bounds a read step; a larger file is refused. Default and
+	// most: 1 MiB (MaxReadBytes).
 	MaxBytes int64 `json:"maxBytes,omitempty"`
 
 	// Content is a write step's inline content, at most 1 MiB.

@@ -43,7 +43,7 @@ func ValidateStep(s *Step, path *field.Path) field.ErrorList {
 		case s.MaxBytes < 0:
 			errs = append(errs, field.Invalid(mp, s.MaxBytes, "must not be negative"))
 		case s.MaxBytes > MaxReadBytes:
-			errs = append(errs, field.Invalid(mp, s.MaxBytes, fmt.Sprintf("must be at most %d (64 MiB)", MaxReadBytes)))
+			errs = append(errs, field.Invalid(mp, s.MaxBytes, fmt.Sprintf("must be at most %d (1 MiB): the content travels in the device's result; for a bigger file's digest, exec sha256sum", MaxReadBytes)))
 		}
 		errs = append(errs, mustNotSet(s.Type, path, execOnly)...)
 		errs = append(errs, mustNotSet(s.Type, path, writeOnly)...)

@@ -126,7 +126,7 @@ func TestValidateTaskSpecInvalid(t *testing.T) {
 		{"negative step timeout", func(s *TaskSpec) { s.Steps[0].Timeout = metav1.Duration{Duration: -time.Second} }, "spec.steps[0].timeout", field.ErrorTypeInvalid},
 		{"negative deviceTimeout", func(s *TaskSpec) { s.DeviceTimeout = metav1.Duration{Duration: -time.Minute} }, "spec.deviceTimeout", field.ErrorTypeInvalid},
 		{"negative deliveryDeadline", func(s *TaskSpec) { s.DeliveryDeadline = metav1.Duration{Duration: -time.Minute} }, "spec.deliveryDeadline", field.ErrorTypeInvalid},
-		{"maxBytes over 64 MiB", func(s *TaskSpec) { s.Steps[1].MaxBytes = MaxReadBytes + 1 }, "spec.steps[1].maxBytes", field.ErrorTypeInvalid},
+		{"maxBytes over 1 MiB", func(s *TaskSpec) { s.Steps[1].MaxBytes = MaxReadBytes + 1 }, "spec.steps[1].maxBytes", field.ErrorTypeInvalid},
 		{"maxBytes negative", func(s *TaskSpec) { s.Steps[1].MaxBytes = -1 }, "spec.steps[1].maxBytes", field.ErrorTypeInvalid},
 		{"reserved env", func(s *TaskSpec) { s.Steps[0].Env = map[string]string{"OUTPOST_NODE": "x"} }, "spec.steps[0].env[OUTPOST_NODE]", field.ErrorTypeForbidden},
 		{"bad env name", func(s *TaskSpec) { s.Steps[0].Env = map[string]string{"1=X": "x"} }, "spec.steps[0].env[1=X]", field.ErrorTypeInvalid},

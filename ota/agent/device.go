@@ -101,6 +101,7 @@ func RunDevice(ctx context.Context, d Device) ota.DeviceResultStatus {
 			st.Phase = ota.DeviceFailed
 		}
 	}
+	st.Fit() // the result travels whole through RPC, Raft and the hub link
 	return st
 }
 

@@ -277,9 +277,9 @@ func (s *Site) Have(ctx context.Context) (SiteState, error) {
 // viewWait is how long Have and Pending wait for a new leader's view.
 const viewWait = 5 * time.Second
 
-// Pending returns up to max device reports the hub has not acknowledged;
-// a device's Running is reported once it has run for a moment
-// (runningReportAge).
+// Pending returns up to limit device reports the hub has not acknowledged,
+// of at most ReportBudget bytes encoded (at least one); a device's Running
+// is reported once it has run for a moment (runningReportAge).
 func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 	if err := s.view.wait(ctx, viewWait); err != nil {
 		return nil, err
@@ -289,11 +289,21 @@ func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 		return nil, err
 	}
 	out := make([]DeviceReport, 0, len(runs))
+	size := 0
 	for _, r := range runs {
+		if size += r.st.Result.SizeBound() + 512; size > ReportBudget && len(out) > 0 {
+			break // the rest go in the next reports
+		}
 		out = append(out, DeviceReport{Task: r.spec.Task, UID: r.spec.UID, Attempt: r.spec.Attempt, Node: r.spec.Node, Status: r.st.Result})
 	}
 	return out, nil
 }
+
+// ReportBudget bounds the encoded results of one call to Pending: a link
+// report is one message of at most 4 MiB, and one result may take
+// ota.ResultBudget. Counted alone, 512 results of exec steps that print
+// much would not have fit, and the site would never have reported again.
+const ReportBudget = 3 << 20
 
 // Acked records that the hub holds these reports, in the leader's view
 // only: the next report leaves them out, and nothing is written (a Running

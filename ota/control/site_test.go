@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -345,5 +346,86 @@ func TestRunningReportedAfterAMoment(t *testing.T) {
 	}
 	if fmt.Sprint(names) != "[done long]" {
 		t.Fatalf("unreported %v, want [done long]: a Running run is reported once it has run for %s", names, runningReportAge)
+	}
+}
+
+// loudRunner succeeds every run with a step that printed size bytes.
+type loudRunner struct{ size int }
+
+func (l loudRunner) Run(context.Context, string, RunRequest) (ota.DeviceResultStatus, error) {
+	out := ota.Output{Head: strings.Repeat("x", l.size), TotalBytes: int64(l.size)}
+	return ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Steps: []ota.StepResult{{Name: "s", Type: ota.StepExec, Phase: ota.StepSucceeded, Stdout: out}}}, nil
+}
+
+func (loudRunner) Cancel(context.Context, string, string, int) error { return nil }
+
+// TestPendingBoundsAReportsBytes: results that print much are reported a
+// few at a time (a link report is one message of at most 4 MiB), and
+// every one of them is, in the end.
+func TestPendingBoundsAReportsBytes(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	site, ctx := runSite(t, store, loudRunner{size: 900 << 10})
+	nodes := []string{"a-0", "a-1", "a-2", "a-3", "a-4", "a-5"}
+	window := intstr.FromInt32(6)
+	a := Assignment{
+		Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 6, Devices: nodes,
+		Spec: &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}, Concurrency: &window},
+	}
+	if err := site.Accept(ctx, []Assignment{a}); err != nil {
+		t.Fatal(err)
+	}
+	// Every device ends before the first report is made: one report of
+	// all six would be 5.4 MB.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		list, err := store.List(ctx, &DeviceRunKind, "", nil, consensus.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ended := 0
+		for _, o := range list.Items {
+			var st DeviceRunStatus
+			if o.DecodeStatus(&st) == nil && st.Result.Phase == ota.DeviceSucceeded {
+				ended++
+			}
+		}
+		if ended == len(nodes) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d devices ended", ended, len(nodes))
+		}
+	}
+	acked := map[string]bool{}
+	batches := 0
+	for deadline := time.Now().Add(time.Minute); len(acked) < len(nodes) && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		reports, err := site.Pending(ctx, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var done []DeviceReport
+		size := 0
+		for _, r := range reports {
+			size += r.Status.SizeBound()
+			if r.Status.Phase == ota.DeviceSucceeded {
+				done = append(done, r)
+			}
+		}
+		if len(reports) > 1 && size > ReportBudget {
+			t.Fatalf("a batch of %d reports holds %d bytes, over %d", len(reports), size, ReportBudget)
+		}
+		if len(done) == 0 {
+			continue
+		}
+		batches++
+		for _, r := range done {
+			acked[r.Node] = true
+		}
+		if err := site.Acked(ctx, done); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(acked) != len(nodes) || batches < 2 {
+		t.Fatalf("%d of %d results reported in %d batches; want all, in 2 or more", len(acked), len(nodes), batches)
 	}
 }
