@@ -20,8 +20,10 @@ import (
 const (
 	goos   = runtime.GOOS
 	goarch = runtime.GOARCH
-	// rosterInterval is how often the site leader reconciles its roster.
-	rosterInterval = time.Second
+	// rosterInterval is how often the site leader looks at its roster;
+	// without gossip events it reconciles it every rosterQuietPass.
+	rosterInterval  = time.Second
+	rosterQuietPass = 10 * time.Second
 )
 
 // runRoster keeps, while this node leads its site's group, the group's
@@ -30,13 +32,20 @@ const (
 // dead past --reap-after is removed and a non-voter promoted; stateless
 // members (see Agent) stay out of Raft; every member's state is written to
 // its Node object.
+//
+// A pass runs on every gossip event; a tick without one changes no
+// member's state, only what time brings (a lastSeen refresh, a dead voter
+// reaped, a revoked member removed), so it makes a pass only every
+// rosterQuietPass (less when --heartbeat-interval or --reap-after is
+// short): a hundred idle site leaders each copied and sorted its members
+// every second for nothing.
 func (n *Node) runRoster(ctx context.Context) error {
 	t := time.NewTicker(rosterInterval)
 	defer t.Stop()
 	events := n.gossip.Events()
+	quiet := min(rosterQuietPass, n.cfg.HeartbeatInterval/2, n.cfg.ReapAfter/2)
+	var last time.Time // the last pass; zero: the next tick makes one
 	for {
-		// A tick with no gossip event since the last pass changes no
-		// member's state: it only refreshes the lastSeen that are due.
 		changed := false
 		select {
 		case <-ctx.Done():
@@ -51,8 +60,13 @@ func (n *Node) runRoster(ctx context.Context) error {
 		if !n.group.IsLeader() {
 			n.siteRoster.reset()
 			n.warm.reset()
+			last = time.Time{}
 			continue
 		}
+		if !changed && time.Since(last) < quiet {
+			continue
+		}
+		last = time.Now()
 		members := n.gossip.Members()
 		n.warmMembers(ctx, members) // otawarm.go
 		if err := n.reconcileRaft(members); err != nil && ctx.Err() == nil {
