@@ -200,10 +200,6 @@ func (f *fsm) waitApplied(ctx context.Context, i uint64) error {
 	}
 }
 
-// applyCommand applies one command. A refused command (conflict, not found)
-// is a result, not an error: errors are storage failures. The stored
-// object is read through the state's cache (it is shared: read, never
-// changed here) unless txn wrote it; written gains the key.
 // proposal is a command as its proposer built it, and its encoding.
 type proposal struct {
 	data []byte
@@ -233,6 +229,10 @@ func (f *fsm) command(l *raft.Log) (*command, error) {
 	return decodeCommand(l.Data)
 }
 
+// applyCommand applies one command. A refused command (conflict, not found)
+// is a result, not an error: errors are storage failures. The stored
+// object is read through the state's cache (it is shared: read, never
+// changed here) unless txn wrote it; written gains the key.
 func (f *fsm) applyCommand(txn *badger.Txn, p []byte, l *raft.Log, written map[string]bool) (applyResult, *Event, error) {
 	c, err := f.command(l)
 	if err != nil {
