@@ -37,14 +37,16 @@ const (
 // member's state, only what time brings (a lastSeen refresh, a dead voter
 // reaped, a revoked member removed), so it makes a pass only every
 // rosterQuietPass (less when --heartbeat-interval or --reap-after is
-// short): a hundred idle site leaders each copied and sorted its members
-// every second for nothing.
+// short; a failed pass is made again at the next tick): a hundred idle
+// site leaders each copied and sorted its members every second for
+// nothing.
 func (n *Node) runRoster(ctx context.Context) error {
 	t := time.NewTicker(rosterInterval)
 	defer t.Stop()
 	events := n.gossip.Events()
 	quiet := min(rosterQuietPass, n.cfg.HeartbeatInterval/2, n.cfg.ReapAfter/2)
 	var last time.Time // the last pass; zero: the next tick makes one
+	retry := false
 	for {
 		changed := false
 		select {
@@ -63,6 +65,9 @@ func (n *Node) runRoster(ctx context.Context) error {
 			last = time.Time{}
 			continue
 		}
+		if retry { // the last pass failed: this tick makes a full one
+			changed, retry = true, false
+		}
 		if !changed && time.Since(last) < quiet {
 			continue
 		}
@@ -71,9 +76,11 @@ func (n *Node) runRoster(ctx context.Context) error {
 		n.warmMembers(ctx, members) // otawarm.go
 		if err := n.reconcileRaft(members); err != nil && ctx.Err() == nil {
 			n.log.Debug("raft membership not reconciled", "err", err)
+			retry = true
 		}
 		if err := n.writeRoster(ctx, members, changed); err != nil && ctx.Err() == nil {
 			n.log.Debug("roster not written", "err", err)
+			retry = true
 		}
 	}
 }
