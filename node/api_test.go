@@ -565,6 +565,19 @@ func rv(t *testing.T, o object) uint64 {
 	return n
 }
 
+// waitNodes waits until the hub's roster lists at least n nodes.
+func (tn *testNode) waitNodes(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, 60*time.Second, func() error {
+		var list struct{ Items []object }
+		tn.mustDo(t, call{method: http.MethodGet, path: nodesPath}, http.StatusOK, &list)
+		if len(list.Items) < n {
+			return fmt.Errorf("%d nodes registered, want %d", len(list.Items), n)
+		}
+		return nil
+	})
+}
+
 // waitNode waits until the node has registered itself with a heartbeat.
 func (tn *testNode) waitNode(t *testing.T) object {
 	t.Helper()

@@ -141,14 +141,7 @@ func TestTaskAcrossSites(t *testing.T) {
 	for i := range 2 {
 		startEdge(t, addr, token, fmt.Sprintf("ta-%d", i))
 	}
-	eventually(t, 60*time.Second, func() error {
-		var list struct{ Items []object }
-		hub.mustDo(t, call{method: http.MethodGet, path: nodesPath}, http.StatusOK, &list)
-		if len(list.Items) < 3 {
-			return fmt.Errorf("%d nodes registered", len(list.Items))
-		}
-		return nil
-	})
+	hub.waitNodes(t, 3)
 	dir := t.TempDir()
 	hub.mustDo(t, call{method: http.MethodPost, path: tasksPath, body: taskJSON("all", map[string]any{
 		"targets":     map[string]any{"sites": []string{"a", "hub"}},
@@ -320,14 +313,7 @@ func TestTaskLoudDeviceIsRecorded(t *testing.T) {
 	hub := startNode(t)
 	token := hub.createToken(t, "a", 0, time.Time{})
 	startEdge(t, hub.hubQUIC(t), token, "loud-1")
-	eventually(t, 60*time.Second, func() error {
-		var list struct{ Items []object }
-		hub.mustDo(t, call{method: http.MethodGet, path: nodesPath}, http.StatusOK, &list)
-		if len(list.Items) < 2 {
-			return fmt.Errorf("%d nodes registered", len(list.Items))
-		}
-		return nil
-	})
+	hub.waitNodes(t, 2)
 	const printed = 300_000
 	var steps []map[string]any
 	for i := range 24 {
