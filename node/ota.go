@@ -302,19 +302,7 @@ func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport)
 	// results exist, rather than at the site's next report.
 	n.otaHub.AwaitSite(ctx, site, linkInterval)
 	as := n.signAssignments(ctx, site, n.otaHub.Assignments(site, rep.Have)) // otagrant.go: every device run is signed
-	return &otaLinkReply{Assignments: as, Acked: acks(rep.Results), LogRequests: n.logs.take(site), RefusalsAudited: audited}, nil
-}
-
-// acks are the hub's acknowledgements of a site's reports: each names the
-// device, attempt and phase it holds (all a site reads of one), not the
-// whole result again, which doubled the link's bytes and the site
-// leader's decoding.
-func acks(reports []control.DeviceReport) []control.DeviceReport {
-	out := make([]control.DeviceReport, len(reports))
-	for i, r := range reports {
-		out[i] = control.DeviceReport{Task: r.Task, UID: r.UID, Attempt: r.Attempt, Node: r.Node, Status: ota.DeviceResultStatus{Phase: r.Status.Phase}}
-	}
-	return out
+	return &otaLinkReply{Assignments: as, Acked: control.Acks(rep.Results), LogRequests: n.logs.take(site), RefusalsAudited: audited}, nil
 }
 
 // runHubSiteOTA is the hub site's link to its own controller: the hub

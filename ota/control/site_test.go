@@ -421,7 +421,7 @@ func TestPendingBoundsAReportsBytes(t *testing.T) {
 		for _, r := range done {
 			acked[r.Node] = true
 		}
-		if err := site.Acked(ctx, done); err != nil {
+		if err := site.Acked(ctx, Acks(done)); err != nil { // as the hub acknowledges them
 			t.Fatal(err)
 		}
 	}

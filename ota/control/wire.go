@@ -69,6 +69,18 @@ type DeviceReport struct {
 	Status  ota.DeviceResultStatus `json:"status"`
 }
 
+// Acks are the hub's acknowledgements of a site's reports: each names the
+// device, attempt and phase the hub holds, all Site.Acked reads of one,
+// not the whole result again (which doubled a link's bytes and made the
+// site leader decode its own results).
+func Acks(reports []DeviceReport) []DeviceReport {
+	out := make([]DeviceReport, len(reports))
+	for i, r := range reports {
+		out[i] = DeviceReport{Task: r.Task, UID: r.UID, Attempt: r.Attempt, Node: r.Node, Status: ota.DeviceResultStatus{Phase: r.Status.Phase}}
+	}
+	return out
+}
+
 // RunRequest is what a site leader sends a node agent to run one device.
 type RunRequest struct {
 	Task          string     `json:"task"`
