@@ -167,7 +167,8 @@ func (e *Endpoint) Run(ctx context.Context) (err error) {
 }
 
 // quicConfig is the QUIC configuration; a dialing connection accepts no
-// streams (maxIncoming < 0): the dialer opens, the listener serves. Only
+// streams (maxIncoming < 0): the dialer opens, the listener serves, and
+// hands the peer its stream credit back in batches (streamCredit). Only
 // the dialer sends keep-alives (Config.KeepAlive).
 func (e *Endpoint) quicConfig(maxIncoming int64) *quic.Config {
 	keepAlive := time.Duration(0)
@@ -178,6 +179,7 @@ func (e *Endpoint) quicConfig(maxIncoming int64) *quic.Config {
 		MaxIdleTimeout:                 e.cfg.IdleTimeout,
 		KeepAlivePeriod:                keepAlive,
 		MaxIncomingStreams:             maxIncoming,
+		RequireStreamCreditRelease:     maxIncoming > 0,
 		MaxIncomingUniStreams:          -1,
 		MaxStreamReceiveWindow:         e.cfg.MaxStreamReceiveWindow,
 		MaxConnectionReceiveWindow:     e.cfg.MaxConnectionReceiveWindow,
@@ -261,12 +263,14 @@ func (e *Endpoint) serveConn(ctx context.Context, g *errgroup.Group, conn *quic.
 	peer := peerOfConn(conn)
 	log := e.log.With("peer", peer.String(), "addr", conn.RemoteAddr().String())
 	log.Debug("peer connected", "role", peer.Role)
+	credit := newStreamCredit(e.cfg.MaxIncomingStreams)
 	for {
 		qs, err := conn.AcceptStream(ctx)
 		if err != nil {
 			log.Debug("peer connection ended", "err", err)
 			return
 		}
+		credit.accepted(qs)
 		g.Go(func() error {
 			e.serveStream(ctx, conn, peer, qs, log)
 			return nil
