@@ -331,11 +331,23 @@ func (c Config) transportConfig(id *identity, logger *slog.Logger) (transport.Co
 	tc.GetCertificate = id.certificate
 	tc.CAs = id.caPool()
 	tc.IdleTimeout, tc.KeepAlive = c.IdleTimeout, c.KeepAlive
+	// A site leader's connections to its members (DialSite) ping every 2
+	// minutes, not every --keep-alive: nothing between them needs the
+	// packets, and a member that restarts resets its connections at once
+	// (StatelessResetKey below); longer settings are kept.
+	tc.SiteIdleTimeout, tc.SiteKeepAlive = max(c.IdleTimeout, siteIdleTimeout), max(c.KeepAlive, siteKeepAlive)
 	tc.Logger = logger
 	var err error
 	tc.StatelessResetKey, err = loadResetKey(c.DataDir)
 	return tc, err
 }
+
+// siteIdleTimeout and siteKeepAlive are the least idle timeout and
+// keep-alive period of a site leader's connections to its members.
+const (
+	siteIdleTimeout = 5 * time.Minute
+	siteKeepAlive   = 2 * time.Minute
+)
 
 func (c Config) gossipConfig() gossip.Config {
 	gc := gossip.DefaultConfig()

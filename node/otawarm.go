@@ -19,7 +19,8 @@ const warmConcurrency = 4
 
 // memberWarmer makes the site leader hold a QUIC connection to each live
 // member of its site: one ping when the member appears (a few at a time),
-// after which the transport keeps the connection alive. A task's first
+// after which the transport keeps the connection alive (a site connection:
+// transport.Endpoint.DialSite). A task's first
 // dispatch to a hundred members then opens streams instead of waiting on a
 // hundred handshakes at once, which on a machine of many sites is most of
 // the first task's time.
@@ -64,7 +65,7 @@ func (n *Node) warmMembers(ctx context.Context, members []gossip.Member) {
 			case w.sem <- struct{}{}:
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				var resp struct{}
-				ok = n.call(cctx, m.QUICAddr, methodOTAPing, struct{}{}, &resp) == nil
+				ok = n.callOn(cctx, n.ep.DialSite, m.QUICAddr, methodOTAPing, struct{}{}, &resp) == nil
 				cancel()
 				<-w.sem
 			case <-ctx.Done():

@@ -93,6 +93,12 @@ func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Str
 // RESET_STREAM exchange). The header and the request go in one Write, so
 // in one packet. A site leader makes one call per device of a task.
 func (n *Node) call(ctx context.Context, addr, method string, req, resp any) error {
+	return n.callOn(ctx, n.ep.Dial, addr, method, req, resp)
+}
+
+// callOn is call over a stream dial opens: the endpoint's Dial, or its
+// DialSite for a member of this node's site.
+func (n *Node) callOn(ctx context.Context, dial func(context.Context, string, transport.Kind) (*transport.Stream, error), addr, method string, req, resp any) error {
 	b, err := appendMessage(nil, rpcHeader{Method: method})
 	if err == nil {
 		b, err = appendMessage(b, req)
@@ -100,7 +106,7 @@ func (n *Node) call(ctx context.Context, addr, method string, req, resp any) err
 	if err != nil {
 		return err
 	}
-	s, err := n.ep.Dial(ctx, addr, transport.KindRPC)
+	s, err := dial(ctx, addr, transport.KindRPC)
 	if err != nil {
 		return err
 	}
@@ -116,13 +122,14 @@ func (n *Node) call(ctx context.Context, addr, method string, req, resp any) err
 	return readMessage(s, resp, maxMessageBytes)
 }
 
-// callMember calls a member of this node's site by name.
+// callMember calls a member of this node's site by name, on a site
+// connection (transport.Endpoint.DialSite).
 func (n *Node) callMember(ctx context.Context, node, method string, req, resp any) error {
 	addr := n.memberAddr(node)
 	if addr == "" {
 		return fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
 	}
-	return n.call(ctx, addr, method, req, resp)
+	return n.callOn(ctx, n.ep.DialSite, addr, method, req, resp)
 }
 
 // whileLeader calls fn every interval while this node leads its group,

@@ -53,6 +53,16 @@ type Config struct {
 	// idle timers from firing: a leader's hundred connections cost half
 	// the packets they would if both ends pinged.
 	KeepAlive time.Duration
+	// SiteIdleTimeout and SiteKeepAlive are IdleTimeout and KeepAlive for
+	// the connections DialSite makes: a site leader's to its members, on
+	// the site's own network, where no NAT mapping needs a packet every
+	// half minute. Pinging a hundred members every KeepAlive was about a
+	// third of an idle site's QUIC packets. The listener accepts up to the
+	// longer of the two idle timeouts; a connection's is the shorter of
+	// both ends', so one dialed with Dial keeps IdleTimeout. Zero means
+	// IdleTimeout and KeepAlive.
+	SiteIdleTimeout time.Duration
+	SiteKeepAlive   time.Duration
 	// HandshakesPerSecondPerSource and HandshakeBurstPerSource bound how
 	// fast one source IP may start connections; excess attempts are
 	// refused before any cryptography is done.
@@ -114,12 +124,33 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--max-incoming-streams %d must be positive", c.MaxIncomingStreams)
 	case ValidateTimings(c.IdleTimeout, c.KeepAlive) != nil:
 		return ValidateTimings(c.IdleTimeout, c.KeepAlive)
+	case c.SiteIdleTimeout < 0 || c.SiteKeepAlive < 0 || validSiteTimings(c.siteTimings()) != nil:
+		return validSiteTimings(c.siteTimings())
 	case c.HandshakesPerSecondPerSource <= 0:
 		return fmt.Errorf("--handshakes-per-second-per-source %g must be positive", c.HandshakesPerSecondPerSource)
 	case c.HandshakeBurstPerSource < 1:
 		return fmt.Errorf("--handshake-burst-per-source %d must be at least 1", c.HandshakeBurstPerSource)
 	}
 	return nil
+}
+
+func validSiteTimings(idle, keepAlive time.Duration) error {
+	if idle <= 0 || keepAlive <= 0 || keepAlive >= idle {
+		return fmt.Errorf("the site keep-alive %s must be positive and shorter than the site idle timeout %s", keepAlive, idle)
+	}
+	return nil
+}
+
+// siteTimings returns the idle timeout and keep-alive of site connections.
+func (c Config) siteTimings() (idle, keepAlive time.Duration) {
+	idle, keepAlive = c.SiteIdleTimeout, c.SiteKeepAlive
+	if idle == 0 {
+		idle = c.IdleTimeout
+	}
+	if keepAlive == 0 {
+		keepAlive = c.KeepAlive
+	}
+	return idle, keepAlive
 }
 
 // splitHostPort splits a host:port whose port is a number from 0 to 65535.

@@ -30,6 +30,9 @@ func TestConfigValidate(t *testing.T) {
 		{"streams", func(c *Config) { c.MaxIncomingStreams = 0 }, "--max-incoming-streams"},
 		{"idle", func(c *Config) { c.IdleTimeout = 0 }, "--idle-timeout"},
 		{"keepalive too long", func(c *Config) { c.KeepAlive = 2 * time.Minute }, "--keep-alive 2m0s must be positive and shorter than --idle-timeout 1m0s"},
+		{"site timings", func(c *Config) { c.SiteIdleTimeout, c.SiteKeepAlive = 5*time.Minute, 2*time.Minute }, ""},
+		{"site keepalive too long", func(c *Config) { c.SiteKeepAlive = 2 * time.Minute }, "the site keep-alive 2m0s must be positive and shorter than the site idle timeout 1m0s"},
+		{"site idle negative", func(c *Config) { c.SiteIdleTimeout = -time.Second }, "the site idle timeout -1s"},
 		{"rate", func(c *Config) { c.HandshakesPerSecondPerSource = 0 }, "--handshakes-per-second-per-source"},
 		{"burst", func(c *Config) { c.HandshakeBurstPerSource = 0 }, "--handshake-burst-per-source"},
 	}

@@ -31,6 +31,18 @@ type outConn struct {
 // present a mesh node certificate from the CA (see Stream.Peer). Dial waits
 // for Run to start, and fails with ErrClosed once it has returned.
 func (e *Endpoint) Dial(ctx context.Context, addr string, k Kind) (*Stream, error) {
+	return e.dial(ctx, addr, k, false)
+}
+
+// DialSite is Dial for a peer of this node's own site (a site leader's
+// calls to its members): a connection it makes idles out and pings at
+// Config.SiteIdleTimeout and SiteKeepAlive. It shares Dial's connections:
+// one already open to addr is used as it is.
+func (e *Endpoint) DialSite(ctx context.Context, addr string, k Kind) (*Stream, error) {
+	return e.dial(ctx, addr, k, true)
+}
+
+func (e *Endpoint) dial(ctx context.Context, addr string, k Kind, site bool) (*Stream, error) {
 	if !k.valid() {
 		return nil, fmt.Errorf("dial %s: %w", addr, ErrUnknownKind)
 	}
@@ -42,7 +54,7 @@ func (e *Endpoint) Dial(ctx context.Context, addr string, k Kind) (*Stream, erro
 		return nil, ctx.Err()
 	}
 	for attempt := 0; ; attempt++ {
-		oc, err := e.connTo(ctx, addr)
+		oc, err := e.connTo(ctx, addr, site)
 		if err != nil {
 			return nil, err
 		}
@@ -74,7 +86,7 @@ func openStream(ctx context.Context, conn *quic.Conn, peer Peer, k Kind) (*Strea
 }
 
 // connTo returns the live connection to addr, dialing it if there is none.
-func (e *Endpoint) connTo(ctx context.Context, addr string) (*outConn, error) {
+func (e *Endpoint) connTo(ctx context.Context, addr string, site bool) (*outConn, error) {
 	for {
 		e.mu.Lock()
 		if e.closing {
@@ -107,7 +119,7 @@ func (e *Endpoint) connTo(ctx context.Context, addr string) (*outConn, error) {
 		e.outbound[addr] = oc
 		e.mu.Unlock()
 
-		e.handshake(ctx, addr, oc)
+		e.handshake(ctx, addr, oc, site)
 		close(oc.ready)
 		if oc.err != nil {
 			e.forget(addr, oc)
@@ -117,14 +129,15 @@ func (e *Endpoint) connTo(ctx context.Context, addr string) (*outConn, error) {
 	}
 }
 
-// handshake dials addr and fills in oc.
-func (e *Endpoint) handshake(ctx context.Context, addr string, oc *outConn) {
+// handshake dials addr (at the site's timings when site is set) and fills
+// in oc.
+func (e *Endpoint) handshake(ctx context.Context, addr string, oc *outConn, site bool) {
 	raddr, err := resolveUDP(ctx, addr, e.udp.LocalAddr().(*net.UDPAddr).IP.To4() != nil)
 	if err != nil {
 		oc.err = fmt.Errorf("dial %s: %w", addr, err)
 		return
 	}
-	conn, err := e.tr.Dial(ctx, raddr, e.clientTLS, e.quicConfig(-1))
+	conn, err := e.tr.Dial(ctx, raddr, e.clientTLS, e.dialConfig(site))
 	if err != nil {
 		oc.err = fmt.Errorf("dial %s: %w", addr, err)
 		return

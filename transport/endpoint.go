@@ -145,7 +145,7 @@ func (e *Endpoint) Run(ctx context.Context) (err error) {
 
 	var ln *quic.Listener
 	if e.cfg.GetCertificate != nil { // a join-only client accepts nothing
-		if ln, err = tr.Listen(e.serverTLS, e.quicConfig(e.cfg.MaxIncomingStreams)); err != nil {
+		if ln, err = tr.Listen(e.serverTLS, e.listenConfig()); err != nil {
 			e.shutdown(nil)
 			return fmt.Errorf("listen on %s: %w", e.Addr(), err)
 		}
@@ -166,20 +166,33 @@ func (e *Endpoint) Run(ctx context.Context) (err error) {
 	return g.Wait()
 }
 
-// quicConfig is the QUIC configuration; a dialing connection accepts no
-// streams (maxIncoming < 0): the dialer opens, the listener serves, and
-// hands the peer its stream credit back in batches (streamCredit). Only
-// the dialer sends keep-alives (Config.KeepAlive).
-func (e *Endpoint) quicConfig(maxIncoming int64) *quic.Config {
-	keepAlive := time.Duration(0)
-	if maxIncoming < 0 {
-		keepAlive = e.cfg.KeepAlive
+// listenConfig is the listener's QUIC configuration. It serves the
+// streams its peers open and hands their credit back in batches
+// (streamCredit); it sends no keep-alives (the dialer does) and accepts
+// the longer of the idle timeouts of Dial and DialSite.
+func (e *Endpoint) listenConfig() *quic.Config {
+	c := e.quicConfig(max(e.cfg.IdleTimeout, e.cfg.SiteIdleTimeout), 0)
+	c.MaxIncomingStreams, c.RequireStreamCreditRelease = e.cfg.MaxIncomingStreams, true
+	return c
+}
+
+// dialConfig is the QUIC configuration of a connection this endpoint
+// dials: it accepts no streams (the dialer opens, the listener serves) and
+// sends the keep-alives, at the site's timings for DialSite.
+func (e *Endpoint) dialConfig(site bool) *quic.Config {
+	idle, keepAlive := e.cfg.IdleTimeout, e.cfg.KeepAlive
+	if site {
+		idle, keepAlive = e.cfg.siteTimings()
 	}
+	c := e.quicConfig(idle, keepAlive)
+	c.MaxIncomingStreams = -1
+	return c
+}
+
+func (e *Endpoint) quicConfig(idle, keepAlive time.Duration) *quic.Config {
 	return &quic.Config{
-		MaxIdleTimeout:                 e.cfg.IdleTimeout,
+		MaxIdleTimeout:                 idle,
 		KeepAlivePeriod:                keepAlive,
-		MaxIncomingStreams:             maxIncoming,
-		RequireStreamCreditRelease:     maxIncoming > 0,
 		MaxIncomingUniStreams:          -1,
 		MaxStreamReceiveWindow:         e.cfg.MaxStreamReceiveWindow,
 		MaxConnectionReceiveWindow:     e.cfg.MaxConnectionReceiveWindow,
