@@ -86,12 +86,15 @@ func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Str
 // call makes one request/response call on a new KindRPC stream to addr.
 // The stream is closed when ctx ends, so ctx bounds the whole call.
 //
-// The request ends the stream's write side (its FIN goes with the
+// The request ends the stream's write side (its FIN mostly goes with the
 // request's last bytes), so the callee, having read to the end, closes the
 // stream without asking the caller to stop sending: a call costs two
 // packets the peer must acknowledge, not three (no STOP_SENDING and
 // RESET_STREAM exchange). The header and the request go in one Write, so
-// in one packet. A site leader makes one call per device of a task.
+// in one packet. A callee that answers and closes before the FIN comes
+// (it reads one message, not to the end) makes the half-close moot, which
+// transport.Stream.CloseWrite takes as such. A site leader makes one call
+// per device of a task.
 func (n *Node) call(ctx context.Context, addr, method string, req, resp any) error {
 	return n.callOn(ctx, n.ep.Dial, addr, method, req, resp)
 }

@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -74,8 +76,21 @@ func (s *Stream) Write(p []byte) (int, error) {
 // CloseWrite ends the write direction (the peer reads io.EOF after the data
 // written so far) and keeps the read direction open, like
 // net.TCPConn.CloseWrite. It must not be called during a Write.
+//
+// A peer that has stopped reading (STOP_SENDING: it read what it wanted and
+// closed) needs no end of the data: CloseWrite then returns nil, and what
+// the peer wrote before closing is still there to read. quic-go returns an
+// error for it, and a caller that wrote a request and half-closed after
+// the callee had already read it, answered and closed (a callee faster
+// than the caller's next statement, on a loaded machine) took the answer
+// it was about to read for a failed call, and sent the request again.
 func (s *Stream) CloseWrite() error {
-	return s.qs.Close()
+	err := s.qs.Close()
+	var se *quic.StreamError
+	if err != nil && errors.As(context.Cause(s.qs.Context()), &se) && se.Remote {
+		return nil
+	}
+	return err
 }
 
 // Close ends both directions. Data already written is still delivered
