@@ -44,11 +44,7 @@ func TestStreamCreditReturnsInBatches(t *testing.T) {
 // 1), 40 streams kept open two at a time all get through.
 func TestStreamCreditNeverBlocksThePeer(t *testing.T) {
 	t.Parallel()
-	ca := newCA(t)
-	cfg := testConfig(ca, nodeCert(t, ca, "hub-1", "hub", RoleHub))
-	cfg.MaxIncomingStreams = 4
-	server := start(t, cfg, allKinds(echo))
-	client := start(t, testConfig(ca, nodeCert(t, ca, "edge-1", "a", RoleEdge)), nil)
+	server, client := limitedStreams(t, 4)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second) // held credit would block a Dial
 	defer cancel()
 	var open *Stream
@@ -74,4 +70,15 @@ func TestStreamCreditNeverBlocksThePeer(t *testing.T) {
 	if got, err := exchange(open, ""); err != nil || got != "rpc:y" {
 		t.Fatalf("last stream: %q, %v", got, err)
 	}
+}
+
+// limitedStreams starts an echoing server that takes at most limit
+// streams from a peer at once, and a client.
+func limitedStreams(t *testing.T, limit int64) (server, client *Endpoint) {
+	t.Helper()
+	ca := newCA(t)
+	cfg := testConfig(ca, nodeCert(t, ca, "hub-1", "hub", RoleHub))
+	cfg.MaxIncomingStreams = limit
+	server = start(t, cfg, allKinds(echo))
+	return server, start(t, testConfig(ca, nodeCert(t, ca, "edge-1", "a", RoleEdge)), nil)
 }

@@ -374,11 +374,7 @@ func TestHandshakeRateLimit(t *testing.T) {
 
 func TestStreamCloseFreesStreamCredit(t *testing.T) {
 	t.Parallel()
-	ca := newCA(t)
-	cfg := testConfig(ca, nodeCert(t, ca, "hub-1", "hub", RoleHub))
-	cfg.MaxIncomingStreams = 4
-	server := start(t, cfg, allKinds(echo))
-	client := start(t, testConfig(ca, nodeCert(t, ca, "edge-1", "a", RoleEdge)), nil)
+	server, client := limitedStreams(t, 4)
 	for i := range 40 {
 		s, err := client.Dial(t.Context(), server.Addr().String(), KindRPC)
 		if err != nil {
