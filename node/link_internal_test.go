@@ -7,6 +7,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
@@ -22,13 +23,15 @@ func TestLinkReportSendsTheRosterOnChange(t *testing.T) {
 	t.Parallel()
 	n, ctx := startHubForLinkTest(t)
 	store := n.group.Store()
-	var obj *consensus.Object
-	for deadline := time.Now().Add(30 * time.Second); obj == nil; {
+	// The roster creates the Node, then writes its status: wait for both.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the node's own Node object was not written within 30s")
+			t.Fatal("the node's own Node object was not written alive within 30s")
 		}
-		time.Sleep(50 * time.Millisecond)
-		obj, _ = store.Get(ctx, &NodeKind, "", "node-1", consensus.ReadOptions{Stale: true})
+		var st NodeStatus
+		if obj, err := store.Get(ctx, &NodeKind, "", "node-1", consensus.ReadOptions{Stale: true}); err == nil && obj.DecodeStatus(&st) == nil && st.State == "alive" {
+			break
+		}
 	}
 
 	var last linkRoster
@@ -41,20 +44,25 @@ func TestLinkReportSendsTheRosterOnChange(t *testing.T) {
 		t.Fatalf("unchanged roster: sameNodes %v, %d nodes (%v); want it left out", again.SameNodes, len(again.Nodes), err)
 	}
 
+	// The node's own roster writes its Node too: a conflict is read again.
 	update := func(change func(*NodeStatus)) {
 		t.Helper()
-		cur, err := store.Get(ctx, &NodeKind, "", "node-1", consensus.ReadOptions{Stale: true})
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur, err := store.Get(ctx, &NodeKind, "", "node-1", consensus.ReadOptions{Stale: true})
+			if err != nil {
+				return err
+			}
+			var st NodeStatus
+			_ = cur.DecodeStatus(&st)
+			change(&st)
+			next := cur.DeepCopy()
+			if err := next.SetStatus(st); err != nil {
+				return err
+			}
+			_, err = store.UpdateStatus(ctx, &NodeKind, next)
+			return err
+		})
 		if err != nil {
-			t.Fatal(err)
-		}
-		var st NodeStatus
-		_ = cur.DecodeStatus(&st)
-		change(&st)
-		next := cur.DeepCopy()
-		if err := next.SetStatus(st); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := store.UpdateStatus(ctx, &NodeKind, next); err != nil {
 			t.Fatal(err)
 		}
 	}
