@@ -187,6 +187,9 @@ type otaLinkReport struct {
 	// Refusals are run requests the site's nodes refused for their grant
 	// (otarefusal.go), for the audit log.
 	Refusals []GrantRefusal `json:"refusals,omitempty"`
+	// Running counts the site's running devices not reported one by one
+	// (control.Site.Running), by task UID.
+	Running map[string]int `json:"running,omitempty"`
 }
 
 // otaLinkReply is the OTA part of the hub's answer.
@@ -216,7 +219,7 @@ func (n *Node) otaOutbox(ctx context.Context) (*otaLinkReport, error) {
 	logs := n.outLogs
 	n.outLogs = nil
 	n.outLogsMu.Unlock()
-	return &otaLinkReport{Have: have, Results: results, Logs: logs, Refusals: refusals}, nil
+	return &otaLinkReport{Have: have, Results: results, Logs: logs, Refusals: refusals, Running: n.otaSite.Running(time.Now())}, nil
 }
 
 // otaInbox applies the hub's answer at the site.
@@ -298,6 +301,7 @@ func (n *Node) otaExchange(ctx context.Context, site string, rep *otaLinkReport)
 	if err := n.otaHub.Ingest(ctx, site, rep.Results); err != nil {
 		return nil, err
 	}
+	n.otaHub.SiteRunning(site, rep.Running)
 	// A task being started with devices here: answer with it, once its
 	// results exist, rather than at the site's next report.
 	n.otaHub.AwaitSite(ctx, site, linkInterval)

@@ -68,6 +68,9 @@ type Hub struct {
 	live         map[string]bool
 	collected    time.Time
 	decodedTasks map[string]*decodedTask // by task UID
+	// running is what each site's last report counted of its running
+	// devices, by site and task UID (hubrunning.go).
+	running map[string]map[string]int
 }
 
 // hubTask is what the controller keeps of a running task.
@@ -132,7 +135,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		if leader != wasLeader {
 			// A new leader rebuilds its view from the store.
 			h.mu.Lock()
-			h.tasks, h.live, h.collected = map[string]*hubTask{}, nil, time.Time{}
+			h.tasks, h.live, h.collected, h.running = map[string]*hubTask{}, nil, time.Time{}, nil
 			h.mu.Unlock()
 			h.tally.reset()
 			wasLeader = leader

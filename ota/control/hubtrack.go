@@ -57,7 +57,7 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	}
 	next := *st
 	next.Conditions = slices.Clone(st.Conditions)
-	next.Counts, next.Sites = counts, sites
+	next.Counts, next.Sites = h.withRunning(uid, counts, sites), sites
 	if !spec.Halted && next.Phase == ota.TaskHalted && !policyHalted(&next) {
 		next.Phase = ota.TaskRunning
 		meta.RemoveStatusCondition(&next.Conditions, "Halted")

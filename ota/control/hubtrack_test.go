@@ -101,6 +101,88 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 	}
 }
 
+// TestSiteRunningShownInCounts: the devices a site's report counts as
+// running, whose DeviceResults the hub holds Queued, show in the task's
+// counts as Running (at most the site's Queued ones), without a write of
+// their DeviceResults; a count of a task the hub does not run is dropped.
+func TestSiteRunningShownInCounts(t *testing.T) {
+	t.Parallel()
+	var inv fakeInventory
+	for n := range 3 {
+		inv = append(inv, Device{Name: fmt.Sprintf("a-%d", n), Site: "a"})
+	}
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
+	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
+	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	uid := string(task.UID)
+	counted := func(want string) {
+		t.Helper()
+		hub.mu.Lock()
+		for _, ht := range hub.tasks {
+			ht.statusAt = time.Time{} // progress is written on every pass
+		}
+		hub.mu.Unlock()
+		if err := hub.reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		obj, err := store.Get(ctx, &ota.TaskKind, "", "t", consensus.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st ota.TaskStatus
+		_ = obj.DecodeStatus(&st)
+		c, a := st.Counts, st.Sites["a"]
+		got := fmt.Sprintf("queued %d running %d succeeded %d; site a: queued %d running %d", c.Queued, c.Running, c.Succeeded, a.Queued, a.Running)
+		if got != want {
+			t.Fatalf("counts %s, want %s", got, want)
+		}
+	}
+	if err := hub.reconcile(ctx); err != nil { // start
+		t.Fatal(err)
+	}
+	counted("queued 3 running 0 succeeded 0; site a: queued 3 running 0")
+	rv := func() string {
+		obj, err := store.Get(ctx, &ota.DeviceResultKind, "", ota.ResultName("t", "a-1"), consensus.ReadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return obj.ResourceVersion
+	}
+	before := rv()
+	hub.SiteRunning("a", map[string]int{uid: 2, "another-task": 5})
+	counted("queued 1 running 2 succeeded 0; site a: queued 1 running 2")
+	if after := rv(); after != before {
+		t.Fatalf("a counted device's DeviceResult was written (%s → %s)", before, after)
+	}
+	hub.mu.Lock()
+	kept := fmt.Sprint(hub.running)
+	hub.mu.Unlock()
+	if kept != fmt.Sprintf("map[a:map[%s:2]]", uid) {
+		t.Fatalf("the hub keeps %s; want only the count of its task", kept)
+	}
+	hub.SiteRunning("a", map[string]int{uid: 7})
+	counted("queued 0 running 3 succeeded 0; site a: queued 0 running 3")
+
+	now := metav1.Now()
+	if err := hub.Ingest(ctx, "a", []DeviceReport{{Task: "t", UID: uid, Attempt: 1, Node: "a-0",
+		Status: ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Attempt: 1, CompletionTime: &now}}}); err != nil {
+		t.Fatal(err)
+	}
+	hub.SiteRunning("a", map[string]int{uid: 1})
+	waitTally(t, hub, "t", 1)
+	counted("queued 1 running 1 succeeded 1; site a: queued 1 running 1")
+	hub.SiteRunning("a", nil)
+	counted("queued 2 running 0 succeeded 1; site a: queued 2 running 0")
+}
+
 // waitTally waits (a bounded time) until the hub's tally counts n of
 // task's devices finished.
 func waitTally(t *testing.T, h *Hub, task string, n int) {

@@ -279,7 +279,8 @@ const viewWait = 5 * time.Second
 
 // Pending returns up to limit device reports the hub has not acknowledged,
 // of at most ReportBudget bytes encoded (at least one); a device's Running
-// is reported once it has run for a moment (runningReportAge).
+// is reported once it has run for runningReportAge, and counted (Running)
+// before.
 func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 	if err := s.view.wait(ctx, viewWait); err != nil {
 		return nil, err
@@ -298,6 +299,11 @@ func (s *Site) Pending(ctx context.Context, limit int) ([]DeviceReport, error) {
 	}
 	return out, nil
 }
+
+// Running counts the site's running devices that Pending leaves out (they
+// have run for less than runningReportAge), by task UID; nil while a new
+// leader's view is not ready. The hub shows them in the task's counts.
+func (s *Site) Running(now time.Time) map[string]int { return s.view.running(now) }
 
 // ReportBudget bounds the encoded results of one call to Pending: a link
 // report is one message of at most 4 MiB, and one result may take

@@ -319,7 +319,8 @@ func TestAcksAreNotWritten(t *testing.T) {
 
 // TestRunningReportedAfterAMoment: a device's Running is reported once it
 // has run for runningReportAge, so a fast run goes from Queued straight to
-// its result; results are reported at once.
+// its result; results are reported at once. Before that the device is
+// counted (running), once: not when reported, acknowledged or finished.
 func TestRunningReportedAfterAMoment(t *testing.T) {
 	t.Parallel()
 	now := time.Now()
@@ -330,12 +331,22 @@ func TestRunningReportedAfterAMoment(t *testing.T) {
 		_ = o.SetStatus(DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: phase, Attempt: 1, StartTime: &start}, Reported: ota.DeviceQueued})
 		return o
 	}
+	acked := run("acked", ota.DeviceRunning, now)
+	_ = acked.SetStatus(DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceRunning, Attempt: 1, StartTime: &metav1.Time{Time: now}}, Reported: ota.DeviceRunning})
 	v := newSiteView()
+	if got := v.running(now); got != nil {
+		t.Fatalf("a view not ready counted %v, want nothing", got)
+	}
 	v.reset(nil, []*consensus.Object{
 		run("fresh", ota.DeviceRunning, now),
+		run("fresh2", ota.DeviceRunning, now.Add(-runningReportAge+time.Second)),
 		run("long", ota.DeviceRunning, now.Add(-runningReportAge-time.Second)),
 		run("done", ota.DeviceSucceeded, now),
+		acked,
 	})
+	if got := v.running(now); fmt.Sprint(got) != "map[u1:2]" {
+		t.Fatalf("counted running %v, want map[u1:2] (fresh and fresh2)", got)
+	}
 	got, err := v.unreported(10, now)
 	if err != nil {
 		t.Fatal(err)
