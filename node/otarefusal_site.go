@@ -95,21 +95,8 @@ func (a *Agent) deliverRefusals(ctx context.Context, batch []GrantRefusal) error
 
 // callRefusals makes one methodOTARefusals call to addr.
 func callRefusals(ctx context.Context, ep *transport.Endpoint, addr string, batch []GrantRefusal) error {
-	s, err := ep.Dial(ctx, addr, transport.KindRPC)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
-	if err := writeMessage(s, rpcHeader{Method: methodOTARefusals}); err != nil {
-		return err
-	}
-	if err := writeMessage(s, batch); err != nil {
-		return err
-	}
 	var reply refusalsReply
-	if err := readMessage(s, &reply, 64<<10); err != nil {
+	if err := callOn(ctx, ep.Dial, addr, methodOTARefusals, batch, &reply); err != nil {
 		return err
 	}
 	if reply.Error != "" {

@@ -132,3 +132,38 @@ func TestForgedRunSentToAgentIsAudited(t *testing.T) {
 	}
 	t.Logf("%d refused requests audited in %d events", total, events)
 }
+
+// TestForgedRunSentToStatelessAgentIsAudited: a stateless member, which
+// holds no site store, hands its refusals to a member of its site's Raft
+// group (callRefusals), and they reach the hub's audit log like any
+// node's.
+func TestForgedRunSentToStatelessAgentIsAudited(t *testing.T) {
+	t.Parallel()
+	hub := startNode(t)
+	addr := hub.hubQUIC(t)
+	token := hub.createToken(t, "sr", 0, time.Time{})
+	leader := startEdge(t, addr, token, "sr-0")
+	startAgent(t, addr, token, "sr-agent")
+	mark := filepath.Join(t.TempDir(), "pwned")
+	req := control.RunRequest{Task: "forged-stateless", UID: "forged-stateless-uid", Attempt: 1, Node: "sr-agent", Site: "sr",
+		Steps: []ota.Step{{Name: "pwn", Type: ota.StepExec, Command: []string{"touch", mark}}}, DeviceTimeout: 10000}
+	var st ota.DeviceResultStatus
+	eventually(t, 60*time.Second, func() (err error) { // until sr-agent is a member sr-0 can call
+		st, err = node.SendRun(t.Context(), leader.Node, "sr-agent", req)
+		return err
+	})
+	if st.Phase != ota.DeviceFailed || st.Reason != grant.Reason {
+		t.Fatalf("forged run: %s %s %q; want Failed %s", st.Phase, st.Reason, st.Message, grant.Reason)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("the forged run's step ran")
+	}
+	eventually(t, 60*time.Second, func() error {
+		for _, e := range hub.auditEvents(t) {
+			if e.User == "site/sr" && e.Verb == "run" && e.Name == "forged-stateless" && e.Code == 403 && strings.Contains(e.Message, "node sr-agent") {
+				return nil
+			}
+		}
+		return fmt.Errorf("the hub's audit log has no refusal by sr-agent of forged-stateless")
+	})
+}

@@ -89,7 +89,7 @@ func (n *Node) warmMembers(ctx context.Context, members []gossip.Member) {
 			case w.sem <- struct{}{}:
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 				var resp struct{}
-				ok = n.callOn(cctx, n.ep.DialSite, wm.addr, methodOTAPing, struct{}{}, &resp) == nil
+				ok = callOn(cctx, n.ep.DialSite, wm.addr, methodOTAPing, struct{}{}, &resp) == nil
 				cancel()
 				<-w.sem
 			case <-ctx.Done():

@@ -96,12 +96,13 @@ func (n *Node) dialRPC(ctx context.Context, addr, method string) (*transport.Str
 // transport.Stream.CloseWrite takes as such. A site leader makes one call
 // per device of a task.
 func (n *Node) call(ctx context.Context, addr, method string, req, resp any) error {
-	return n.callOn(ctx, n.ep.Dial, addr, method, req, resp)
+	return callOn(ctx, n.ep.Dial, addr, method, req, resp)
 }
 
-// callOn is call over a stream dial opens: the endpoint's Dial, or its
-// DialSite for a member of this node's site.
-func (n *Node) callOn(ctx context.Context, dial func(context.Context, string, transport.Kind) (*transport.Stream, error), addr, method string, req, resp any) error {
+// callOn is call over a stream dial opens: an endpoint's Dial, or its
+// DialSite for a member of this node's site. A stateless agent, which is
+// no Node, calls with it too (deliverRefusals).
+func callOn(ctx context.Context, dial func(context.Context, string, transport.Kind) (*transport.Stream, error), addr, method string, req, resp any) error {
 	b, err := appendMessage(nil, rpcHeader{Method: method})
 	if err == nil {
 		b, err = appendMessage(b, req)
@@ -132,7 +133,7 @@ func (n *Node) callMember(ctx context.Context, node, method string, req, resp an
 	if addr == "" {
 		return fmt.Errorf("node %s is not a known member of site %s", node, n.id.Site)
 	}
-	return n.callOn(ctx, n.ep.DialSite, addr, method, req, resp)
+	return callOn(ctx, n.ep.DialSite, addr, method, req, resp)
 }
 
 // whileLeader calls fn every interval while this node leads its group,
