@@ -66,6 +66,10 @@ func TestImageSyncPlacesAtSite(t *testing.T) {
 		if s := suffrage(l); s["s-1"] != "Voter" || s["s-2"] != "Voter" {
 			return fmt.Errorf("site s's group is %v", s)
 		}
+		// A sync to a site the hub has not heard of yet fails at once.
+		if code, b := hub.do(t, call{method: http.MethodGet, path: sitesPath + "/s"}); code != http.StatusOK {
+			return fmt.Errorf("site s at the hub: %d %s", code, b)
+		}
 		return nil
 	})
 
