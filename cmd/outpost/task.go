@@ -229,7 +229,7 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&phase, "phase", "", "only devices in this phase (queued, running, succeeded, failed, timedout, unreachable, canceled; failed includes timedout)")
+	cmd.Flags().StringVar(&phase, "phase", "", "only devices in this phase (queued, running, succeeded, failed, timedout, unreachable, canceled; failed includes timedout; a device is running here once it has run 30 s, in the task's counts as soon as it starts)")
 	cmd.Flags().BoolVar(&all, "all", false, fmt.Sprintf("name every device of a group (without it, the first %d)", groupNames))
 	addOutputFlag(cmd, &output, "text")
 	return cmd
