@@ -24,6 +24,9 @@ type tablePrinter struct {
 	// colored marks the state columns, by index into the table's columns;
 	// kept from the first table, as later watch events carry no columns.
 	colored map[int]bool
+	// show marks the columns printed (priority 0, or every one with
+	// wide); kept from the first table as colored is.
+	show []bool
 }
 
 func newTablePrinter(out io.Writer, wide, namespaces bool) *tablePrinter {
@@ -35,10 +38,13 @@ func (p *tablePrinter) print(t *metav1.Table) {
 	if len(t.ColumnDefinitions) == 0 && !p.header {
 		return
 	}
-	show := make([]bool, len(t.ColumnDefinitions))
-	for i, c := range t.ColumnDefinitions {
-		show[i] = c.Priority == 0 || p.wide
+	if p.show == nil && len(t.ColumnDefinitions) > 0 {
+		p.show = make([]bool, len(t.ColumnDefinitions))
+		for i, c := range t.ColumnDefinitions {
+			p.show[i] = c.Priority == 0 || p.wide
+		}
 	}
+	show := p.show
 	if p.color && p.colored == nil && len(t.ColumnDefinitions) > 0 {
 		p.colored = map[int]bool{}
 		for i, c := range t.ColumnDefinitions {
