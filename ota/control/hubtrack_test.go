@@ -18,21 +18,8 @@ import (
 // written at most every statusEvery, and the end at once.
 func TestTaskStatusWrittenOnChange(t *testing.T) {
 	t.Parallel()
-	var inv fakeInventory
-	for n := range 3 {
-		inv = append(inv, Device{Name: fmt.Sprintf("a-%d", n), Site: "a"})
-	}
-	store := consensustest.NewStore(t, ota.Register)
-	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, hub, _ := newTask(t, 3)
 	ctx := t.Context()
-	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
-	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
-	if _, err := store.Create(ctx, &ota.TaskKind, task); err != nil {
-		t.Fatal(err)
-	}
 	status := func() (string, ota.TaskStatus) {
 		obj, err := store.Get(ctx, &ota.TaskKind, "", "t", consensus.ReadOptions{})
 		if err != nil {
@@ -107,21 +94,8 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 // their DeviceResults; a count of a task the hub does not run is dropped.
 func TestSiteRunningShownInCounts(t *testing.T) {
 	t.Parallel()
-	var inv fakeInventory
-	for n := range 3 {
-		inv = append(inv, Device{Name: fmt.Sprintf("a-%d", n), Site: "a"})
-	}
-	store := consensustest.NewStore(t, ota.Register)
-	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	store, hub, task := newTask(t, 3)
 	ctx := t.Context()
-	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
-	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
-	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
-		t.Fatal(err)
-	}
 	uid := string(task.UID)
 	counted := func(want string) {
 		t.Helper()
@@ -205,12 +179,17 @@ func waitTally(t *testing.T, h *Hub, task string, n int) {
 	t.Fatalf("the tally did not count %d devices of %s finished within 5 s", n, task)
 }
 
-// startedTask is a hub whose one task "t" reads a file on a-0 of site a,
-// its DeviceResult created.
-func startedTask(t *testing.T) (*consensus.Store, *Hub, *consensus.Object) {
+// newTask is a hub over the devices a-0 … a-(n-1) of site a and its one
+// task "t", which reads a file on every one of them, created and not yet
+// started.
+func newTask(t *testing.T, n int) (*consensus.Store, *Hub, *consensus.Object) {
 	t.Helper()
+	var inv fakeInventory
+	for i := range n {
+		inv = append(inv, Device{Name: fmt.Sprintf("a-%d", i), Site: "a"})
+	}
 	store := consensustest.NewStore(t, ota.Register)
-	hub, err := NewHub(HubConfig{Store: store, Inventory: fakeInventory{{Name: "a-0", Site: "a"}}, IsLeader: func() bool { return true }})
+	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,6 +198,14 @@ func startedTask(t *testing.T) (*consensus.Store, *Hub, *consensus.Object) {
 	if task, err = store.Create(t.Context(), &ota.TaskKind, task); err != nil {
 		t.Fatal(err)
 	}
+	return store, hub, task
+}
+
+// startedTask is newTask of one device (a-0), started: its DeviceResult
+// created.
+func startedTask(t *testing.T) (*consensus.Store, *Hub, *consensus.Object) {
+	t.Helper()
+	store, hub, task := newTask(t, 1)
 	if err := hub.reconcile(t.Context()); err != nil {
 		t.Fatal(err)
 	}
