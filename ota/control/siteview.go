@@ -280,6 +280,13 @@ func (v *siteView) markReported(obj *consensus.Object, phase ota.DevicePhase) {
 // a loaded machine cost the hub 7,000 more writes, a quarter of its own.)
 const runningReportAge = 30 * time.Second
 
+// young reports whether r is Running and younger than runningReportAge
+// at now: such a run is counted (running), not reported (unreported).
+func (r *viewRun) young(now time.Time) bool {
+	res := r.st.Result
+	return res.Phase == ota.DeviceRunning && res.StartTime != nil && now.Sub(res.StartTime.Time) < runningReportAge
+}
+
 // running counts, by task UID, the runs that are Running, younger than
 // runningReportAge at now and not reported Running to the hub: the hub
 // holds them Queued, and a report carries their number instead.
@@ -292,9 +299,7 @@ func (v *siteView) running(now time.Time) map[string]int {
 	out := map[string]int{}
 	for uid, runs := range v.runs {
 		for _, r := range runs {
-			res := r.st.Result
-			if res.Phase == ota.DeviceRunning && r.st.Reported != ota.DeviceRunning &&
-				res.StartTime != nil && now.Sub(res.StartTime.Time) < runningReportAge {
+			if r.young(now) && r.st.Reported != ota.DeviceRunning {
 				out[uid]++
 			}
 		}
@@ -312,11 +317,10 @@ func (v *siteView) unreported(limit int, now time.Time) ([]viewRun, error) {
 		return nil, errViewNotReady
 	}
 	out := copyRuns(func(r *viewRun) bool {
-		res := r.st.Result
-		if res.Phase == ota.DeviceRunning && res.StartTime != nil && now.Sub(res.StartTime.Time) < runningReportAge {
-			return false
+		if r.young(now) {
+			return false // counted (running), not reported
 		}
-		return res.Phase != "" && res.Phase != r.st.Reported
+		return r.st.Result.Phase != "" && r.st.Result.Phase != r.st.Reported
 	}, slices.Collect(maps.Values(v.runs))...)
 	if len(out) > limit {
 		out = out[:limit]
