@@ -70,7 +70,10 @@ func TestDialSiteUsesTheSiteTimings(t *testing.T) {
 		}
 	}
 	t.Logf("packets sent while idle for 3 s: Dial %d, DialSite %d", idle[0], idle[1])
-	if idle[0] < 8 || idle[1] > 3 {
-		t.Fatalf("packets sent while idle for 3 s: Dial %d (pings every 200 ms: want 8 or more), DialSite %d (every 2 s: want 3 or fewer)", idle[0], idle[1])
+	// Unloaded, 14 or 15 against 1; on a loaded machine a late
+	// acknowledgement makes a ping's probe go again, so the bound is a
+	// ratio far below the timings' tenfold.
+	if idle[0] < 8 || 2*idle[1] > idle[0] {
+		t.Fatalf("packets sent while idle for 3 s: Dial %d (pings every 200 ms: want 8 or more), DialSite %d (every 2 s: want at most half of Dial's)", idle[0], idle[1])
 	}
 }

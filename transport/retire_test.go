@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -31,7 +32,12 @@ func TestRetireConns(t *testing.T) {
 		return p.Name == "edge-1" && !slices.Contains(accepted, p.Serial)
 	}
 	server := start(t, cfg, map[Kind]Handler{
-		KindRPC:  func(_ context.Context, s *Stream) { _, _ = s.Write([]byte(s.Peer().Serial)) },
+		// Reads the request before it answers, as a callee does: one that
+		// closes first may stop the caller's write (STOP_SENDING).
+		KindRPC: func(_ context.Context, s *Stream) {
+			_, _ = io.Copy(io.Discard, s)
+			_, _ = s.Write([]byte(s.Peer().Serial))
+		},
 		KindBlob: echo,
 	})
 	var current atomic.Int32
