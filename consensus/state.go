@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -49,7 +50,16 @@ type state struct {
 	db    *badger.DB
 	pacer *compaction.Pacer // nil when Badger compacts
 	cache objectCache
+
+	// closeMu orders reads (view) before close: a watcher or list still
+	// reading when the group stops gets errStateClosed, where Badger
+	// would panic on an iterator of a closed DB.
+	closeMu sync.RWMutex
+	closed  bool
 }
+
+// errStateClosed is a read's error once the store is closed.
+var errStateClosed = errors.New("the node's state store is closed (the node is stopping)")
 
 func openState(dir string, logger *slog.Logger, fp Footprint) (*state, error) {
 	// Blocks are not compressed, so they need no block cache: Badger
@@ -93,6 +103,9 @@ func openState(dir string, logger *slog.Logger, fp Footprint) (*state, error) {
 }
 
 func (s *state) close() error {
+	s.closeMu.Lock()
+	s.closed = true
+	s.closeMu.Unlock()
 	s.pacer.Stop()
 	return s.db.Close()
 }
@@ -125,6 +138,11 @@ func (s *state) gen(txn *badger.Txn) (uint64, error) {
 
 // view runs fn in a read transaction with the live generation's prefix.
 func (s *state) view(fn func(txn *badger.Txn, p []byte) error) error {
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed {
+		return errStateClosed
+	}
 	return s.db.View(func(txn *badger.Txn) error {
 		gen, err := s.gen(txn)
 		if err != nil {

@@ -133,11 +133,16 @@ func (s *Site) Accept(ctx context.Context, as []Assignment) error {
 		if a.Spec == nil {
 			continue // the hub will send the spec when it sees we lack it
 		}
-		if err := s.createRuns(ctx, a); err != nil {
+		started, err := s.createRuns(ctx, a)
+		if err != nil {
 			return err
 		}
+		spec := SiteTaskSpec{Assignment: a}
+		if len(started) > 0 {
+			spec.Started = &StartedRuns{Devices: started, Attempt: a.Attempt, Time: metav1.Now()}
+		}
 		obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: a.UID, Labels: map[string]string{ota.LabelTask: a.Task}}}
-		_ = obj.SetSpec(SiteTaskSpec{Assignment: a})
+		_ = obj.SetSpec(spec)
 		created, err := store.Create(ctx, &SiteTaskKind, obj)
 		if err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
@@ -157,33 +162,34 @@ func (s *Site) requeue(ctx context.Context, a Assignment) error {
 	for _, node := range a.Retry {
 		obj, err := s.cfg.Store.Get(ctx, &DeviceRunKind, "", runName(a.UID, node), consensus.ReadOptions{Stale: true})
 		if apierrors.IsNotFound(err) {
-			missing = append(missing, node) // collected half-way: run it anew
+			// Collected half-way, or started with the assignment and not
+			// ended here (the hub gave up on it): run it anew.
+			missing = append(missing, node)
 			continue
 		}
 		if err != nil {
 			return err
 		}
-		var spec DeviceRunSpec
-		_ = obj.DecodeSpec(&spec)
-		if spec.Attempt >= a.Attempt {
+		r := viewRun{name: obj.Name}
+		_ = obj.DecodeSpec(&r.spec)
+		if r.spec.Attempt >= a.Attempt {
 			continue
 		}
-		spec.Attempt = a.Attempt
+		r.spec.Attempt = a.Attempt
 		next := obj.DeepCopy()
-		_ = next.SetSpec(spec)
-		if obj, err = s.cfg.Store.Update(ctx, &DeviceRunKind, next); err != nil {
+		_ = next.SetSpec(r.spec)
+		if r.obj, err = s.cfg.Store.Update(ctx, &DeviceRunKind, next); err != nil {
 			return err
 		}
-		s.view.put(&DeviceRunKind, obj)
 		// The hub queued the retry itself: nothing to report until it runs.
-		if err := s.setRun(ctx, obj, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued}); err != nil {
+		if err := s.setRun(ctx, r, DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued}); err != nil {
 			return err
 		}
 	}
 	if len(missing) > 0 {
 		b := a
 		b.Devices, b.Halted = missing, true // queued: the next pass starts them within the window
-		if err := s.createRuns(ctx, b); err != nil {
+		if _, err := s.createRuns(ctx, b); err != nil {
 			return err
 		}
 	}
@@ -191,11 +197,12 @@ func (s *Site) requeue(ctx context.Context, a Assignment) error {
 	return nil
 }
 
-// createRuns creates a new assignment's runs. Those that can start at
-// once (within the window, their node alive) are created Running, which
-// saves each a second write; the next dispatch pass launches them, as it
-// does any Running run that no goroutine drives.
-func (s *Site) createRuns(ctx context.Context, a Assignment) error {
+// createRuns records a new assignment's runs. Those that can start at
+// once (within the window, their node alive) are returned, to be recorded
+// as started in the SiteTask (SiteTaskSpec.Started) rather than each in a
+// write of its own; the next dispatch pass launches them, as it does any
+// Running run that no goroutine drives. The rest are created Queued.
+func (s *Site) createRuns(ctx context.Context, a Assignment) (started []string, err error) {
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.SetLimit(writeConcurrency)
 	now := metav1.Now()
@@ -204,45 +211,65 @@ func (s *Site) createRuns(ctx context.Context, a Assignment) error {
 		starts = a.Window
 	}
 	for _, node := range a.Devices {
+		if starts > 0 && s.cfg.Alive(node) {
+			starts--
+			started = append(started, node)
+			continue
+		}
+		spec := DeviceRunSpec{Task: a.Task, UID: a.UID, Attempt: a.Attempt, Node: node}
 		// The hub created the device's result Queued: that phase needs no
 		// report.
 		st := DeviceRunStatus{Result: ota.DeviceResultStatus{Phase: ota.DeviceQueued, Attempt: a.Attempt, QueuedTime: &now}, Reported: ota.DeviceQueued}
-		if starts > 0 && s.cfg.Alive(node) {
-			starts--
-			st.Result.Phase, st.Result.StartTime = ota.DeviceRunning, &now
-		}
 		eg.Go(func() error {
-			obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: runName(a.UID, node), Labels: map[string]string{labelUID: a.UID}}}
-			_ = obj.SetSpec(DeviceRunSpec{Task: a.Task, UID: a.UID, Attempt: a.Attempt, Node: node})
-			_ = obj.SetStatus(st)
-			created, err := s.cfg.Store.CreateWithStatus(ctx, &DeviceRunKind, obj)
+			created, err := s.cfg.Store.CreateWithStatus(ctx, &DeviceRunKind, newRun(spec, st))
 			if apierrors.IsAlreadyExists(err) {
 				return nil
 			}
 			if err != nil {
 				return err
 			}
-			s.view.put(&DeviceRunKind, created)
+			s.view.putRun(created, st)
 			return nil
 		})
 	}
-	return eg.Wait()
+	return started, eg.Wait()
 }
 
-// setRun writes st on the run obj (whatever its version now), puts the
-// result in the view and, when the hub has not got the phase, signals
-// Unreported.
-func (s *Site) setRun(ctx context.Context, obj *consensus.Object, st DeviceRunStatus) error {
-	next := obj.DeepCopy()
-	if err := next.SetStatus(st); err != nil {
-		return err
+// newRun is the DeviceRun of a device, with status st.
+func newRun(spec DeviceRunSpec, st DeviceRunStatus) *consensus.Object {
+	obj := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: runName(spec.UID, spec.Node), Labels: map[string]string{labelUID: spec.UID}}}
+	_ = obj.SetSpec(spec)
+	_ = obj.SetStatus(st)
+	return obj
+}
+
+// setRun writes st on the run r (whatever its version now; creating it
+// for a device that started with its assignment), puts the result in the
+// view and, when the hub has not got the phase, signals Unreported.
+func (s *Site) setRun(ctx context.Context, r viewRun, st DeviceRunStatus) error {
+	store := s.cfg.Store
+	var (
+		written *consensus.Object
+		err     error
+	)
+	if r.obj == nil {
+		written, err = store.CreateWithStatus(ctx, &DeviceRunKind, newRun(r.spec, st))
+		if apierrors.IsAlreadyExists(err) { // written meanwhile (a result and a timeout): the last write wins
+			r.obj, err = store.Get(ctx, &DeviceRunKind, "", r.name, consensus.ReadOptions{Stale: true})
+		}
 	}
-	next.ResourceVersion = ""
-	updated, err := s.cfg.Store.UpdateStatus(ctx, &DeviceRunKind, next)
+	if r.obj != nil && err == nil {
+		next := r.obj.DeepCopy()
+		if err := next.SetStatus(st); err != nil {
+			return err
+		}
+		next.ResourceVersion = ""
+		written, err = store.UpdateStatus(ctx, &DeviceRunKind, next)
+	}
 	if err != nil {
 		return err
 	}
-	s.view.put(&DeviceRunKind, updated)
+	s.view.putRun(written, st)
 	if st.Result.Phase != st.Reported {
 		select {
 		case s.unreported <- struct{}{}:
@@ -326,7 +353,7 @@ func (s *Site) Acked(_ context.Context, reports []DeviceReport) error {
 			return err
 		}
 		if ok && run.st.Result.Phase == r.Status.Phase { // else moved on since; report again
-			s.view.markReported(run.obj, r.Status.Phase)
+			s.view.markReported(run, r.Status.Phase)
 		}
 	}
 	return nil
@@ -415,6 +442,9 @@ func (s *Site) dispatch(ctx context.Context, eg *errgroup.Group) error {
 		}
 	}
 	s.mu.Unlock()
+	if err := s.collectOrphans(ctx); err != nil {
+		s.log.Debug("runs of a collected task not deleted; next pass tries again", "err", err)
+	}
 	return nil
 }
 
@@ -454,11 +484,11 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 	starts, sctx := errgroup.WithContext(ctx)
 	starts.SetLimit(writeConcurrency)
 	for _, r := range queued {
-		o, st, spec := r.obj, r.st, r.spec
+		st, spec := r.st, r.spec
 		switch {
 		case a.Canceled:
 			st.Result = finish(st.Result, ota.DeviceCanceled, "Canceled", "the task was canceled before this device started")
-			if err := s.setRun(ctx, o, st); err != nil {
+			if err := s.setRun(ctx, r, st); err != nil {
 				return err
 			}
 		case a.Halted || running >= a.Window:
@@ -466,7 +496,7 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 			if st.Result.QueuedTime != nil && now.Sub(st.Result.QueuedTime.Time) > a.Spec.DeliveryDeadlineOrDefault() {
 				st.Result = finish(st.Result, ota.DeviceUnreachable, "Unreachable",
 					fmt.Sprintf("node %s was offline for the whole delivery deadline (%s)", spec.Node, a.Spec.DeliveryDeadlineOrDefault()))
-				if err := s.setRun(ctx, o, st); err != nil {
+				if err := s.setRun(ctx, r, st); err != nil {
 					return err
 				}
 			}
@@ -475,7 +505,7 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 			st.Result.Phase, st.Result.StartTime = ota.DeviceRunning, &start
 			running++
 			starts.Go(func() error {
-				if err := s.setRun(sctx, o, st); err != nil {
+				if err := s.setRun(sctx, r, st); err != nil {
 					return err
 				}
 				s.launch(ctx, eg, a, spec)
@@ -489,22 +519,22 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 // watchRunning fails a run past its device timeout and re-launches a run
 // that no goroutine of this leader drives (it was started by another).
 func (s *Site) watchRunning(ctx context.Context, eg *errgroup.Group, a *Assignment, r viewRun, now time.Time) error {
-	o, st, spec := r.obj, r.st, r.spec
+	st, spec := r.st, r.spec
 	// The agent kills the device's process at the timeout; the site gives
 	// it a moment more to report before it decides for itself.
 	deadline := a.Spec.DeviceTimeoutOrDefault() + 5*time.Second
 	if st.Result.StartTime != nil && now.Sub(st.Result.StartTime.Time) > deadline {
-		s.stop(o.Name)
+		s.stop(r.name)
 		if a.Canceled {
 			st.Result = finish(st.Result, ota.DeviceCanceled, "Canceled", fmt.Sprintf("the task was canceled; node %s did not confirm the kill", spec.Node))
 		} else {
 			st.Result = finish(st.Result, ota.DeviceTimedOut, "DeviceTimeout",
 				fmt.Sprintf("no result from node %s within spec.deviceTimeout (%s); the node may have gone offline during the run", spec.Node, a.Spec.DeviceTimeoutOrDefault()))
 		}
-		return s.setRun(ctx, o, st)
+		return s.setRun(ctx, r, st)
 	}
 	s.mu.Lock()
-	_, driven := s.inflight[o.Name]
+	_, driven := s.inflight[r.name]
 	s.mu.Unlock()
 	if !driven && s.cfg.Alive(spec.Node) {
 		s.launch(ctx, eg, a, spec)
@@ -514,18 +544,17 @@ func (s *Site) watchRunning(ctx context.Context, eg *errgroup.Group, a *Assignme
 
 // cancelRun asks a device's node to kill its run, once per leader.
 func (s *Site) cancelRun(ctx context.Context, a *Assignment, r viewRun) {
-	o, spec := r.obj, r.spec
 	s.mu.Lock()
-	sent := s.canceled[o.Name]
-	s.canceled[o.Name] = true
+	sent := s.canceled[r.name]
+	s.canceled[r.name] = true
 	s.mu.Unlock()
 	if sent {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := s.cfg.Runner.Cancel(cctx, spec.Node, a.UID, spec.Attempt); err != nil {
-		s.log.Debug("cancel device run", "task", a.Task, "peer", spec.Node, "err", err)
+	if err := s.cfg.Runner.Cancel(cctx, r.spec.Node, a.UID, r.spec.Attempt); err != nil {
+		s.log.Debug("cancel device run", "task", a.Task, "peer", r.spec.Node, "err", err)
 	}
 }
 
@@ -566,13 +595,13 @@ func (s *Site) launch(ctx context.Context, eg *errgroup.Group, a *Assignment, sp
 		if err != nil || !ok {
 			return nil
 		}
-		obj, st := run.obj, run.st
-		if st.Result.Phase != ota.DeviceRunning {
-			return nil // timed out or canceled meanwhile
+		st := run.st
+		if st.Result.Phase != ota.DeviceRunning || run.spec.Attempt != spec.Attempt {
+			return nil // timed out, canceled or retried meanwhile
 		}
 		res.Attempt, res.QueuedTime, res.StartTime = spec.Attempt, st.Result.QueuedTime, st.Result.StartTime
 		st.Result = res
-		if err := s.setRun(ctx, obj, st); err != nil && ctx.Err() == nil {
+		if err := s.setRun(ctx, run, st); err != nil && ctx.Err() == nil {
 			s.log.Warn("record device result", "task", a.Task, "peer", spec.Node, "err", err)
 		}
 		return nil

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -89,15 +90,6 @@ func TestSiteDispatchesFromItsView(t *testing.T) {
 
 	// Pending reports every phase the hub has not acknowledged; wait
 	// until it reports each device's result.
-	succeeded := func(rs []DeviceReport) int {
-		n := 0
-		for _, r := range rs {
-			if r.Status.Phase == ota.DeviceSucceeded {
-				n++
-			}
-		}
-		return n
-	}
 	var reports []DeviceReport
 	deadline := time.Now().Add(time.Minute)
 	for succeeded(reports) < len(nodes) && time.Now().Before(deadline) {
@@ -157,10 +149,13 @@ func TestSiteDispatchesFromItsView(t *testing.T) {
 	}
 }
 
-// TestAcceptCreatesStartableRunsRunning checks that a new assignment's
-// runs within its window whose nodes are alive are created Running, and
-// the rest (past the window, node offline, or a halted task) Queued.
-func TestAcceptCreatesStartableRunsRunning(t *testing.T) {
+// TestAcceptRecordsStartedRunsInTheSiteTask checks that a new
+// assignment's runs within its window whose nodes are alive are recorded
+// as started in the SiteTask, without a DeviceRun each, and the rest
+// (past the window, node offline, or a halted task) created Queued; a
+// view built from the store (a new leader's) holds the started ones
+// Running since then.
+func TestAcceptRecordsStartedRunsInTheSiteTask(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
@@ -188,21 +183,47 @@ func TestAcceptCreatesStartableRunsRunning(t *testing.T) {
 			if err := site.Accept(t.Context(), []Assignment{a}); err != nil {
 				t.Fatal(err)
 			}
+			tasks, err := store.List(t.Context(), &SiteTaskKind, "", nil, consensus.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs, err := store.List(t.Context(), &DeviceRunKind, "", nil, consensus.ReadOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			stored := map[string]bool{}
+			for _, o := range runs.Items {
+				stored[o.Name] = true
+			}
+			v := newSiteView()
+			v.reset(tasks.Items, runs.Items)
 			for node, want := range tc.want {
-				obj, err := store.Get(t.Context(), &DeviceRunKind, "", runName("u1", node), consensus.ReadOptions{})
-				if err != nil {
-					t.Fatal(err)
+				name := runName("u1", node)
+				if stored[name] != (want == ota.DeviceQueued) {
+					t.Errorf("%s: stored %v; want a DeviceRun only for a queued device", node, stored[name])
 				}
-				var st DeviceRunStatus
-				if err := obj.DecodeStatus(&st); err != nil {
-					t.Fatal(err)
+				r, ok, err := v.run("u1", name)
+				if err != nil || !ok {
+					t.Fatalf("%s: not in the view (%v)", node, err)
 				}
-				if st.Result.Phase != want || (want == ota.DeviceRunning) != (st.Result.StartTime != nil) || st.Reported != ota.DeviceQueued {
-					t.Errorf("%s: phase %s, start time %v, reported %s; want %s", node, st.Result.Phase, st.Result.StartTime, st.Reported, want)
+				st := r.st
+				if st.Result.Phase != want || (want == ota.DeviceRunning) != (st.Result.StartTime != nil) || st.Reported != ota.DeviceQueued || r.spec.Attempt != 1 {
+					t.Errorf("%s: phase %s, start time %v, reported %s, attempt %d; want %s at attempt 1", node, st.Result.Phase, st.Result.StartTime, st.Reported, r.spec.Attempt, want)
 				}
 			}
 		})
 	}
+}
+
+// succeeded counts the Succeeded reports.
+func succeeded(rs []DeviceReport) int {
+	n := 0
+	for _, r := range rs {
+		if r.Status.Phase == ota.DeviceSucceeded {
+			n++
+		}
+	}
+	return n
 }
 
 // heldRunner holds every run until release is closed, then succeeds it.
@@ -235,11 +256,16 @@ func TestAcksAreNotWritten(t *testing.T) {
 	}}); err != nil {
 		t.Fatal(err)
 	}
-	// stored returns each run's stored status and version.
+	// stored returns each run's stored status and version ("" and none
+	// for a device that started with its assignment and has no
+	// DeviceRun).
 	stored := func() (map[string]DeviceRunStatus, map[string]string) {
 		sts, rvs := map[string]DeviceRunStatus{}, map[string]string{}
 		for _, n := range nodes {
 			obj, err := store.Get(ctx, &DeviceRunKind, "", runName("u1", n), consensus.ReadOptions{})
+			if apierrors.IsNotFound(err) {
+				continue
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -277,7 +303,7 @@ func TestAcksAreNotWritten(t *testing.T) {
 	if left, err := site.Pending(ctx, 100); err != nil || len(left) != 0 {
 		t.Fatalf("after the Running ack, Pending = %+v, %v; want none", left, err)
 	}
-	if sts, after := stored(); fmt.Sprint(after) != fmt.Sprint(before) || sts["a-0"].Reported != ota.DeviceQueued {
+	if sts, after := stored(); fmt.Sprint(after) != fmt.Sprint(before) || sts["a-0"].Reported == ota.DeviceRunning {
 		t.Fatalf("the Running ack was written: versions %v → %v, a-0 reported %s", before, after, sts["a-0"].Reported)
 	}
 
@@ -438,5 +464,57 @@ func TestPendingBoundsAReportsBytes(t *testing.T) {
 	}
 	if len(acked) != len(nodes) || batches < 2 {
 		t.Fatalf("%d of %d results reported in %d batches; want all, in 2 or more", len(acked), len(nodes), batches)
+	}
+}
+
+// TestNewLeaderResumesStartedDevices: devices that started with their
+// assignment have no DeviceRun until their result; a new leader holds
+// them Running from the SiteTask, dispatches them again (the agent's
+// journal makes that safe) and records their results at the attempt and
+// start time the assignment gave them.
+func TestNewLeaderResumesStartedDevices(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	runner := &heldRunner{release: make(chan struct{})}
+	firstCtx, stopFirst := context.WithCancel(t.Context())
+	first, err := NewSite(SiteConfig{Site: "a", Store: store, Runner: runner, Interval: 20 * time.Millisecond,
+		Alive: func(string) bool { return true }, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- first.Run(firstCtx) }()
+	nodes := []string{"a-0", "a-1"}
+	if err := first.Accept(t.Context(), []Assignment{{Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 2, Devices: nodes,
+		Spec: &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	task, err := store.Get(t.Context(), &SiteTaskKind, "", "u1", consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec SiteTaskSpec
+	if err := task.DecodeSpec(&spec); err != nil || spec.Started == nil || fmt.Sprint(spec.Started.Devices) != fmt.Sprint(nodes) {
+		t.Fatalf("SiteTask started %+v (%v); want both devices", spec.Started, err)
+	}
+	stopFirst() // the leader goes, its runs in flight
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	next, ctx := runSite(t, store, runner)
+	close(runner.release)
+	var reports []DeviceReport
+	waitUntil(t, "both results", func() bool {
+		if reports, err = next.Pending(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+		return succeeded(reports) == len(nodes)
+	})
+	for _, r := range reports {
+		st := r.Status
+		if r.Attempt != 1 || st.Attempt != 1 || st.StartTime == nil || !st.StartTime.Equal(&spec.Started.Time) {
+			t.Errorf("%s: attempt %d/%d, started %v; want attempt 1 started %v", r.Node, r.Attempt, st.Attempt, st.StartTime, spec.Started.Time)
+		}
 	}
 }

@@ -10,12 +10,15 @@ import (
 	"github.com/outpost-mesh/outpost/consensus"
 )
 
-// collect deletes an ended assignment from site Raft: its runs, then the
-// SiteTask (a leader that stops half-way leaves a SiteTask whose remaining
-// runs the next leader's pass collects). Only when every run has ended and
-// the hub has acknowledged its result, and each delete only at the
-// version the view holds: a run or assignment that moved on since (a retry)
-// stays, and the pass that sees it dispatches it.
+// collect deletes an ended assignment from site Raft: the SiteTask, then
+// its runs. Only when every run has ended and the hub has acknowledged its
+// result, and each delete only at the version the view holds: a run or
+// assignment that moved on since (a retry) stays, and the pass that sees
+// it dispatches it. The SiteTask goes first because it records the
+// devices that started with it (SiteTaskSpec.Started): without their
+// runs it would show them Running again. A leader that stops half-way
+// leaves runs without a SiteTask, which a later pass deletes
+// (collectOrphans).
 //
 // Without this a site kept every task it ever ran, a hundred objects per
 // task at a site of a hundred nodes, in Raft, in the leader's view and in
@@ -27,15 +30,10 @@ func (s *Site) collect(ctx context.Context, t *viewTask) error {
 	if err != nil || !ok {
 		return err
 	}
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(writeConcurrency)
-	for _, r := range runs {
-		eg.Go(func() error { return s.deleteAt(ectx, &DeviceRunKind, r.obj) })
-	}
-	if err := eg.Wait(); err != nil {
+	if err := s.deleteAt(ctx, &SiteTaskKind, t.obj); err != nil {
 		return err
 	}
-	if err := s.deleteAt(ctx, &SiteTaskKind, t.obj); err != nil {
+	if err := s.deleteRuns(ctx, runs); err != nil {
 		return err
 	}
 	s.mu.Lock()
@@ -43,6 +41,35 @@ func (s *Site) collect(ctx context.Context, t *viewTask) error {
 	s.mu.Unlock()
 	s.log.Info("finished task collected", "task", t.spec.Assignment.Task, "devices", len(runs))
 	return nil
+}
+
+// collectOrphans deletes the runs of tasks whose SiteTask is gone, once
+// each of them has ended and been reported: those a collect that stopped
+// half-way left. (An assignment being accepted creates its queued runs
+// before its SiteTask; they have not ended.)
+func (s *Site) collectOrphans(ctx context.Context) error {
+	for _, uid := range s.view.orphans() {
+		runs, ok, err := s.view.settled(uid)
+		if err != nil || !ok {
+			return err
+		}
+		if err := s.deleteRuns(ctx, runs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteRuns deletes runs, many at once.
+func (s *Site) deleteRuns(ctx context.Context, runs []viewRun) error {
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(writeConcurrency)
+	for _, r := range runs {
+		if r.obj != nil {
+			eg.Go(func() error { return s.deleteAt(ectx, &DeviceRunKind, r.obj) })
+		}
+	}
+	return eg.Wait()
 }
 
 // deleteAt deletes obj at the version held and forgets it in the view; one

@@ -189,3 +189,51 @@ func TestAssignmentsAfterASiteLetGo(t *testing.T) {
 		t.Errorf("a new leader after counting: b %s, a %s; want [[b-0]] and nothing", got, a)
 	}
 }
+
+// TestCollectStoppedHalfWay: a collect deletes the SiteTask first, so a
+// leader that stops before the runs are gone leaves runs without a task,
+// never a task whose started devices (SiteTaskSpec.Started) lost their
+// runs and would show Running again. A later leader reports such runs
+// (the hub may not hold them) and deletes them once acknowledged; the
+// devices do not run again.
+func TestCollectStoppedHalfWay(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	runner := &countingRunner{runs: map[string]int{}}
+	nodes := []string{"a-0", "a-1"}
+	spec := &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}}}
+	first, ctx := runSite(t, store, runner, func(c *SiteConfig) { c.Retention = time.Hour })
+	if err := first.Accept(ctx, []Assignment{{Task: "t", UID: "u1", Attempt: 1, Version: 1, Window: 2, Devices: nodes, Spec: spec}}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "both results stored", func() bool { return slices.Equal(stored(t, store), []string{"u1: 2 runs"}) && runner.count("a-1") == 1 })
+	// The first leader deletes the SiteTask and stops.
+	task, err := store.Get(ctx, &SiteTaskKind, "", "u1", consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.deleteAt(ctx, &SiteTaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+
+	next, _ := runSite(t, store, runner, func(c *SiteConfig) { c.Retention = time.Hour })
+	var reports []DeviceReport
+	waitUntil(t, "the runs reported again", func() bool {
+		if reports, err = next.Pending(ctx, 100); err != nil {
+			t.Fatal(err)
+		}
+		return len(reports) == len(nodes)
+	})
+	if got := stored(t, store); !slices.Equal(got, []string{"2 runs of u1 without a task"}) {
+		t.Fatalf("before the hub acknowledged them: %v, want the two runs kept", got)
+	}
+	if err := next.Acked(ctx, reports); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the runs deleted", func() bool { return len(stored(t, store)) == 0 })
+	for _, n := range nodes {
+		if c := runner.count(n); c != 1 {
+			t.Errorf("%s ran %d times, want once", n, c)
+		}
+	}
+}

@@ -1,6 +1,8 @@
 package control
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
 )
@@ -8,6 +10,20 @@ import (
 // SiteTaskSpec is an assignment as a site records it in its Raft group.
 type SiteTaskSpec struct {
 	Assignment Assignment `json:"assignment"`
+	// Started are the devices that started when the site took the
+	// assignment (within its window, node alive). Such a device has no
+	// DeviceRun until its first write after that (its result, TimedOut,
+	// Canceled, a retry): the SiteTask records its start, which saves a
+	// Raft write per device, half of a site leader's writes in a fast
+	// task.
+	Started *StartedRuns `json:"started,omitempty"`
+}
+
+// StartedRuns are devices that started together with their assignment.
+type StartedRuns struct {
+	Devices []string    `json:"devices"`
+	Attempt int         `json:"attempt"`
+	Time    metav1.Time `json:"time"`
 }
 
 // DeviceRunStatus is a device's progress at its site.

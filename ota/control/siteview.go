@@ -42,11 +42,22 @@ type viewTask struct {
 	spec SiteTaskSpec
 }
 
-// viewRun is a DeviceRun, decoded.
+// viewRun is a DeviceRun, decoded. A device that started with its
+// assignment (SiteTaskSpec.Started) has no DeviceRun until its result:
+// its viewRun comes from the SiteTask, with a nil obj.
 type viewRun struct {
+	name string // runName(UID, node)
 	obj  *consensus.Object
 	spec DeviceRunSpec
 	st   DeviceRunStatus
+}
+
+// rev is the stored revision of the run, 0 when it has no DeviceRun yet.
+func (r *viewRun) rev() uint64 {
+	if r.obj == nil {
+		return 0
+	}
+	return r.obj.Revision()
 }
 
 func newSiteView() *siteView {
@@ -132,30 +143,86 @@ func (v *siteView) putLocked(k *consensus.Kind, o *consensus.Object) bool {
 			return false
 		}
 		v.tasks[uid] = &viewTask{obj: o, spec: spec}
+		v.startedLocked(&spec)
 	case &DeviceRunKind:
-		// The leader's own writes come back by the watch: a version held
-		// already is known by its name (runName) before anything is decoded.
-		if uid, _, ok := strings.Cut(o.Name, "."); ok {
-			if cur, ok := v.runs[uid][o.Name]; ok && cur.obj.Revision() >= o.Revision() {
-				return false
-			}
-		}
-		var r viewRun
-		if o.DecodeSpec(&r.spec) != nil || o.DecodeStatus(&r.st) != nil {
-			return false
-		}
-		byName := v.runs[r.spec.UID]
-		if byName == nil {
-			byName = map[string]*viewRun{}
-			v.runs[r.spec.UID] = byName
-		}
-		if cur, ok := byName[o.Name]; ok && cur.obj.Revision() >= o.Revision() {
-			return false
-		}
-		r.obj = o
-		byName[o.Name] = &r
+		return v.putRunLocked(o, nil)
 	}
 	return true
+}
+
+// startedLocked holds the devices that started with an assignment and
+// have no DeviceRun yet as Running since then.
+func (v *siteView) startedLocked(spec *SiteTaskSpec) {
+	started := spec.Started
+	if started == nil {
+		return
+	}
+	uid := spec.Assignment.UID
+	byName := v.runsOf(uid)
+	for _, node := range started.Devices {
+		name := runName(uid, node)
+		if _, ok := byName[name]; ok {
+			continue
+		}
+		queued, start := started.Time, started.Time
+		byName[name] = &viewRun{
+			name: name,
+			spec: DeviceRunSpec{Task: spec.Assignment.Task, UID: uid, Attempt: started.Attempt, Node: node},
+			st: DeviceRunStatus{
+				Result:   ota.DeviceResultStatus{Phase: ota.DeviceRunning, Attempt: started.Attempt, QueuedTime: &queued, StartTime: &start},
+				Reported: ota.DeviceQueued, // the hub created it Queued
+			},
+		}
+	}
+}
+
+// runsOf returns the runs of a task, creating the map.
+func (v *siteView) runsOf(uid string) map[string]*viewRun {
+	byName := v.runs[uid]
+	if byName == nil {
+		byName = map[string]*viewRun{}
+		v.runs[uid] = byName
+	}
+	return byName
+}
+
+// putRunLocked stores a DeviceRun and reports whether the view changed;
+// st, when not nil, is its status (the leader's own write), which then
+// is not decoded again.
+func (v *siteView) putRunLocked(o *consensus.Object, st *DeviceRunStatus) bool {
+	// The leader's own writes come back by the watch: a version held
+	// already is known by its name (runName) before anything is decoded.
+	if uid, _, ok := strings.Cut(o.Name, "."); ok {
+		if cur, ok := v.runs[uid][o.Name]; ok && cur.rev() >= o.Revision() {
+			return false
+		}
+	}
+	r := viewRun{name: o.Name, obj: o}
+	if o.DecodeSpec(&r.spec) != nil {
+		return false
+	}
+	if st != nil {
+		r.st = *st
+	} else if o.DecodeStatus(&r.st) != nil {
+		return false
+	}
+	byName := v.runsOf(r.spec.UID)
+	if cur, ok := byName[o.Name]; ok && cur.rev() >= o.Revision() {
+		return false
+	}
+	byName[o.Name] = &r
+	return true
+}
+
+// putRun records a DeviceRun this leader wrote with status st: only its
+// spec is decoded (decoding the results the leader had just encoded was
+// a tenth of a site leader's CPU in a 10,000-node read).
+func (v *siteView) putRun(o *consensus.Object, st DeviceRunStatus) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ready && v.putRunLocked(o, &st) {
+		v.notify()
+	}
 }
 
 // remove forgets a deleted object.
@@ -240,7 +307,7 @@ func copyRuns(keep func(*viewRun) bool, byNames ...map[string]*viewRun) []viewRu
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].obj.Name < out[j].obj.Name })
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out
 }
 
@@ -259,15 +326,33 @@ func (v *siteView) run(uid, name string) (viewRun, bool, error) {
 }
 
 // markReported notes in the view (the store follows, or not, by the
-// caller's write) that the hub holds the report of phase for the run at
-// the version obj: a later version carries its own Reported.
-func (v *siteView) markReported(obj *consensus.Object, phase ota.DevicePhase) {
+// caller's write) that the hub holds the report of phase for the run as
+// read, at revision rev: a later version carries its own Reported.
+func (v *siteView) markReported(read viewRun, phase ota.DevicePhase) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	uid, _, _ := strings.Cut(obj.Name, ".")
-	if r, ok := v.runs[uid][obj.Name]; ok && r.obj.Revision() == obj.Revision() && r.st.Result.Phase == phase {
+	if r, ok := v.runs[read.spec.UID][read.name]; ok && r.rev() == read.rev() && r.st.Result.Phase == phase {
 		r.st.Reported = phase
 	}
+}
+
+// orphans returns the UIDs of runs whose SiteTask the view does not hold
+// (collect deletes the SiteTask first; a leader that stopped half-way
+// leaves its runs), sorted.
+func (v *siteView) orphans() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.ready {
+		return nil
+	}
+	var out []string
+	for uid := range v.runs {
+		if _, ok := v.tasks[uid]; !ok {
+			out = append(out, uid)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // runningReportAge is how long a device has been Running before its
