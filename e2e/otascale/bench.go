@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -36,10 +37,14 @@ func runBench(args []string) error {
 	dir := fs.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
 	gomaxprocs := fs.Int("gomaxprocs", 1, "GOMAXPROCS of the site leaders and simulators (0: every core); the hub keeps every core")
 	settle := fs.Duration("settle", 90*time.Second, "how long the fleet idles before the tasks (the last 15 s are measured): the gossip of the last joins takes a minute or two to die down")
+	repeat := fs.Int("repeat", 3, "runs of the read and of the exec, one after another: the table shows each and the median (on a machine the fleet saturates, a run's time spreads by a second or two)")
 	profile := fs.String("profiles", "", "directory for profiles: the simulators' heap, and the hub's and a leader's CPU (idle) and heap")
 	_ = fs.Parse(args)
 	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
 		return fmt.Errorf("-sites and -per-site must be between 10 and 250")
+	}
+	if *repeat < 1 || *repeat > 9 {
+		return fmt.Errorf("-repeat must be between 1 and 9")
 	}
 	if os.Getenv("OTASCALE_NETNS") == "" {
 		return inNetns(args)
@@ -144,13 +149,26 @@ func runBench(args []string) error {
 		{"scale-read", "read of a small file", map[string]any{"name": "read", "type": "read", "path": small}},
 		{"scale-exec", "exec of `true`", map[string]any{"name": "true", "type": "exec", "command": []string{"true"}}},
 	} {
-		phase("task %s on %d nodes", tc.name, total)
-		r, err := f.runTask(tc.name, every, tc.step, total)
-		if err != nil {
-			return err
+		var runs []row
+		for i := 1; i <= *repeat; i++ {
+			if i > 1 {
+				time.Sleep(repeatPause) // the last reports and acknowledgements
+			}
+			name := fmt.Sprintf("%s-%d", tc.name, i)
+			phase("task %s on %d nodes", name, total)
+			r, err := f.runTask(name, every, tc.step, total)
+			if err != nil {
+				return err
+			}
+			r.what = fmt.Sprintf("%s, run %d", tc.label, i)
+			runs = append(runs, r)
 		}
-		r.what = tc.label
-		rows = append(rows, r)
+		rows = append(rows, runs...)
+		if len(runs) > 1 {
+			m := median(runs)
+			m.what = fmt.Sprintf("%s, **median of %d**", tc.label, len(runs))
+			rows = append(rows, m)
+		}
 	}
 
 	// The write: a 10 MiB file, in the hub's registry (outpost blob
@@ -204,6 +222,17 @@ func runBench(args []string) error {
 	}
 	printTable(os.Stdout, tableInput{idle: idle, rows: rows, write: w, sent: sent, raw: float64(after - before), mem: mem, total: total, sites: *sites, perSite: *perSite, procs: *procs})
 	return nil
+}
+
+// repeatPause separates the runs of a task.
+const repeatPause = 15 * time.Second
+
+// median returns the run of median time (the faster of the two middle
+// ones for an even count).
+func median(runs []row) row {
+	sorted := slices.Clone(runs)
+	slices.SortFunc(sorted, func(a, b row) int { return cmp.Compare(a.elapsed, b.elapsed) })
+	return sorted[(len(sorted)-1)/2]
 }
 
 // row is one timed task.
