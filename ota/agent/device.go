@@ -130,9 +130,15 @@ func runOnce(ctx context.Context, d *Device, i int, step *ota.Step, j Journal) (
 		reason, _ := killReason(ctx)
 		return nil, stepErr(reason, "%v before step %q started", context.Cause(ctx), step.Name)
 	}
-	marker := ota.StepResult{Name: step.Name, Type: step.Type, Phase: ota.StepRunning, StartTime: now()}
-	if err := j.Record(i, marker); err != nil {
-		return nil, stepErr(ota.ReasonJournal, "record step %q start: %v", step.Name, err)
+	// A read changes nothing on the node: run again after a crash, it
+	// does no harm, so it is not marked before it runs. That saves a
+	// read one durable journal write of its two (an fsync on a node; a
+	// tenth of a simulated member's work in a 10,000-node read).
+	if step.Type != ota.StepRead {
+		marker := ota.StepResult{Name: step.Name, Type: step.Type, Phase: ota.StepRunning, StartTime: now()}
+		if err := j.Record(i, marker); err != nil {
+			return nil, stepErr(ota.ReasonJournal, "record step %q start: %v", step.Name, err)
+		}
 	}
 	r = RunStep(ctx, *step, d.Env, d.Policy, d.Blobs, d.LogDir)
 	if err := j.Record(i, r); err != nil {

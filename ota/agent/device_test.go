@@ -225,3 +225,34 @@ func TestOnboardExample(t *testing.T) {
 		t.Errorf("install stdout %q", st.Steps[1].Stdout.Head)
 	}
 }
+
+// recordingJournal notes the phase of every Record.
+type recordingJournal struct {
+	*MemJournal
+	records []string
+}
+
+func (r *recordingJournal) Record(i int, res ota.StepResult) error {
+	r.records = append(r.records, res.Name+":"+string(res.Phase))
+	return r.MemJournal.Record(i, res)
+}
+
+// TestReadIsNotMarkedBeforeItRuns: a step that changes the node is
+// journaled as started before it runs, so that it never runs twice; a
+// read, which changes nothing, is journaled once, with its result.
+func TestReadIsNotMarkedBeforeItRuns(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "ran")
+	if err := os.WriteFile(file, []byte("x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	j := &recordingJournal{MemJournal: NewMemJournal()}
+	d := device(ota.Step{Name: "read", Type: ota.StepRead, Path: file}, appendStep("exec", file))
+	d.Journal = j
+	if st := RunDevice(t.Context(), d); st.Phase != ota.DeviceSucceeded {
+		t.Fatalf("run: %s %s", st.Phase, st.Message)
+	}
+	if got := strings.Join(j.records, " "); got != "read:Succeeded exec:Running exec:Succeeded" {
+		t.Fatalf("journal writes %q; want the read's result alone, the exec's start and result", got)
+	}
+}

@@ -22,7 +22,8 @@ type Journal interface {
 	// ran, the agent does not run it.
 	Lookup(i int) (r ota.StepResult, ok bool, err error)
 	// Record stores r for step i, replacing what was there: first a
-	// Running marker before the step starts, then its result.
+	// Running marker before the step starts (not for a read, which may
+	// run again), then its result.
 	Record(i int, r ota.StepResult) error
 }
 
