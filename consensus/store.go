@@ -114,35 +114,66 @@ func (s *Store) GetMany(ctx context.Context, k *Kind, namespace string, names []
 // that match sel (everything when nil), and the resourceVersion read at.
 // Only the keys under k's NamePrefix for sel are read.
 func (s *Store) List(ctx context.Context, k *Kind, namespace string, sel labels.Selector, opt ReadOptions) (*List, error) {
+	list := &List{Items: []*Object{}}
+	rv, err := s.scan(ctx, listPrefix(k, namespace, sel), sel, opt, func(o *Object) error {
+		list.Items = append(list.Items, o.DeepCopy())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	list.ResourceVersion = rv
+	return list, nil
+}
+
+// Scan calls fn with each object of k in namespace that sel matches, in
+// one consistent read, as the store holds it: fn must neither change nor
+// keep the object (List returns copies). A caller that reads a few
+// fields of many objects (the hub's ten thousand Nodes when a task
+// starts) is spared a copy of each. An error of fn ends the scan and is
+// returned as it is.
+func (s *Store) Scan(ctx context.Context, k *Kind, namespace string, sel labels.Selector, opt ReadOptions, fn func(*Object) error) error {
+	_, err := s.scan(ctx, listPrefix(k, namespace, sel), sel, opt, fn)
+	return err
+}
+
+// listPrefix is the key prefix of the objects a list of k reads.
+func listPrefix(k *Kind, namespace string, sel labels.Selector) string {
 	prefix := kindPrefix(k, namespace)
 	if k.NamePrefix != nil && sel != nil && (namespace != "" || !k.Namespaced) {
 		prefix += k.NamePrefix(sel)
 	}
-	return s.list(ctx, prefix, sel, opt)
+	return prefix
 }
 
-func (s *Store) list(ctx context.Context, prefix string, sel labels.Selector, opt ReadOptions) (*List, error) {
+// scan calls fn with the stored objects under prefix that sel matches and
+// returns the index the read was made at.
+func (s *Store) scan(ctx context.Context, prefix string, sel labels.Selector, opt ReadOptions, fn func(*Object) error) (uint64, error) {
 	if err := s.readBarrier(ctx, opt); err != nil {
-		return nil, err
+		return 0, err
 	}
-	list := &List{Items: []*Object{}}
+	var rv uint64
+	var fnErr error
 	err := s.g.st.view(func(txn *badger.Txn, p []byte) error {
-		rv, err := getUint(txn, key(p, nsMeta, metaApplied))
-		if err != nil {
+		var err error
+		if rv, err = getUint(txn, key(p, nsMeta, metaApplied)); err != nil {
 			return err
 		}
-		list.ResourceVersion = rv
 		return s.g.st.readObjects(txn, p, prefix, func(o *Object) error {
 			if sel == nil || sel.Matches(labels.Set(o.Labels)) {
-				list.Items = append(list.Items, o.DeepCopy())
+				fnErr = fn(o)
+				return fnErr
 			}
 			return nil
 		})
 	})
-	if err != nil {
-		return nil, apierrors.NewInternalError(err)
+	switch {
+	case fnErr != nil:
+		return 0, fnErr
+	case err != nil:
+		return 0, apierrors.NewInternalError(err)
 	}
-	return list, nil
+	return rv, nil
 }
 
 // Watch returns a Watcher for changes to k after resourceVersion from.

@@ -231,9 +231,28 @@ func TestStoreGetList(t *testing.T) {
 				if rv < last {
 					t.Fatalf("list resourceVersion %d is before the last write %d", rv, last)
 				}
+				sel, _ := labels.Parse(tc.selector)
+				var scanned []string
+				if err := s.Scan(t.Context(), k, tc.namespace, sel, ReadOptions{Stale: stale}, func(o *Object) error {
+					scanned = append(scanned, o.Namespace+"/"+o.Name)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+				equalStrings(t, "scan", scanned, tc.want)
 			})
 		}
 	}
+
+	t.Run("scan stopped", func(t *testing.T) {
+		t.Parallel()
+		stop := errors.New("enough")
+		n := 0
+		err := s.Scan(t.Context(), k, "", nil, ReadOptions{}, func(*Object) error { n++; return stop })
+		if err != stop || n != 1 {
+			t.Fatalf("Scan returned %v after %d objects; want fn's own error after the first", err, n)
+		}
+	})
 
 	t.Run("get", func(t *testing.T) {
 		t.Parallel()

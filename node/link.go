@@ -251,34 +251,40 @@ func (n *Node) report(ctx context.Context, last *linkRoster) (*linkReport, error
 		rep.SameNodes = true // nothing was written since the roster was read
 		return rep, nil
 	}
-	list, err := n.group.Store().List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return nil, err
-	}
-	last.index = index
-	nodes := make(map[string]rosterNode, len(list.Items))
+	// Read in place (Scan): a Node that has not changed since the last
+	// report is known by its resourceVersion, and only a changed one is
+	// decoded (and its labels copied, as the report keeps them).
+	nodes := make(map[string]rosterNode, len(last.nodes))
+	var names []string
 	var key strings.Builder
-	for _, o := range list.Items {
+	err = n.group.Store().Scan(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true}, func(o *consensus.Object) error {
 		rn, ok := last.nodes[o.Name]
 		if !ok || rn.rv != o.ResourceVersion {
 			var st NodeStatus
 			_ = o.DecodeStatus(&st)
-			rn = rosterNode{rv: o.ResourceVersion, node: linkNode{Name: o.Name, Labels: o.Labels, Status: st}}
+			labels := maps.Clone(o.Labels)
+			rn = rosterNode{rv: o.ResourceVersion, node: linkNode{Name: o.Name, Labels: labels, Status: st}}
 			st.LastSeen, st.HeartbeatTime = nil, nil
-			b, _ := json.Marshal(linkNode{Name: o.Name, Labels: o.Labels, Status: st})
+			b, _ := json.Marshal(linkNode{Name: o.Name, Labels: labels, Status: st})
 			rn.fp = string(b)
 		}
 		nodes[o.Name] = rn
+		names = append(names, o.Name)
 		key.WriteString(rn.fp)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	last.index = index
 	last.nodes = nodes
 	if last.sent && last.key == key.String() {
 		rep.SameNodes = true
 		return rep, nil
 	}
-	rep.Nodes = make([]linkNode, 0, len(list.Items))
-	for _, o := range list.Items {
-		rep.Nodes = append(rep.Nodes, nodes[o.Name].node)
+	rep.Nodes = make([]linkNode, 0, len(names))
+	for _, name := range names {
+		rep.Nodes = append(rep.Nodes, nodes[name].node)
 	}
 	last.key, last.sent = key.String(), true
 	return rep, nil

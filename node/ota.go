@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/outpost-mesh/outpost/consensus"
@@ -44,22 +45,25 @@ func (n *Node) newOTA() error {
 // inventory lists the nodes of every site from the hub's roster.
 type inventory struct{ n *Node }
 
+// Devices implements control.Inventory.
+//
+// A Node's site is its outpost.dev/site label, which every roster write
+// sets with status.site; the status is decoded only for a Node without
+// it. Read in place (Scan), not copied and decoded each: at 10,000 nodes
+// that was a tenth of the hub's work before a task's first write.
 func (i inventory) Devices(ctx context.Context) ([]control.Device, error) {
-	list, err := i.n.group.Store().List(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]control.Device, 0, len(list.Items))
-	for _, o := range list.Items {
-		var st NodeStatus
-		_ = o.DecodeStatus(&st)
-		site := st.Site
+	var out []control.Device
+	err := i.n.group.Store().Scan(ctx, &NodeKind, "", nil, consensus.ReadOptions{Stale: true}, func(o *consensus.Object) error {
+		site := o.Labels["outpost.dev/site"]
 		if site == "" {
-			site = o.Labels["outpost.dev/site"]
+			var st NodeStatus
+			_ = o.DecodeStatus(&st)
+			site = st.Site
 		}
-		out = append(out, control.Device{Name: o.Name, Site: site, Labels: o.Labels})
-	}
-	return out, nil
+		out = append(out, control.Device{Name: o.Name, Site: site, Labels: maps.Clone(o.Labels)})
+		return nil
+	})
+	return out, err
 }
 
 // memberAlive reports whether a node of this site is alive in gossip.

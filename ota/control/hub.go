@@ -368,7 +368,12 @@ const writeConcurrency = 256
 // taskResults lists a task's DeviceResults (read by their names' prefix:
 // DeviceResultKind.NamePrefix).
 func taskResults(ctx context.Context, store *consensus.Store, task string) (*consensus.List, error) {
-	return store.List(ctx, &ota.DeviceResultKind, "", labels.SelectorFromSet(labels.Set{ota.LabelTask: task}), consensus.ReadOptions{Stale: true})
+	return store.List(ctx, &ota.DeviceResultKind, "", taskSelector(task), consensus.ReadOptions{Stale: true})
+}
+
+// taskSelector selects a task's DeviceResults.
+func taskSelector(task string) labels.Selector {
+	return labels.SelectorFromSet(labels.Set{ota.LabelTask: task})
 }
 
 // createResults creates the Queued DeviceResults of a task, each with its

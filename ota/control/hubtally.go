@@ -147,7 +147,13 @@ func (t *tally) counts(ctx context.Context, store *consensus.Store, task string,
 	tt = &taskTally{uid: uid, results: map[string]resultMark{}, sites: map[string]ota.Counts{}, loading: true}
 	t.tasks[task] = tt
 	t.mu.Unlock()
-	list, err := taskResults(ctx, store, task)
+	// Read in place: apply keeps no object, only its name, site, phase
+	// and revision.
+	loaded := &taskTally{uid: uid, results: map[string]resultMark{}, sites: map[string]ota.Counts{}}
+	err := store.Scan(ctx, &ota.DeviceResultKind, "", taskSelector(task), consensus.ReadOptions{Stale: true}, func(o *consensus.Object) error {
+		loaded.apply(consensus.Event{Type: watch.Added, Object: o})
+		return nil
+	})
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.tasks[task] != tt {
@@ -157,9 +163,7 @@ func (t *tally) counts(ctx context.Context, store *consensus.Store, task string,
 		delete(t.tasks, task)
 		return ota.Counts{}, nil, err
 	}
-	for _, o := range list.Items {
-		tt.apply(consensus.Event{Type: watch.Added, Object: o})
-	}
+	tt.results, tt.counts, tt.sites = loaded.results, loaded.counts, loaded.sites
 	for _, ev := range tt.held {
 		tt.apply(ev)
 	}
