@@ -80,9 +80,19 @@ func openState(dir string, logger *slog.Logger, fp Footprint) (*state, error) {
 		WithIndexCacheSize(16 << 20).
 		WithValueThreshold(4 << 10).
 		WithNumCompactors(2).
+		// Three memtables, not five: a flush takes a fraction of a
+		// second, and each memtable is 16 MiB of arena.
+		WithNumMemtables(3).
 		// The Raft log is the durable record: after a crash, entries past
 		// what reached this store are applied again from the log.
 		WithSyncWrites(false)
+	// Tables of 2 MB at every level (Badger doubles them per level by
+	// default): a table being built holds an allocation of twice its
+	// size, and compactions build several at once, so as the hub's state
+	// grew into deeper levels its compactions held 124 MiB of builders
+	// (a heap profile after three 10,000-node reads). More, smaller
+	// tables instead.
+	opts.TableSizeMultiplier = 1
 	cacheLimit := objectCacheBytes
 	if fp == FootprintEdge {
 		opts = compaction.Paced(opts).
