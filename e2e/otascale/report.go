@@ -95,10 +95,13 @@ func (f *fleet) memory() memStats {
 }
 
 type tableInput struct {
-	rows                  []row
-	write                 row
-	sent, raw             float64
-	mem                   memStats
+	rows      []row
+	write     row
+	sent, raw float64
+	// memFirst is taken after the first read, exec and write, mem after
+	// every task (tasks of them).
+	memFirst, mem         memStats
+	tasks                 int
 	total, sites, perSite int
 	procs                 int
 	idle                  [3]float64 // cores: hub, leaders, simulators
@@ -121,7 +124,8 @@ func printTable(w io.Writer, in tableInput) {
 	fmt.Fprintf(w, "| bytes the hub sent during the write (idle traffic taken off) | %.1f MiB (%.2f× the 100 MiB of once per site; 1,000 MiB if sent per node) |\n", in.sent/mib, in.sent/(100*mib))
 	fmt.Fprintf(w, "| the same, raw | %.1f MiB |\n", in.raw/mib)
 	fmt.Fprintf(w, "| CPU of the idle fleet: hub / site leaders / simulated members | %.2f / %.2f / %.2f cores |\n", in.idle[0], in.idle[1], in.idle[2])
-	fmt.Fprintf(w, "| hub peak memory: VmHWM / own (RssAnon) | %.0f / %.0f MiB |\n", in.mem.hub, in.mem.hubAnon)
+	fmt.Fprintf(w, "| hub peak memory after the first read, exec and write: VmHWM / own (RssAnon) | %.0f / %.0f MiB |\n", in.memFirst.hub, in.memFirst.hubAnon)
+	fmt.Fprintf(w, "| ↳ after all %d tasks | %.0f / %.0f MiB |\n", in.tasks, in.mem.hub, in.mem.hubAnon)
 	fmt.Fprintf(w, "| site leader peak memory, max / mean: VmHWM | %.0f / %.0f MiB |\n", in.mem.leaderMax, in.mem.leaderMean)
 	fmt.Fprintf(w, "| ↳ own (RssAnon: the binary's shared pages left out) | %.0f / %.0f MiB |\n", in.mem.leaderAnonMax, in.mem.leaderAnonMean)
 	fmt.Fprintf(w, "| simulated members, all processes / per member | %.0f MiB / %.2f MiB |\n", in.mem.simTotal, in.mem.simPerMember)
