@@ -41,6 +41,9 @@ type Gossip struct {
 	mlMu  sync.RWMutex
 	phase phase
 	ml    *memberlist.Memberlist
+	// lw is memberlist's log output, closed when the pool stops (set by
+	// create, before Run goes on).
+	lw *logWriter
 
 	// metaMu guards the local metadata. It is taken inside memberlist's
 	// calls (NodeMeta) and never held while calling memberlist.
@@ -197,6 +200,7 @@ func (g *Gossip) create() (*memberlist.Memberlist, error) {
 		return nil, fmt.Errorf("gossip keyring: %w", err)
 	}
 	lw := &logWriter{log: g.log, onSuspect: g.onSuspect}
+	g.lw = lw
 	mc := g.cfg.memberlistConfig(&delegate{g: g}, keyring, newMemberlistLogger(lw))
 	t, err := newTransport(g.cfg.BindAddr, g.cfg.BindPort, &g.deaf, g.log)
 	if err != nil {
@@ -272,7 +276,9 @@ func (g *Gossip) stop(ml *memberlist.Memberlist) error {
 			g.log.Warn("leave gossip pool", "err", err)
 		}
 	}
-	if err := ml.Shutdown(); err != nil {
+	err := ml.Shutdown()
+	g.lw.close()
+	if err != nil {
 		return fmt.Errorf("shut down gossip: %w", err)
 	}
 	g.log.Info("gossip pool down")

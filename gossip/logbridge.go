@@ -6,6 +6,7 @@ import (
 	"log"
 	"log/slog"
 	"strings"
+	"sync"
 )
 
 // memberlist logs through a *log.Logger, one Printf a line, in the form
@@ -22,6 +23,21 @@ type logWriter struct {
 	// onSuspect is called with the node name of each suspect line; it must
 	// not call into memberlist.
 	onSuspect func(node string)
+
+	// mu orders writes before close: memberlist's prober can finish a
+	// probe, and log it, after Shutdown has returned; once the pool is
+	// stopped its lines are dropped, not written to a logger whose owner
+	// (a test's output) may be gone.
+	mu     sync.RWMutex
+	closed bool
+}
+
+// close drops every line written from now on, once the writes under way
+// have ended.
+func (w *logWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 }
 
 // newMemberlistLogger returns the *log.Logger to give memberlist.
@@ -31,6 +47,11 @@ func newMemberlistLogger(w *logWriter) *log.Logger {
 
 // Write logs each line of p. It never fails.
 func (w *logWriter) Write(p []byte) (int, error) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.closed {
+		return len(p), nil
+	}
 	for line := range bytes.Lines(p) {
 		line = bytes.TrimRight(line, "\r\n")
 		if len(line) == 0 {

@@ -61,3 +61,19 @@ func TestLogBridge(t *testing.T) {
 		t.Errorf("suspects %v, want [edge-2]", suspects)
 	}
 }
+
+// TestLogBridgeClosed: once the pool has stopped, memberlist's late lines
+// (a probe that ends after Shutdown) are dropped, suspects included.
+func TestLogBridgeClosed(t *testing.T) {
+	t.Parallel()
+	rec := &levelRecorder{}
+	suspects := 0
+	w := &logWriter{log: slog.New(rec), onSuspect: func(string) { suspects++ }}
+	lg := newMemberlistLogger(w)
+	lg.Printf("[WARN] memberlist: before")
+	w.close()
+	lg.Printf("[INFO] memberlist: Suspect edge-2 has failed, no acks received")
+	if !slices.Equal(rec.recs, []string{"WARN before"}) || suspects != 0 {
+		t.Fatalf("records %q, %d suspects; want only the line before close", rec.recs, suspects)
+	}
+}
