@@ -122,21 +122,8 @@ func (f *forwardTunnels) close() {
 // twoFreePorts finds a range of two adjacent free loopback ports.
 func twoFreePorts(t *testing.T) PortRange {
 	t.Helper()
-	for range 50 {
-		a, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := a.Addr().(*net.TCPAddr).Port
-		b, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		a.Close()
-		if err == nil {
-			b.Close()
-			return PortRange{First: p, Last: p + 1}
-		}
-	}
-	t.Fatal("no two adjacent free ports")
-	return PortRange{}
+	first, last := kubetest.PortPair(t)
+	return PortRange{First: first, Last: last}
 }
 
 // TestProxyCluster runs a proxy Cluster's life through the tunnel

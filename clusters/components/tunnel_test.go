@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/url"
-	"strconv"
 	"testing"
 	"time"
 
@@ -124,19 +123,6 @@ func runUntilCleanup(tb testing.TB, fn func(ctx context.Context) error) {
 // ago: one proxy cluster's tunnel ports.
 func freePortRange(tb testing.TB) clusters.PortRange {
 	tb.Helper()
-	for range 50 {
-		a, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatal(err)
-		}
-		p := a.Addr().(*net.TCPAddr).Port
-		b, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+1)))
-		a.Close()
-		if err == nil {
-			b.Close()
-			return clusters.PortRange{First: p, Last: p + 1}
-		}
-	}
-	tb.Fatal("no two adjacent free ports")
-	return clusters.PortRange{}
+	first, last := kubetest.PortPair(tb)
+	return clusters.PortRange{First: first, Last: last}
 }
