@@ -183,20 +183,13 @@ func TestAcceptRecordsStartedRunsInTheSiteTask(t *testing.T) {
 			if err := site.Accept(t.Context(), []Assignment{a}); err != nil {
 				t.Fatal(err)
 			}
-			tasks, err := store.List(t.Context(), &SiteTaskKind, "", nil, consensus.ReadOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			runs, err := store.List(t.Context(), &DeviceRunKind, "", nil, consensus.ReadOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			tasks, runs := siteObjects(t, store)
 			stored := map[string]bool{}
-			for _, o := range runs.Items {
+			for _, o := range runs {
 				stored[o.Name] = true
 			}
 			v := newSiteView()
-			v.reset(tasks.Items, runs.Items)
+			v.reset(tasks, runs)
 			for node, want := range tc.want {
 				name := runName("u1", node)
 				if stored[name] != (want == ota.DeviceQueued) {

@@ -84,20 +84,13 @@ func TestSiteCollectsEndedTasks(t *testing.T) {
 // runs without a SiteTask.
 func stored(t *testing.T, store *consensus.Store) []string {
 	t.Helper()
-	tasks, err := store.List(t.Context(), &SiteTaskKind, "", nil, consensus.ReadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := store.List(t.Context(), &DeviceRunKind, "", nil, consensus.ReadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	tasks, runs := siteObjects(t, store)
 	n := map[string]int{}
-	for _, o := range runs.Items {
+	for _, o := range runs {
 		n[o.Labels[labelUID]]++
 	}
 	var out []string
-	for _, o := range tasks.Items {
+	for _, o := range tasks {
 		out = append(out, fmt.Sprintf("%s: %d runs", o.Name, n[o.Name]))
 		delete(n, o.Name)
 	}
@@ -106,6 +99,20 @@ func stored(t *testing.T, store *consensus.Store) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// siteObjects lists the SiteTasks and the DeviceRuns in the store.
+func siteObjects(t *testing.T, store *consensus.Store) (tasks, runs []*consensus.Object) {
+	t.Helper()
+	tl, err := store.List(t.Context(), &SiteTaskKind, "", nil, consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := store.List(t.Context(), &DeviceRunKind, "", nil, consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tl.Items, rl.Items
 }
 
 // waitUntil polls cond every 10 ms for up to a minute.
