@@ -3,8 +3,6 @@ package control
 import (
 	"context"
 	"errors"
-	"maps"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -34,6 +32,13 @@ type siteView struct {
 	changed chan struct{}
 	tasks   map[string]*viewTask           // by UID
 	runs    map[string]map[string]*viewRun // task UID → DeviceRun name → run
+	// open counts, by task UID, the runs with a phase the hub does not
+	// hold (open): the only ones a report (unreported) or its count of
+	// running devices (running) looks at. A site keeps ended tasks for
+	// Retention, a hundred runs each at a site of a hundred nodes; the
+	// hub link asks several times a second during a task, and once every
+	// linkInterval when idle, which listed every run of every task kept.
+	open map[string]int
 }
 
 // viewTask is a SiteTask, decoded.
@@ -50,6 +55,12 @@ type viewRun struct {
 	obj  *consensus.Object
 	spec DeviceRunSpec
 	st   DeviceRunStatus
+}
+
+// open reports whether the hub does not hold r's phase: r has one to
+// report, or is Running and counted until it is reported.
+func (r *viewRun) open() bool {
+	return r.st.Result.Phase != "" && r.st.Result.Phase != r.st.Reported
 }
 
 // rev is the stored revision of the run, 0 when it has no DeviceRun yet.
@@ -79,7 +90,7 @@ var errViewNotReady = errors.New("the site's task view is not ready (the node ju
 func (v *siteView) reset(tasks, runs []*consensus.Object) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.tasks, v.runs = map[string]*viewTask{}, map[string]map[string]*viewRun{}
+	v.tasks, v.runs, v.open = map[string]*viewTask{}, map[string]map[string]*viewRun{}, map[string]int{}
 	for _, o := range tasks {
 		v.putLocked(&SiteTaskKind, o)
 	}
@@ -96,7 +107,7 @@ func (v *siteView) reset(tasks, runs []*consensus.Object) {
 func (v *siteView) drop() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.ready, v.tasks, v.runs = false, nil, nil
+	v.ready, v.tasks, v.runs, v.open = false, nil, nil, nil
 }
 
 // wait returns once the view is ready, or errViewNotReady after timeout.
@@ -165,14 +176,26 @@ func (v *siteView) startedLocked(spec *SiteTaskSpec) {
 			continue
 		}
 		queued, start := started.Time, started.Time
-		byName[name] = &viewRun{
+		v.setRunLocked(uid, byName, &viewRun{
 			name: name,
 			spec: DeviceRunSpec{Task: spec.Assignment.Task, UID: uid, Attempt: started.Attempt, Node: node},
 			st: DeviceRunStatus{
 				Result:   ota.DeviceResultStatus{Phase: ota.DeviceRunning, Attempt: started.Attempt, QueuedTime: &queued, StartTime: &start},
 				Reported: ota.DeviceQueued, // the hub created it Queued
 			},
-		}
+		})
+	}
+}
+
+// setRunLocked puts r into byName, the runs of task uid, in place of the
+// run of the same name, and keeps the task's open count.
+func (v *siteView) setRunLocked(uid string, byName map[string]*viewRun, r *viewRun) {
+	if cur, ok := byName[r.name]; ok && cur.open() {
+		v.open[uid]--
+	}
+	byName[r.name] = r
+	if r.open() {
+		v.open[uid]++
 	}
 }
 
@@ -210,7 +233,7 @@ func (v *siteView) putRunLocked(o *consensus.Object, st *DeviceRunStatus) bool {
 	if cur, ok := byName[o.Name]; ok && cur.rev() >= o.Revision() {
 		return false
 	}
-	byName[o.Name] = &r
+	v.setRunLocked(r.spec.UID, byName, &r)
 	return true
 }
 
@@ -241,9 +264,13 @@ func (v *siteView) remove(k *consensus.Kind, o *consensus.Object) {
 		}
 	case &DeviceRunKind:
 		uid, _, _ := strings.Cut(o.Name, ".") // runName
+		if cur, ok := v.runs[uid][o.Name]; ok && cur.open() {
+			v.open[uid]--
+		}
 		delete(v.runs[uid], o.Name)
 		if len(v.runs[uid]) == 0 {
 			delete(v.runs, uid)
+			delete(v.open, uid)
 		}
 	}
 	v.notify()
@@ -331,8 +358,9 @@ func (v *siteView) run(uid, name string) (viewRun, bool, error) {
 func (v *siteView) markReported(read viewRun, phase ota.DevicePhase) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if r, ok := v.runs[read.spec.UID][read.name]; ok && r.rev() == read.rev() && r.st.Result.Phase == phase {
+	if r, ok := v.runs[read.spec.UID][read.name]; ok && r.rev() == read.rev() && r.st.Result.Phase == phase && r.open() {
 		r.st.Reported = phase
+		v.open[read.spec.UID]--
 	}
 }
 
@@ -382,8 +410,11 @@ func (v *siteView) running(now time.Time) map[string]int {
 		return nil
 	}
 	out := map[string]int{}
-	for uid, runs := range v.runs {
-		for _, r := range runs {
+	for uid, n := range v.open {
+		if n == 0 {
+			continue
+		}
+		for _, r := range v.runs[uid] {
 			if r.young(now) && r.st.Reported != ota.DeviceRunning {
 				out[uid]++
 			}
@@ -405,12 +436,23 @@ func (v *siteView) unreported(limit int, now time.Time) ([]viewRun, error) {
 		if r.young(now) {
 			return false // counted (running), not reported
 		}
-		return r.st.Result.Phase != "" && r.st.Result.Phase != r.st.Reported
-	}, slices.Collect(maps.Values(v.runs))...)
+		return r.open()
+	}, v.openRuns()...)
 	if len(out) > limit {
 		out = out[:limit]
 	}
 	return out, nil
+}
+
+// openRuns returns the runs of the tasks with open runs.
+func (v *siteView) openRuns() []map[string]*viewRun {
+	var out []map[string]*viewRun
+	for uid, n := range v.open {
+		if n > 0 {
+			out = append(out, v.runs[uid])
+		}
+	}
+	return out
 }
 
 // follow keeps the view while this node leads: a list of both kinds, then
