@@ -36,7 +36,8 @@ func runBench(args []string) error {
 	bin := fs.String("outpost", "bin/outpost", "the outpost binary")
 	dir := fs.String("dir", "", "working directory (default: a new temporary one, removed at the end)")
 	gomaxprocs := fs.Int("gomaxprocs", 1, "GOMAXPROCS of the site leaders and simulators (0: every core); the hub keeps every core")
-	settle := fs.Duration("settle", 90*time.Second, "how long the fleet idles before the tasks (the last 15 s are measured): the gossip of the last joins takes a minute or two to die down")
+	settle := fs.Duration("settle", 90*time.Second, "how long the fleet idles at least before the tasks: the gossip of the last joins takes a minute or two to die down")
+	settleMax := fs.Duration("settle-max", 5*time.Minute, "how long the fleet idles at most: after -settle it idles on, 15 s at a time, while its CPU still falls")
 	repeat := fs.Int("repeat", 3, "runs of the read and of the exec: the first of each, the write, then the others; the table shows each run and the median (on a machine the fleet saturates, a run's time spreads by a second or two), and the hub's memory after the first three tasks and after all")
 	profile := fs.String("profiles", "", "directory for profiles: the simulators' heap, and the hub's and a leader's CPU (idle) and heap")
 	_ = fs.Parse(args)
@@ -117,19 +118,11 @@ func runBench(args []string) error {
 	if err := f.waitNodes(total+1, 20*time.Minute); err != nil {
 		return err
 	}
-	phase("fleet of %d nodes up in %s; letting it settle for %s", total, time.Since(t0).Round(time.Second), *settle)
-	time.Sleep(max(*settle-15*time.Second, 0))
-	cpu0 := f.fleetCPU()
+	phase("fleet of %d nodes up in %s; letting it settle for %s or more", total, time.Since(t0).Round(time.Second), *settle)
+	idle := f.settle(*settle, *settleMax)
 	if f.profile != "" {
 		f.saveProfiles("idle-")
-	} else {
-		time.Sleep(15 * time.Second)
 	}
-	var idle [3]float64
-	for i, v := range f.fleetCPU() {
-		idle[i] = (v - cpu0[i]) / 15
-	}
-	phase("the idle fleet uses %.2f cores (hub, leaders, simulated members: %.2f)", idle[0]+idle[1]+idle[2], idle)
 
 	small := filepath.Join(*dir, "files", "small.txt")
 	if err := os.WriteFile(small, []byte("outpost scale benchmark: a small file to read\n"), 0o644); err != nil {

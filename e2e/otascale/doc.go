@@ -1,7 +1,7 @@
 // Command otascale is the OTA scale benchmark behind `make bench-ota`: a
 // hub, 100 sites and 10,000 nodes on one machine, running real tasks.
 //
-//	otascale run [-sites 100] [-per-site 100] [-procs 10] [-outpost bin/outpost] [-settle 90s] [-gomaxprocs 1] [-profiles DIR]
+//	otascale run [-sites 100] [-per-site 100] [-procs 10] [-outpost bin/outpost] [-settle 90s] [-settle-max 5m] [-gomaxprocs 1] [-profiles DIR]
 //
 // run makes a network namespace of its own (the whole fleet talks over that
 // namespace's loopback, 127.0.0.0/8, each node at an address of its own),

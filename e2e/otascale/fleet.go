@@ -364,3 +364,37 @@ func (f *fleet) hostEnv() []string {
 	}
 	return []string{"GOMAXPROCS=" + strconv.Itoa(f.gomaxprocs)}
 }
+
+// settleWindow is how long each measure of the idle fleet's CPU lasts.
+const settleWindow = 15 * time.Second
+
+// settle lets the fleet idle for at least least and at most most, and
+// returns the cores it used in its last settleWindow, by hub, leaders
+// and simulators. Past least it idles on while a window's CPU is more
+// than a tenth below the one before: ten thousand joins on one machine
+// leave gossip (suspicions, refutations, roster updates to the hub) that
+// dies down over minutes, not always within the first one or two, and a
+// task run in it measured that too (reads of 9.3 s after an idle fleet of
+// 0.31 cores, 11.4 s after one of 0.57).
+func (f *fleet) settle(least, most time.Duration) [3]float64 {
+	start := time.Now()
+	time.Sleep(max(least-2*settleWindow, 0))
+	var idle [3]float64
+	prev := -1.0
+	for {
+		cpu0 := f.fleetCPU()
+		time.Sleep(settleWindow)
+		cpu1 := f.fleetCPU()
+		sum := 0.0
+		for i := range idle {
+			idle[i] = (cpu1[i] - cpu0[i]) / settleWindow.Seconds()
+			sum += idle[i]
+		}
+		fmt.Fprintf(os.Stderr, "otascale: %6s  the idle fleet uses %.2f cores (hub, leaders, simulated members: %.2f)\n", time.Since(start).Round(time.Second), sum, idle)
+		falling := prev < 0 || sum < 0.9*prev
+		if (!falling && time.Since(start) >= least) || time.Since(start)+settleWindow > most {
+			return idle
+		}
+		prev = sum
+	}
+}
