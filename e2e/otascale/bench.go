@@ -44,6 +44,9 @@ func runBench(args []string) error {
 	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
 		return fmt.Errorf("-sites and -per-site must be between 10 and 250")
 	}
+	if *settleMax < *settle {
+		return fmt.Errorf("-settle-max %s must be at least -settle %s", *settleMax, *settle)
+	}
 	if *repeat < 1 || *repeat > 9 {
 		return fmt.Errorf("-repeat must be between 1 and 9")
 	}
