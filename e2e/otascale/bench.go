@@ -86,12 +86,11 @@ func runBench(args []string) error {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		<-sigs
-		fmt.Fprintln(os.Stderr, "otascale: interrupted; stopping the fleet")
+		phase("interrupted; stopping the fleet")
 		f.stop(context.Background())
 		os.Exit(1)
 	}()
 	total := *sites * *perSite
-	phase := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "otascale: "+format+"\n", a...) }
 
 	t0 := time.Now()
 	phase("starting the hub")
@@ -293,20 +292,20 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 			f.saveGoroutines(name + "-")
 		}()
 	}
-	phase, counts, err := f.waitTask(name, 15*time.Minute)
+	ended, counts, err := f.waitTask(name, 15*time.Minute)
 	if err != nil {
 		return row{}, err
 	}
-	r := row{elapsed: time.Since(start), counts: counts, phase: phase}
+	r := row{elapsed: time.Since(start), counts: counts, phase: ended}
 	for i, v := range f.fleetCPU() {
 		r.cpu[i] = v - cpu0[i]
 	}
 	r.spread = f.spread(name, start)
 	if r.counts["succeeded"] != want {
 		r.failures = f.failures(name)
-		fmt.Fprintf(os.Stderr, "otascale: task %s ended %s with %v; failures:\n%s\n", name, r.phase, r.counts, r.failures)
+		phase("task %s ended %s with %v; failures:\n%s", name, r.phase, r.counts, r.failures)
 	}
-	fmt.Fprintf(os.Stderr, "otascale: task %s: %s in %.2fs, %v; %s\n", name, r.phase, r.elapsed.Seconds(), r.counts, r.spread)
+	phase("task %s: %s in %.2fs, %v; %s", name, r.phase, r.elapsed.Seconds(), r.counts, r.spread)
 	return r, nil
 }
 
@@ -502,7 +501,7 @@ func guardMemory(f *fleet) {
 			if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
 				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 				if kb < 1<<20 {
-					fmt.Fprintf(os.Stderr, "otascale: only %d MiB of memory left; stopping the fleet (use fewer -sites or -per-site)\n", kb>>10)
+					phase("only %d MiB of memory left; stopping the fleet (use fewer -sites or -per-site)", kb>>10)
 					for _, c := range f.procs() {
 						if c != nil && c.Process != nil {
 							_ = c.Process.Kill()

@@ -390,7 +390,7 @@ func (f *fleet) settle(least, most time.Duration) [3]float64 {
 			idle[i] = (cpu1[i] - cpu0[i]) / settleWindow.Seconds()
 			sum += idle[i]
 		}
-		fmt.Fprintf(os.Stderr, "otascale: %6s  the idle fleet uses %.2f cores (hub, leaders, simulated members: %.2f)\n", time.Since(start).Round(time.Second), sum, idle)
+		phase("%6s  the idle fleet uses %.2f cores (hub, leaders, simulated members: %.2f)", time.Since(start).Round(time.Second), sum, idle)
 		falling := prev < 0 || sum < 0.9*prev
 		if (!falling && time.Since(start) >= least) || time.Since(start)+settleWindow > most {
 			return idle

@@ -24,3 +24,6 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// phase prints one line of the benchmark's progress on stderr.
+func phase(format string, a ...any) { fmt.Fprintf(os.Stderr, "otascale: "+format+"\n", a...) }
