@@ -36,18 +36,14 @@ type cachedObject struct {
 
 // decode returns the object item holds, decoded once per version.
 func (c *objectCache) decode(item *badger.Item) (*Object, error) {
+	if obj := c.get(item); obj != nil {
+		return obj, nil
+	}
+	obj, size, err := decodeItem(item)
+	if err != nil {
+		return nil, err
+	}
 	k, v := item.Key(), item.Version()
-	c.mu.RLock()
-	e, ok := c.m[string(k)]
-	c.mu.RUnlock()
-	if ok && e.version == v {
-		return e.obj, nil
-	}
-	var obj Object
-	size := 0
-	if err := item.Value(func(b []byte) error { size = len(b); return json.Unmarshal(b, &obj) }); err != nil {
-		return nil, fmt.Errorf("decode %s: %w", k, err)
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || c.bytes+size > c.limit {
@@ -55,11 +51,42 @@ func (c *objectCache) decode(item *badger.Item) (*Object, error) {
 	}
 	if old, ok := c.m[string(k)]; ok {
 		if old.version > v {
-			return &obj, nil // a reader at an older snapshot: keep the newer
+			return obj, nil // a reader at an older snapshot: keep the newer
 		}
 		c.bytes -= old.size
 	}
-	c.m[string(k)] = cachedObject{version: v, size: size, obj: &obj}
+	c.m[string(k)] = cachedObject{version: v, size: size, obj: obj}
 	c.bytes += size
-	return &obj, nil
+	return obj, nil
+}
+
+// peek returns the object item holds from the cache, or decodes it
+// without adding it.
+func (c *objectCache) peek(item *badger.Item) (*Object, error) {
+	if obj := c.get(item); obj != nil {
+		return obj, nil
+	}
+	obj, _, err := decodeItem(item)
+	return obj, err
+}
+
+// get returns the cached object of item's key and version, or nil.
+func (c *objectCache) get(item *badger.Item) *Object {
+	c.mu.RLock()
+	e, ok := c.m[string(item.Key())]
+	c.mu.RUnlock()
+	if ok && e.version == item.Version() {
+		return e.obj
+	}
+	return nil
+}
+
+// decodeItem decodes the object item holds and returns its encoded size.
+func decodeItem(item *badger.Item) (*Object, int, error) {
+	var obj Object
+	size := 0
+	if err := item.Value(func(b []byte) error { size = len(b); return json.Unmarshal(b, &obj) }); err != nil {
+		return nil, 0, fmt.Errorf("decode %s: %w", item.Key(), err)
+	}
+	return &obj, size, nil
 }

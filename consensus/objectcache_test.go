@@ -47,3 +47,43 @@ func TestCachedReadsAreCopies(t *testing.T) {
 		t.Fatalf("List after the update: %v, %v; want a=2", list, err)
 	}
 }
+
+// TestUncachedScanKeepsTheCache checks ReadOptions.Uncached: a scan reads
+// every object right but adds none to the cache, and a cached read after
+// it still fills the cache.
+func TestUncachedScanKeepsTheCache(t *testing.T) {
+	t.Parallel()
+	c := newTestGroup(t)
+	s, k := c.Store(0), c.Kind()
+	ctx := t.Context()
+	for _, name := range []string{"a", "b", "c"} {
+		mustCreate(t, s, k, newWidget("ns", name, map[string]string{"name": name}, widgetSpec{Size: 1}))
+	}
+	cached := func() int {
+		cache := &s.g.st.cache
+		cache.mu.RLock()
+		defer cache.mu.RUnlock()
+		return len(cache.m)
+	}
+	before := cached()
+	var seen []string
+	err := s.Scan(ctx, k, "", nil, ReadOptions{Stale: true, Uncached: true}, func(o *Object) error {
+		if o.Labels["name"] != o.Name {
+			t.Errorf("scan: %s has labels %v", o.Name, o.Labels)
+		}
+		seen = append(seen, o.Name)
+		return nil
+	})
+	if err != nil || len(seen) != 3 {
+		t.Fatalf("uncached scan: %v, %v; want a, b, c", seen, err)
+	}
+	if n := cached(); n != before {
+		t.Fatalf("uncached scan: the cache holds %d objects, held %d", n, before)
+	}
+	if _, err := s.List(ctx, k, "", nil, ReadOptions{Stale: true}); err != nil {
+		t.Fatal(err)
+	}
+	if n := cached(); n != before+3 {
+		t.Fatalf("cached list: the cache holds %d objects, want %d", n, before+3)
+	}
+}

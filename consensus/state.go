@@ -238,15 +238,19 @@ func (s *state) readObject(txn *badger.Txn, p []byte, okey string) (*Object, err
 }
 
 // readObjects calls fn for each object whose key starts with prefix, in a
-// read-only transaction, through the cache. The objects are shared: copy
-// the ones kept.
-func (s *state) readObjects(txn *badger.Txn, p []byte, prefix string, fn func(*Object) error) error {
+// read-only transaction, through the cache; those it does not hold are
+// added when keep is set. The objects are shared: copy the ones kept.
+func (s *state) readObjects(txn *badger.Txn, p []byte, prefix string, keep bool, fn func(*Object) error) error {
 	pre := key(p, nsObject, prefix)
 	// Values are read only for objects the cache does not hold.
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
 	defer it.Close()
 	for it.Seek(pre); it.ValidForPrefix(pre); it.Next() {
-		obj, err := s.cache.decode(it.Item())
+		decode := s.cache.decode
+		if !keep {
+			decode = s.cache.peek
+		}
+		obj, err := decode(it.Item())
 		if err != nil {
 			return err
 		}

@@ -48,6 +48,11 @@ type ReadOptions struct {
 	// Stale reads the local replica without checking leadership; it may lag
 	// the leader. Default reads are linearizable and served by the leader.
 	Stale bool
+	// Uncached reads the objects the store's cache does not hold without
+	// adding them to it: for a scan of many objects read once (the hub's
+	// sweep of every task's results for orphans), which would otherwise
+	// push out the objects that busy readers decode again and again.
+	Uncached bool
 }
 
 // Store is the replicated object store of a Group. Writes go through Raft on
@@ -159,7 +164,7 @@ func (s *Store) scan(ctx context.Context, prefix string, sel labels.Selector, op
 		if rv, err = getUint(txn, key(p, nsMeta, metaApplied)); err != nil {
 			return err
 		}
-		return s.g.st.readObjects(txn, p, prefix, func(o *Object) error {
+		return s.g.st.readObjects(txn, p, prefix, !opt.Uncached, func(o *Object) error {
 			if sel == nil || sel.Matches(labels.Set(o.Labels)) {
 				fnErr = fn(o)
 				return fnErr

@@ -125,7 +125,8 @@ func TestMirrorConfigDocker(t *testing.T) {
 	}
 }
 
-// TestImagesFlagErrors checks bad values name their flag.
+// TestImagesFlagErrors checks bad values name their flag (and the node's
+// size flags).
 func TestImagesFlagErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -137,6 +138,8 @@ func TestImagesFlagErrors(t *testing.T) {
 		{[]string{"images", "mirror-config", "--registry-addr", "127.0.0.1:0"}, "--registry-addr"},
 		{[]string{"node", "--cache-size", "20XB"}, "--cache-size"},
 		{[]string{"node", "--cache-size", "-1GiB"}, "--cache-size"},
+		{[]string{"node", "--memory-limit", "banana"}, "--memory-limit"},
+		{[]string{"node", "--memory-limit", "1MB"}, "--memory-limit"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Parallel()

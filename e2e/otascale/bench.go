@@ -39,6 +39,7 @@ func runBench(args []string) error {
 	settle := fs.Duration("settle", 90*time.Second, "how long the fleet idles at least before the tasks: the gossip of the last joins takes a minute or two to die down")
 	settleMax := fs.Duration("settle-max", 5*time.Minute, "how long the fleet idles at most: after -settle it idles on, 15 s at a time, while its CPU still falls")
 	repeat := fs.Int("repeat", 3, "runs of the read and of the exec: the first of each, the write, then the others; the table shows each run and the median (on a machine the fleet saturates, a run's time spreads by a second or two), and the hub's memory after the first three tasks and after all")
+	hubMemory := fs.String("hub-memory-limit", "640MiB", "the hub's --memory-limit (\"0\": none, Go's default heap growth)")
 	profile := fs.String("profiles", "", "directory for profiles: the simulators' heap, and the hub's and a leader's CPU (idle) and heap")
 	_ = fs.Parse(args)
 	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
@@ -79,7 +80,7 @@ func runBench(args []string) error {
 			return err
 		}
 	}
-	f := &fleet{bin: outpost, self: self, dir: *dir, sites: *sites, perSite: *perSite, profile: *profile, gomaxprocs: *gomaxprocs}
+	f := &fleet{bin: outpost, self: self, dir: *dir, sites: *sites, perSite: *perSite, profile: *profile, gomaxprocs: *gomaxprocs, hubMemory: *hubMemory}
 	defer f.stop(context.Background())
 	go guardMemory(f)
 	sigs := make(chan os.Signal, 1)
@@ -232,7 +233,7 @@ func runBench(args []string) error {
 	if f.profile != "" {
 		f.saveProfiles("")
 	}
-	printTable(os.Stdout, tableInput{idle: idle, rows: rows, write: w, sent: sent, raw: float64(after - before), memFirst: memFirst, mem: mem, tasks: 1 + len(timed)*(*repeat), total: total, sites: *sites, perSite: *perSite, procs: *procs})
+	printTable(os.Stdout, tableInput{idle: idle, rows: rows, write: w, sent: sent, raw: float64(after - before), memFirst: memFirst, mem: mem, tasks: 1 + len(timed)*(*repeat), total: total, sites: *sites, perSite: *perSite, procs: *procs, hubLimit: *hubMemory})
 	return nil
 }
 

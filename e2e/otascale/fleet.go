@@ -36,9 +36,12 @@ type fleet struct {
 	// gomaxprocs is the site leaders' and simulators' GOMAXPROCS (0: Go's
 	// default, every core).
 	gomaxprocs int
+	// hubMemory is the hub's --memory-limit.
+	hubMemory string
 
-	mu       sync.Mutex      // guards the process lists for guardMemory, and anonPeak
+	mu       sync.Mutex      // guards the process lists for guardMemory, and the peaks
 	anonPeak map[int]float64 // pid → peak RssAnon seen, MiB
+	filePeak float64         // the hub's peak RssFile seen, MiB
 
 	apiOnce sync.Once
 	api     *http.Client
@@ -137,7 +140,8 @@ func waitFor(what string, timeout, interval time.Duration, cond func() (bool, er
 func (f *fleet) startHub() error {
 	hub, err := f.start("hub", nil, f.bin, "node", "--name", "hub-1", "--site", "hub",
 		"--data-dir", filepath.Join(f.dir, "hub"), "--bind-addr", hubAddr, "--advertise-addr", hubAddr,
-		"--api-addr", hubAddr+":7080", "--registry-addr", hubAddr+":5000", "--registry-push", "--log-level", "warn")
+		"--api-addr", hubAddr+":7080", "--registry-addr", hubAddr+":5000", "--registry-push", "--log-level", "warn",
+		"--memory-limit", f.hubMemory)
 	if err != nil {
 		return err
 	}

@@ -12,9 +12,11 @@ import (
 // memStats are peak resident sets (VmHWM) and peaks of the anonymous part
 // of it (RssAnon, sampled each second: the process's own memory, without
 // the pages of the binary that every process maps and the kernel shares),
-// in MiB.
+// in MiB; for the hub also the peak of its mapped files' pages (RssFile:
+// the binary and the tables of its Badger stores, page cache the kernel
+// takes back when it needs the memory).
 type memStats struct {
-	hub, hubAnon                  float64
+	hub, hubAnon, hubFile         float64
 	leaderMax, leaderMean         float64
 	leaderAnonMax, leaderAnonMean float64
 	simTotal, simPerMember        float64
@@ -38,15 +40,24 @@ func procStatus(pid int, field string) float64 {
 // vmHWM reads a process's peak resident set in MiB.
 func vmHWM(pid int) float64 { return procStatus(pid, "VmHWM") }
 
-// sampleAnon records the peak RssAnon of the hub and the leaders.
+// sampleAnon records the peak RssAnon of the hub and the leaders, and the
+// hub's peak RssFile.
 func (f *fleet) sampleAnon() {
+	f.mu.Lock()
+	hub := f.hub
+	f.mu.Unlock()
 	for _, c := range f.leadersAndHub() {
 		v := procStatus(c.Process.Pid, "RssAnon")
+		var file float64
+		if c == hub {
+			file = procStatus(c.Process.Pid, "RssFile")
+		}
 		f.mu.Lock()
 		if f.anonPeak == nil {
 			f.anonPeak = map[int]float64{}
 		}
 		f.anonPeak[c.Process.Pid] = max(f.anonPeak[c.Process.Pid], v)
+		f.filePeak = max(f.filePeak, file)
 		f.mu.Unlock()
 	}
 }
@@ -67,7 +78,7 @@ func (f *fleet) leadersAndHub() []*exec.Cmd {
 func (f *fleet) memory() memStats {
 	m := memStats{hub: vmHWM(f.hub.Process.Pid)}
 	f.mu.Lock()
-	m.hubAnon = f.anonPeak[f.hub.Process.Pid]
+	m.hubAnon, m.hubFile = f.anonPeak[f.hub.Process.Pid], f.filePeak
 	for _, c := range f.leaders {
 		v := f.anonPeak[c.Process.Pid]
 		m.leaderAnonMax = max(m.leaderAnonMax, v)
@@ -105,6 +116,7 @@ type tableInput struct {
 	total, sites, perSite int
 	procs                 int
 	idle                  [3]float64 // cores: hub, leaders, simulators
+	hubLimit              string     // the hub's --memory-limit
 }
 
 // printTable prints the README's table.
@@ -124,8 +136,8 @@ func printTable(w io.Writer, in tableInput) {
 	fmt.Fprintf(w, "| bytes the hub sent during the write (idle traffic taken off) | %.1f MiB (%.2f× the 100 MiB of once per site; 1,000 MiB if sent per node) |\n", in.sent/mib, in.sent/(100*mib))
 	fmt.Fprintf(w, "| the same, raw | %.1f MiB |\n", in.raw/mib)
 	fmt.Fprintf(w, "| CPU of the idle fleet: hub / site leaders / simulated members | %.2f / %.2f / %.2f cores |\n", in.idle[0], in.idle[1], in.idle[2])
-	fmt.Fprintf(w, "| hub peak memory after the first read, exec and write: VmHWM / own (RssAnon) | %.0f / %.0f MiB |\n", in.memFirst.hub, in.memFirst.hubAnon)
-	fmt.Fprintf(w, "| ↳ after all %d tasks | %.0f / %.0f MiB |\n", in.tasks, in.mem.hub, in.mem.hubAnon)
+	fmt.Fprintf(w, "| hub peak memory after the first read, exec and write: own (RssAnon, --memory-limit %s) / mapped files (RssFile) / VmHWM | %.0f / %.0f / %.0f MiB |\n", in.hubLimit, in.memFirst.hubAnon, in.memFirst.hubFile, in.memFirst.hub)
+	fmt.Fprintf(w, "| ↳ after all %d tasks | %.0f / %.0f / %.0f MiB |\n", in.tasks, in.mem.hubAnon, in.mem.hubFile, in.mem.hub)
 	fmt.Fprintf(w, "| site leader peak memory, max / mean: VmHWM | %.0f / %.0f MiB |\n", in.mem.leaderMax, in.mem.leaderMean)
 	fmt.Fprintf(w, "| ↳ own (RssAnon: the binary's shared pages left out) | %.0f / %.0f MiB |\n", in.mem.leaderAnonMax, in.mem.leaderAnonMean)
 	fmt.Fprintf(w, "| simulated members, all processes / per member | %.0f MiB / %.2f MiB |\n", in.mem.simTotal, in.mem.simPerMember)

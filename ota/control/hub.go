@@ -253,17 +253,24 @@ const kickDelay = 50 * time.Millisecond
 // when a member starts leading.
 const collectEvery = 10 * time.Minute
 
-// collectOrphans deletes DeviceResults whose task is gone.
+// collectOrphans deletes DeviceResults whose task is gone. It reads every
+// task's results once, uncached: a hub keeping a few dozen 10,000-device
+// tasks would otherwise fill the store's cache with them, pushing out the
+// running task's results and holding their decoded copies in its heap.
 func (h *Hub) collectOrphans(ctx context.Context, live map[string]bool) error {
-	list, err := h.cfg.Store.List(ctx, &ota.DeviceResultKind, "", nil, consensus.ReadOptions{Stale: true})
+	type orphan struct{ name, uid string }
+	var orphans []orphan
+	err := h.cfg.Store.Scan(ctx, &ota.DeviceResultKind, "", nil, consensus.ReadOptions{Stale: true, Uncached: true}, func(o *consensus.Object) error {
+		if len(o.OwnerReferences) > 0 && !live[string(o.OwnerReferences[0].UID)] {
+			orphans = append(orphans, orphan{o.Name, string(o.UID)})
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	for _, o := range list.Items {
-		if len(o.OwnerReferences) == 0 || live[string(o.OwnerReferences[0].UID)] {
-			continue
-		}
-		if _, err := h.cfg.Store.Delete(ctx, &ota.DeviceResultKind, "", o.Name, 0, string(o.UID)); err != nil && !apierrors.IsNotFound(err) {
+	for _, o := range orphans {
+		if _, err := h.cfg.Store.Delete(ctx, &ota.DeviceResultKind, "", o.name, 0, o.uid); err != nil && !apierrors.IsNotFound(err) {
 			return err
 		}
 	}
