@@ -41,7 +41,10 @@ func (s *fsmSnapshot) write(w io.Writer) error {
 	if _, err := bw.WriteString(snapshotMagic); err != nil {
 		return err
 	}
-	it := s.txn.NewIterator(badger.IteratorOptions{Prefix: s.prefix, PrefetchValues: true, PrefetchSize: 128})
+	// No prefetching: Badger would start a goroutine and copy the value
+	// for each key, and nearly every value (an object or an event, under
+	// the store's 4 KiB value threshold) sits in the table beside its key.
+	it := s.txn.NewIterator(badger.IteratorOptions{Prefix: s.prefix})
 	defer it.Close()
 	var lenbuf [binary.MaxVarintLen64]byte
 	writeRecord := func(b []byte) error {

@@ -286,7 +286,8 @@ func (s *state) eventsAfter(from uint64, prefix string, limit int) (evs []Event,
 			return &compactedError{from: from, compacted: compacted}
 		}
 		pre := key(p, nsEvent, "")
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: pre, PrefetchValues: true, PrefetchSize: 64})
+		// No prefetching, as in a snapshot (snapshot.go).
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: pre})
 		defer it.Close()
 		last = from
 		for it.Seek(eventKey(p, from+1)); it.ValidForPrefix(pre); it.Next() {
