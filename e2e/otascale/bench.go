@@ -278,6 +278,7 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return row{}, err
 	}
+	phase("task %s: the simulators collected their garbage first, in %.1f s", name, f.collectSims().Seconds())
 	cpu0 := f.fleetCPU()
 	start := time.Now()
 	if _, err := f.cli("apply", "-f", path); err != nil {

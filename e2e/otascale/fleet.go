@@ -335,6 +335,33 @@ func (f *fleet) stop(ctx context.Context) {
 	}
 }
 
+// collectSims has every simulator collect its garbage (collectOnSignal)
+// and waits for all of them, at most a minute; it returns how long that
+// took. A simulator that does not answer in time is left to it.
+func (f *fleet) collectSims() time.Duration {
+	f.mu.Lock()
+	n := len(f.sims)
+	f.mu.Unlock()
+	count := func(i int) string {
+		b, _ := os.ReadFile(filepath.Join(f.dir, fmt.Sprintf("sim-%02d", i), collectedFile))
+		return string(b)
+	}
+	before := make([]string, n)
+	for i := range before {
+		before[i] = count(i)
+	}
+	start := time.Now()
+	f.signalSims(syscall.SIGUSR2)
+	for i := 0; i < n && time.Since(start) < time.Minute; {
+		if count(i) != before[i] {
+			i++
+			continue
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
 // signalSims sends sig to every simulator process.
 func (f *fleet) signalSims(sig syscall.Signal) {
 	f.mu.Lock()
