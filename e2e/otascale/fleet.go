@@ -199,7 +199,7 @@ func (f *fleet) startSims(procs int, tokensFile string) error {
 		if len(g) == 0 {
 			continue
 		}
-		if err := f.startSim(fmt.Sprintf("sim-%02d", i), g, tokensFile); err != nil {
+		if err := f.startSim(simName(i), g, tokensFile); err != nil {
 			return err
 		}
 		alive += len(g) * (f.perSite - 1)
@@ -343,7 +343,7 @@ func (f *fleet) collectSims() time.Duration {
 	n := len(f.sims)
 	f.mu.Unlock()
 	count := func(i int) string {
-		b, _ := os.ReadFile(filepath.Join(f.dir, fmt.Sprintf("sim-%02d", i), collectedFile))
+		b, _ := os.ReadFile(filepath.Join(f.dir, simName(i), collectedFile))
 		return string(b)
 	}
 	before := make([]string, n)
@@ -361,6 +361,9 @@ func (f *fleet) collectSims() time.Duration {
 	}
 	return time.Since(start)
 }
+
+// simName names simulator process i, its log and its directory.
+func simName(i int) string { return fmt.Sprintf("sim-%02d", i) }
 
 // signalSims sends sig to every simulator process.
 func (f *fleet) signalSims(sig syscall.Signal) {
