@@ -158,20 +158,28 @@ const collectedFile = "collected"
 // 12 s and held its members' devices back meanwhile, a pause no real
 // host, collecting its own few MiB, has.
 func collectOnSignal(ctx context.Context, path string) {
-	usr := make(chan os.Signal, 1)
-	signal.Notify(usr, syscall.SIGUSR2)
-	defer signal.Stop(usr)
-	for n := 1; ; n++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-usr:
-		}
+	onSignal(ctx, syscall.SIGUSR2, func(n int) {
 		runtime.GC()
 		tmp := path + ".tmp"
 		if os.WriteFile(tmp, []byte(strconv.Itoa(n)), 0o644) == nil {
 			_ = os.Rename(tmp, path)
 		}
+	})
+}
+
+// onSignal calls fn with 1, 2, ... on each sig, one call at a time, until
+// ctx ends.
+func onSignal(ctx context.Context, sig os.Signal, fn func(n int)) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig)
+	defer signal.Stop(ch)
+	for n := 1; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+		fn(n)
 	}
 }
 
@@ -179,15 +187,7 @@ func collectOnSignal(ctx context.Context, path string) {
 // SIGUSR1 (run sends one when a task starts), and the goroutines 3 s in to
 // path.task-N.goroutines.txt.
 func cpuProfileOnSignal(ctx context.Context, path string) {
-	usr := make(chan os.Signal, 1)
-	signal.Notify(usr, syscall.SIGUSR1)
-	defer signal.Stop(usr)
-	for n := 1; ; n++ {
-		select {
-		case <-ctx.Done():
-			return
-		case <-usr:
-		}
+	onSignal(ctx, syscall.SIGUSR1, func(n int) {
 		go func() {
 			time.Sleep(3 * time.Second)
 			if gf, err := os.Create(fmt.Sprintf("%s.task-%d.goroutines.txt", path, n)); err == nil {
@@ -197,14 +197,14 @@ func cpuProfileOnSignal(ctx context.Context, path string) {
 		}()
 		cf, err := os.Create(fmt.Sprintf("%s.task-%d.cpu", path, n))
 		if err != nil {
-			continue
+			return
 		}
 		if pprof.StartCPUProfile(cf) == nil {
 			time.Sleep(15 * time.Second)
 			pprof.StopCPUProfile()
 		}
 		cf.Close()
-	}
+	})
 }
 
 func writeHeapProfile(ctx context.Context, path string) {
