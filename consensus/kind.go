@@ -14,7 +14,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -199,11 +198,11 @@ func (k *Kind) validateUpdate(obj, old *Object) error {
 	switch {
 	case obj.ResourceVersion != "" && sameMetaButLabels(&obj.ObjectMeta, &old.ObjectMeta):
 		if !maps.Equal(obj.Labels, old.Labels) {
-			errs = metav1validation.ValidateLabels(obj.Labels, field.NewPath("metadata", "labels"))
+			errs = validateLabels(obj.Labels, field.NewPath("metadata", "labels"))
 		}
 	default:
 		errs = k.validateMeta(obj)
-		errs = append(errs, apivalidation.ValidateObjectMetaUpdate(&obj.ObjectMeta, &old.ObjectMeta, field.NewPath("metadata"))...)
+		errs = append(errs, apivalidation.ValidateObjectMetaUpdate(withoutLabels(&obj.ObjectMeta), &old.ObjectMeta, field.NewPath("metadata"))...)
 	}
 	if k.Validate != nil {
 		errs = append(errs, k.Validate(obj)...)
@@ -234,11 +233,20 @@ func equalPtr[T comparable](a, b *T) bool {
 }
 
 func (k *Kind) validateMeta(obj *Object) field.ErrorList {
-	errs := apivalidation.ValidateObjectMeta(&obj.ObjectMeta, k.Namespaced, apivalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
+	errs := apivalidation.ValidateObjectMeta(withoutLabels(&obj.ObjectMeta), k.Namespaced, apivalidation.NameIsDNSSubdomain, field.NewPath("metadata"))
+	errs = append(errs, validateLabels(obj.Labels, field.NewPath("metadata", "labels"))...)
 	if obj.GenerateName != "" {
 		errs = append(errs, field.Forbidden(field.NewPath("metadata", "generateName"), "not supported; set metadata.name"))
 	}
 	return errs
+}
+
+// withoutLabels is a shallow copy of m without its labels, for
+// apimachinery's checks of the rest: validateLabels checks those.
+func withoutLabels(m *metav1.ObjectMeta) *metav1.ObjectMeta {
+	c := *m
+	c.Labels = nil
+	return &c
 }
 
 func (k *Kind) invalid(name string, errs field.ErrorList) error {
