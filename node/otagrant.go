@@ -100,21 +100,22 @@ func (n *Node) signAssignment(ctx context.Context, site string, a *control.Assig
 		}
 	}
 	expires := time.Now().Add(grantTTL(spec))
+	var nodes []string
 	seen := map[string]bool{}
 	for _, d := range devices {
-		if seen[d] {
-			continue
+		if !seen[d] {
+			seen[d] = true
+			nodes = append(nodes, d)
 		}
-		seen[d] = true
-		g, err := grant.New(key, grant.Request{
-			Task: a.Task, UID: a.UID, Attempt: a.Attempt, Node: d, Site: site,
-			Steps: spec.Steps, TimeoutMillis: spec.DeviceTimeoutOrDefault().Milliseconds(),
-		}, expires)
-		if err != nil {
-			return err
-		}
-		a.Grants = append(a.Grants, g)
 	}
+	grants, err := grant.New(key, grant.Request{
+		Task: a.Task, UID: a.UID, Attempt: a.Attempt, Site: site,
+		Steps: spec.Steps, TimeoutMillis: spec.DeviceTimeoutOrDefault().Milliseconds(),
+	}, nodes, expires)
+	if err != nil {
+		return err
+	}
+	a.Grants = append(a.Grants, grants...)
 	wctx, cancel := context.WithTimeout(ctx, auditWriteTimeout)
 	defer cancel()
 	err = n.access.audit.write(wctx, AuditEventSpec{

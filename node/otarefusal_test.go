@@ -73,12 +73,12 @@ func TestForgedRunSentToAgentIsAudited(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, err := grant.New(key, grant.Request{Task: "forged-key", UID: "forged-key-uid", Attempt: 1, Node: victim.Name(), Site: "a",
-		Steps: steps, TimeoutMillis: 10000}, time.Now().Add(time.Hour))
+	own, err := grant.New(key, grant.Request{Task: "forged-key", UID: "forged-key-uid", Attempt: 1, Site: "a",
+		Steps: steps, TimeoutMillis: 10000}, []string{victim.Name()}, time.Now().Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := forge("forged-key", &own); !strings.Contains(st.Message, "not signed by the hub") {
+	if st := forge("forged-key", &own[0]); !strings.Contains(st.Message, "not signed by the hub") {
 		t.Errorf("run with a grant of another key refused with %q; want it to say the hub did not sign it", st.Message)
 	}
 	const flood = 300

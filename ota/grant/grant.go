@@ -12,6 +12,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
 	"github.com/outpost-mesh/outpost/ota"
 )
 
@@ -35,8 +39,13 @@ var (
 )
 
 // Grant is the hub's signed permission to run one attempt of a task's steps
-// on one node. ID is unique per grant; Sig is an ASN.1 ECDSA signature by
-// the mesh CA's key over every other field (Payload).
+// on one node. The hub signs the grants of an assignment together: Sig is
+// an ASN.1 ECDSA signature by the mesh CA's key over the fields they share
+// and the Merkle tree head (RFC 6962) of their nodes' names (Payload), and
+// Index, Size and Proof show that Node is the Index'th of the Size nodes
+// signed. One signature for a site's devices instead of one each: signing
+// was an eighth of the hub's CPU in a 10,000-node read. ID is unique per
+// assignment, and so per node.
 type Grant struct {
 	ID      string    `json:"id"`
 	Task    string    `json:"task"`
@@ -47,6 +56,9 @@ type Grant struct {
 	Steps   string    `json:"steps"` // StepsDigest of the steps
 	Timeout int64     `json:"timeoutMillis"`
 	Expires time.Time `json:"expires"`
+	Index   uint64    `json:"index"`
+	Size    uint64    `json:"size"`
+	Proof   [][]byte  `json:"proof,omitempty"`
 	Sig     []byte    `json:"sig"`
 }
 
@@ -65,9 +77,10 @@ func StepsDigest(steps []ota.Step) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Payload is the digest the signature covers: every field but Sig, each
-// length-prefixed, so no two grants share one.
-func (g *Grant) Payload() []byte {
+// Payload is the digest the signature covers: every field the grants of
+// an assignment share and root, the tree head of their nodes, each
+// length-prefixed, so no two assignments share one.
+func (g *Grant) Payload(root []byte) []byte {
 	h := sha256.New()
 	put := func(s string) {
 		var n [8]byte
@@ -75,35 +88,93 @@ func (g *Grant) Payload() []byte {
 		h.Write(n[:])
 		h.Write([]byte(s))
 	}
-	put("outpost grant v1")
-	for _, s := range []string{g.ID, g.Task, g.UID, g.Node, g.Site, g.Steps} {
+	put("outpost grant v2")
+	for _, s := range []string{g.ID, g.Task, g.UID, g.Site, g.Steps, string(root)} {
 		put(s)
 	}
-	var n [24]byte
+	var n [32]byte
 	binary.BigEndian.PutUint64(n[:8], uint64(g.Attempt))
 	binary.BigEndian.PutUint64(n[8:16], uint64(g.Timeout))
-	binary.BigEndian.PutUint64(n[16:], uint64(g.Expires.UnixNano()))
+	binary.BigEndian.PutUint64(n[16:24], uint64(g.Expires.UnixNano()))
+	binary.BigEndian.PutUint64(n[24:], g.Size)
 	h.Write(n[:])
 	return h.Sum(nil)
 }
 
-// New returns a signed grant for req that expires at expires.
-func New(signer crypto.Signer, req Request, expires time.Time) (Grant, error) {
+// root is the tree head that g's proof leads to from its node.
+func (g *Grant) root() ([]byte, error) {
+	return proof.RootFromInclusionProof(rfc6962.DefaultHasher, g.Index, g.Size, rfc6962.DefaultHasher.HashLeaf([]byte(g.Node)), g.Proof)
+}
+
+// New returns the grants for req on each of nodes (req.Node is not
+// used; the names must differ), in nodes' order, signed together and
+// expiring at expires.
+func New(signer crypto.Signer, req Request, nodes []string, expires time.Time) ([]Grant, error) {
+	if len(nodes) == 0 {
+		return nil, errors.New("sign grants: no nodes")
+	}
 	id := make([]byte, 16)
 	if _, err := rand.Read(id); err != nil {
-		return Grant{}, err
+		return nil, err
 	}
-	g := Grant{
+	head := Grant{
 		ID: hex.EncodeToString(id), Task: req.Task, UID: req.UID, Attempt: req.Attempt,
-		Node: req.Node, Site: req.Site, Steps: StepsDigest(req.Steps), Timeout: req.TimeoutMillis,
-		Expires: expires.UTC().Truncate(time.Millisecond),
+		Site: req.Site, Steps: StepsDigest(req.Steps), Timeout: req.TimeoutMillis,
+		Expires: expires.UTC().Truncate(time.Millisecond), Size: uint64(len(nodes)),
 	}
-	sig, err := signer.Sign(rand.Reader, g.Payload(), crypto.SHA256)
+	tree, root, err := buildTree(nodes)
 	if err != nil {
-		return Grant{}, fmt.Errorf("sign grant: %w", err)
+		return nil, fmt.Errorf("sign grants: %w", err)
 	}
-	g.Sig = sig
-	return g, nil
+	sig, err := signer.Sign(rand.Reader, head.Payload(root), crypto.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("sign grants: %w", err)
+	}
+	out := make([]Grant, len(nodes))
+	for i, n := range nodes {
+		g := head
+		g.Node, g.Index, g.Sig = n, uint64(i), sig
+		if g.Proof, err = tree.inclusion(g.Index, g.Size); err != nil {
+			return nil, fmt.Errorf("sign grants: %w", err)
+		}
+		out[i] = g
+	}
+	return out, nil
+}
+
+// tree holds the hashes of a Merkle tree's perfect subtrees, by node ID.
+type tree map[compact.NodeID][]byte
+
+// buildTree hashes nodes' names as the leaves of an RFC 6962 tree and
+// returns its subtrees and head.
+func buildTree(nodes []string) (tree, []byte, error) {
+	t := tree{}
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	r := rf.NewEmptyRange(0)
+	for _, n := range nodes {
+		if err := r.Append(rfc6962.DefaultHasher.HashLeaf([]byte(n)), func(id compact.NodeID, h []byte) { t[id] = h }); err != nil {
+			return nil, nil, err
+		}
+	}
+	root, err := r.GetRootHash(nil)
+	return t, root, err
+}
+
+// inclusion is the proof that leaf index is in the tree of size leaves.
+func (t tree) inclusion(index, size uint64) ([][]byte, error) {
+	nodes, err := proof.Inclusion(index, size)
+	if err != nil {
+		return nil, err
+	}
+	hashes := make([][]byte, len(nodes.IDs))
+	for i, id := range nodes.IDs {
+		h, ok := t[id]
+		if !ok {
+			return nil, fmt.Errorf("no subtree %+v in a tree of %d", id, size)
+		}
+		hashes[i] = h
+	}
+	return nodes.Rehash(hashes, rfc6962.DefaultHasher.HashChildren)
 }
 
 // Verify checks that g is signed by pub, unexpired at now, and grants
@@ -112,7 +183,7 @@ func Verify(pub *ecdsa.PublicKey, g *Grant, req Request, now time.Time) error {
 	if g == nil {
 		return ErrMissing
 	}
-	if pub == nil || !ecdsa.VerifyASN1(pub, g.Payload(), g.Sig) {
+	if root, err := g.root(); err != nil || pub == nil || !ecdsa.VerifyASN1(pub, g.Payload(root), g.Sig) {
 		return fmt.Errorf("%w (grant %s)", ErrSignature, g.ID)
 	}
 	switch {

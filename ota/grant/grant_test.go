@@ -24,11 +24,13 @@ func TestVerify(t *testing.T) {
 	now := time.Now()
 	req := grant.Request{Task: "t", UID: "u1", Node: "n1", Site: "s", Attempt: 1,
 		Steps: []ota.Step{{Name: "a", Type: "exec", Command: []string{"true"}}}, TimeoutMillis: 1000}
-	g, err := grant.New(key, req, now.Add(time.Hour))
+	gs, err := grant.New(key, req, []string{"n1"}, now.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	forged, _ := grant.New(other, req, now.Add(time.Hour))
+	g := gs[0]
+	forgedAll, _ := grant.New(other, req, []string{"n1"}, now.Add(time.Hour))
+	forged := forgedAll[0]
 	changed := req
 	changed.Steps = []ota.Step{{Name: "a", Type: "exec", Command: []string{"rm", "-rf", "/"}}}
 	otherNode := req
@@ -59,6 +61,58 @@ func TestVerify(t *testing.T) {
 				t.Fatalf("Verify = %v, want %v", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestVerifyTogether: the grants of many nodes signed together each
+// verify for their own node only; a grant whose place in the signed list
+// or whose proof was changed, or that claims a node the hub did not sign
+// for, is refused as not signed by the hub.
+func TestVerifyTogether(t *testing.T) {
+	t.Parallel()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	now := time.Now()
+	req := grant.Request{Task: "t", UID: "u1", Site: "s", Attempt: 1,
+		Steps: []ota.Step{{Name: "a", Type: "read", Path: "/etc/hostname"}}, TimeoutMillis: 1000}
+	for _, n := range []int{1, 2, 3, 7, 8, 100, 1000} {
+		var nodes []string
+		for i := range n {
+			nodes = append(nodes, fmt.Sprintf("s-n%04d", i))
+		}
+		gs, err := grant.New(key, req, nodes, now.Add(time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(gs) != n {
+			t.Fatalf("%d nodes: %d grants", n, len(gs))
+		}
+		for i, g := range gs {
+			r := req
+			r.Node = nodes[i]
+			if err := grant.Verify(&key.PublicKey, &g, r, now); err != nil {
+				t.Fatalf("%d nodes: grant %d of %s: %v", n, i, nodes[i], err)
+			}
+			if g.Sig == nil || string(g.Sig) != string(gs[0].Sig) || g.ID != gs[0].ID {
+				t.Fatalf("%d nodes: grant %d has its own signature or id; want the assignment's", n, i)
+			}
+		}
+		last := gs[n-1]
+		outsider, moved, swapped, grown := last, last, last, last
+		outsider.Node = "s-n9999" // not signed for, with another's proof
+		moved.Index = (last.Index + 1) % last.Size
+		swapped.Proof = gs[0].Proof
+		grown.Size++
+		refused := map[string]grant.Grant{"outsider": outsider, "size changed": grown}
+		if n > 1 {
+			refused["index changed"], refused["proof of another"] = moved, swapped
+		}
+		for name, g := range refused {
+			r := req
+			r.Node = g.Node
+			if err := grant.Verify(&key.PublicKey, &g, r, now); !errors.Is(err, grant.ErrSignature) {
+				t.Errorf("%d nodes, %s: Verify = %v, want %v", n, name, err, grant.ErrSignature)
+			}
+		}
 	}
 }
 
