@@ -32,6 +32,7 @@ bench: ## Run the benchmarks and print the tables (README has the latest)
 	./scripts/bench.sh
 
 bench-ota: build ## The 10,000-node OTA benchmark: hub, 100 sites, simulated nodes in a namespace (root; ~10 min, ~16 GiB)
+	@command -v iptables >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null)
 	$(GO) build -o bin/otascale ./e2e/otascale
 	./bin/otascale run -outpost $(BIN)
 

@@ -51,6 +51,11 @@ func runBench(args []string) error {
 	if *repeat < 1 || *repeat > 9 {
 		return fmt.Errorf("-repeat must be between 1 and 9")
 	}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		// The write's bytes are counted with it, after ten minutes of
+		// bringing up the fleet: say so now.
+		return fmt.Errorf("iptables is not installed (apt-get install -y iptables; make bench-ota installs it): it counts the bytes the hub sends")
+	}
 	if os.Getenv("OTASCALE_NETNS") == "" {
 		return inNetns(args)
 	}
