@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"syscall"
 	"testing"
 
 	"github.com/outpost-mesh/outpost/ota"
@@ -18,6 +19,11 @@ import (
 // each copy, so the simulated fleet's execs pay for their co-hosting. The
 // figure is per exec; execs/s is the machine's rate.
 func BenchmarkExecOpenFiles(b *testing.B) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
+		rl.Cur = rl.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
 	for _, files := range []int{16, 4000} {
 		b.Run(fmt.Sprintf("files=%d", files), func(b *testing.B) {
 			var open []*net.UDPConn
@@ -29,7 +35,7 @@ func BenchmarkExecOpenFiles(b *testing.B) {
 			for range files {
 				c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 				if err != nil {
-					b.Skipf("open %d sockets: %v (raise ulimit -n)", files, err)
+					b.Fatalf("open %d sockets: %v (raise the hard limit, ulimit -Hn)", files, err)
 				}
 				open = append(open, c)
 			}
