@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 
@@ -12,32 +14,52 @@ import (
 )
 
 // BenchmarkExecOpenFiles runs the agent's exec step (`true`, 100 at once,
-// as a site's window does) from a process holding few open files, as a
-// node's daemon does, and from one holding as many as a simulator of
-// 1,000 members (a QUIC socket, two gossip sockets and a data-dir lock
-// each): every fork copies the parent's file table and the exec closes
-// each copy, so the simulated fleet's execs pay for their co-hosting. The
-// figure is per exec; execs/s is the machine's rate.
+// as a site's window does) from a process holding as few open files as a
+// node's daemon, and from one holding as many as a simulator of 990
+// members: a QUIC socket and two gossip sockets each, and, as each member
+// had until it took no lock of its own, a locked data-dir file. Every
+// fork copies the parent's table of open files and the exec closes each
+// copy (a locked file costs more: the kernel looks for its POSIX locks),
+// so the simulated fleet's execs pay for their co-hosting. execs/s is
+// the machine's rate.
 func BenchmarkExecOpenFiles(b *testing.B) {
 	var rl syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
 		rl.Cur = rl.Max
 		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
 	}
-	for _, files := range []int{16, 4000} {
-		b.Run(fmt.Sprintf("files=%d", files), func(b *testing.B) {
-			var open []*net.UDPConn
+	for _, c := range []struct {
+		name           string
+		sockets, locks int
+	}{
+		{"node", 16, 0},
+		{"simulator", 2970, 0},
+		{"simulator-with-locks", 2970, 990},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var open []interface{ Close() error }
 			defer func() {
-				for _, c := range open {
-					c.Close()
+				for _, f := range open {
+					f.Close()
 				}
 			}()
-			for range files {
-				c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			for range c.sockets {
+				s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 				if err != nil {
-					b.Fatalf("open %d sockets: %v (raise the hard limit, ulimit -Hn)", files, err)
+					b.Fatalf("open %d sockets: %v (raise the hard limit, ulimit -Hn)", c.sockets, err)
 				}
-				open = append(open, c)
+				open = append(open, s)
+			}
+			dir := b.TempDir()
+			for i := range c.locks {
+				f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(i)), os.O_CREATE|os.O_RDWR, 0o600)
+				if err != nil {
+					b.Fatal(err)
+				}
+				open = append(open, f)
+				if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+					b.Fatal(err)
+				}
 			}
 			step := ota.Step{Name: "true", Type: ota.StepExec, Command: []string{"true"}}
 			b.SetParallelism(50) // 100 goroutines on 2 cores

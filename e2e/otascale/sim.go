@@ -113,6 +113,9 @@ func runSim(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "sim: %d members joined in %s\n", len(cfgs), time.Since(start).Round(time.Millisecond))
 
+	// The members take no lock of their own on their data dirs (a store
+	// is given): the runs Badger, opened above in the same directory,
+	// keeps a second simulator out of them.
 	agents := make([]*node.Agent, 0, len(cfgs))
 	for _, c := range cfgs {
 		a, err := node.NewAgent(c, badgerRuns{db: db, node: c.Name}, logger)
