@@ -42,6 +42,11 @@ func startAgent(t *testing.T, hubAddr, token, name string) {
 	if err != nil {
 		t.Fatalf("NewAgent %s: %v", name, err)
 	}
+	// Without a shared store the agent owns its data dir: a second one
+	// there is refused.
+	if _, err := node.NewAgent(cfg, nil, logger); err == nil || !strings.Contains(err.Error(), "in use by another outpost node") {
+		t.Fatalf("a second agent on %s's data dir: %v, want it refused as in use", name, err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
