@@ -59,11 +59,7 @@ func runBench(args []string) error {
 	if os.Getenv("OTASCALE_NETNS") == "" {
 		return inNetns(args)
 	}
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
-		rl.Cur = rl.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
-	}
+	raiseOpenFiles()
 	outpost, err := filepath.Abs(*bin)
 	if err != nil {
 		return err
@@ -557,4 +553,14 @@ func (f *fleet) spread(task string, applied time.Time) string {
 	}
 	return fmt.Sprintf("started at %.0f/%.0f/%.0f s, completed at %.0f/%.0f/%.0f s (min/median/max)",
 		q(starts, 0), q(starts, 0.5), q(starts, 1), q(ends, 0), q(ends, 0.5), q(ends, 1))
+}
+
+// raiseOpenFiles raises this process's limit of open files to its hard
+// limit: a simulator holds thousands.
+func raiseOpenFiles() {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
+		rl.Cur = rl.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,11 +24,7 @@ import (
 // so the simulated fleet's execs pay for their co-hosting. execs/s is
 // the machine's rate.
 func BenchmarkExecOpenFiles(b *testing.B) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err == nil {
-		rl.Cur = rl.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl)
-	}
+	raiseOpenFiles() // bench.go
 	for _, c := range []struct {
 		name           string
 		sockets, locks int
@@ -37,7 +34,7 @@ func BenchmarkExecOpenFiles(b *testing.B) {
 		{"simulator-with-locks", 2970, 990},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			var open []interface{ Close() error }
+			var open []io.Closer
 			defer func() {
 				for _, f := range open {
 					f.Close()
