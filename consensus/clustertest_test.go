@@ -266,7 +266,12 @@ func (c *testCluster) Leader() int {
 			if i == leader || !m.alive {
 				continue
 			}
-			if _, id := m.group.Raft().LeaderWithID(); id != want {
+			// A member whose Run has not started Raft yet does not follow.
+			r := m.group.Raft()
+			if r == nil {
+				return false
+			}
+			if _, id := r.LeaderWithID(); id != want {
 				return false
 			}
 		}

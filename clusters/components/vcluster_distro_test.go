@@ -17,7 +17,10 @@ import (
 // distro values, and says when its kubeconfig secret is not written in
 // time.
 func TestVClusterDistros(t *testing.T) {
-	h := startHub(t, func(c *InstallerConfig) { c.RolloutTimeout = 2 * time.Second })
+	// Long enough that the waiting state is seen on a loaded host (at 2 s
+	// a slow first status write could skip past it), short enough to
+	// reach the timeout in the test.
+	h := startHub(t, func(c *InstallerConfig) { c.RolloutTimeout = 10 * time.Second })
 	h.create(t, "dhost", direct(t))
 	h.wait(t, "dhost", clusters.ConditionReady, metav1.ConditionTrue, "")
 	h.create(t, "vck0s", clusters.ClusterSpec{
@@ -51,7 +54,7 @@ func TestVClusterDistros(t *testing.T) {
 	// No virtual control plane writes vc-vck0s here: past the timeout
 	// the condition says so.
 	c := h.wait(t, "vck0s", ConditionVirtualClusterReady, metav1.ConditionFalse, ReasonKubeconfigTimeout)
-	if want := "secret k0s-vc/vc-vck0s not written within 2s"; !strings.Contains(c.Message, want) {
+	if want := "secret k0s-vc/vc-vck0s not written within 10s"; !strings.Contains(c.Message, want) {
 		t.Errorf("kubeconfig timeout: %q does not say %q", c.Message, want)
 	}
 	c = h.wait(t, "vcbad", ConditionVirtualClusterReady, metav1.ConditionFalse, ReasonInstallFailed)
