@@ -81,6 +81,11 @@ func runBench(args []string) error {
 			return err
 		}
 	}
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			return fmt.Errorf("-profiles: %w", err)
+		}
+	}
 	f := &fleet{bin: outpost, self: self, dir: *dir, sites: *sites, perSite: *perSite, profile: *profile, gomaxprocs: *gomaxprocs, hubMemory: *hubMemory}
 	defer f.stop(context.Background())
 	go guardMemory(f)
@@ -466,7 +471,9 @@ func (f *fleet) saveProfiles(prefix string) {
 			}
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			_ = os.WriteFile(filepath.Join(f.profile, prefix+name+".pprof"), b, 0o644)
+			if err := os.WriteFile(filepath.Join(f.profile, prefix+name+".pprof"), b, 0o644); err != nil {
+				fmt.Fprintln(os.Stderr, "otascale: profile of", name+":", err)
+			}
 		}()
 	}
 	wg.Wait()
@@ -486,7 +493,9 @@ func (f *fleet) saveGoroutines(prefix string) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		_ = os.WriteFile(filepath.Join(f.profile, prefix+name+".goroutines.txt"), b, 0o644)
+		if err := os.WriteFile(filepath.Join(f.profile, prefix+name+".goroutines.txt"), b, 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "otascale: goroutines of", name+":", err)
+		}
 	}
 }
 
