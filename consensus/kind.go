@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -147,7 +148,11 @@ func strictUnmarshal(data []byte, v any, prefix string) error {
 			return apierrors.NewBadRequest(fmt.Sprintf("field %s: cannot be %s, want %s", joinPath(prefix, te.Field), te.Value, te.Type))
 		}
 		if prefix != "" {
-			return apierrors.NewBadRequest(fmt.Sprintf("field %s: %v", prefix, err))
+			path := prefix
+			if p, ok := refusingField(data, reflect.TypeOf(v), prefix, err.Error()); ok {
+				path = p
+			}
+			return apierrors.NewBadRequest(fmt.Sprintf("field %s: %v", path, err))
 		}
 		return apierrors.NewBadRequest(fmt.Sprintf("malformed body: %v", err))
 	}

@@ -121,6 +121,20 @@ func TestTaskRejectsBadInput(t *testing.T) {
 			}
 		})
 	}
+	// A value its type's own decoder refuses is a malformed body (400, as
+	// in Kubernetes), still named by its path.
+	for _, tc := range []struct {
+		spec map[string]any
+		path string
+	}{
+		{spec(exec(map[string]any{"timeout": "5x"})), "spec.steps[0].timeout"},
+		{withSpec("deliveryDeadline", "soon"), "spec.deliveryDeadline"},
+	} {
+		code, b := hub.do(t, call{method: http.MethodPost, path: tasksPath, body: taskJSON("bad", tc.spec)})
+		if code != http.StatusBadRequest || !strings.Contains(string(b), "field "+tc.path+": time: ") {
+			t.Errorf("POST: %d %s, want 400 naming %s", code, b, tc.path)
+		}
+	}
 	code, b := hub.do(t, call{method: http.MethodGet, path: tasksPath + "/bad"})
 	if code != http.StatusNotFound {
 		t.Errorf("a refused task exists: %d %s", code, b)

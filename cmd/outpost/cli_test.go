@@ -531,6 +531,55 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("task steering", func(t *testing.T) {
+		// One device, sleeping: halt, resume and cancel say what they did,
+		// and refuse what does not apply (resuming a running task, steering
+		// an ended one) without changing it.
+		task := fmt.Sprintf("apiVersion: ota.outpost.dev/v1alpha1\nkind: Task\nmetadata:\n  name: steer\nspec:\n  targets: {nodes: [%s]}\n  steps:\n  - {name: nap, type: exec, command: [sleep, \"60\"]}\n", d.name)
+		for deadline := time.Now().Add(30 * time.Second); !strings.Contains(d.ok(t, "", "get", "nodes"), d.name); {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %s never registered", d.name)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		d.ok(t, "", "apply", "-f", writeFile(t, files, "steer.yaml", task))
+		steps := []struct {
+			args []string
+			out  string // stdout when it succeeds
+			err  string // in stderr when it fails
+		}{
+			{[]string{"halt"}, "task/steer halted\n", ""},
+			{[]string{"halt"}, "task/steer already halted\n", ""},
+			{[]string{"resume"}, "task/steer resumed\n", ""},
+			{[]string{"resume"}, "", "task steer is not halted"},
+			{[]string{"cancel"}, "task/steer canceled\n", ""},
+		}
+		for _, st := range steps {
+			args := append([]string{"task"}, append(st.args, "steer")...)
+			if st.err != "" {
+				if r := d.fails(t, args...); !strings.Contains(r.stderr, st.err) {
+					t.Errorf("%v: %q, want it to say %q", args, r.stderr, st.err)
+				}
+				continue
+			}
+			if out := d.ok(t, "", args...); out != st.out {
+				t.Errorf("%v printed %q, want %q", args, out, st.out)
+			}
+		}
+		if r := d.fails(t, "task", "watch", "steer"); !strings.Contains(r.stdout, "Canceled") {
+			t.Errorf("task watch of the canceled task: exit %d\n%s", r.code, r.stdout)
+		}
+		for _, verb := range []string{"cancel", "halt", "resume"} {
+			r := d.fails(t, "task", verb, "steer")
+			if want := "task steer has ended (Canceled): there is nothing to " + verb; !strings.Contains(r.stderr, want) {
+				t.Errorf("task %s of an ended task: %q, want %q", verb, r.stderr, want)
+			}
+		}
+		if out := d.ok(t, "", "get", "task", "steer", "-o", "json"); !strings.Contains(out, `"phase": "Canceled"`) || strings.Contains(out, `"halted": true`) {
+			t.Errorf("after the refused verbs:\n%s", out)
+		}
+	})
+
 	t.Run("wrong token", func(t *testing.T) {
 		creds, err := node.LoadCredentials(d.config())
 		if err != nil {

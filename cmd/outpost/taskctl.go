@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/outpost-mesh/outpost/ota"
 )
 
 // newTaskSteerCommands are the verbs that change a running task through
@@ -35,6 +39,10 @@ func newTaskSteerCommands(g *globals) []*cobra.Command {
 				spec, err := body(&t)
 				if err != nil {
 					return err
+				}
+				if spec == nil { // nothing to change
+					fmt.Fprintf(cmd.OutOrStdout(), "task/%s already %s\n", args[0], done)
+					return nil
 				}
 				// The resourceVersion makes a concurrent change a conflict
 				// instead of a lost update.
@@ -70,11 +78,33 @@ func newTaskSteerCommands(g *globals) []*cobra.Command {
 	retry.Flags().BoolVar(&failed, "failed", false, "re-run the failed, timed-out and unreachable devices")
 	return []*cobra.Command{
 		patch("cancel", "Cancel a task: queued devices are canceled, running ones killed", "canceled",
-			func(*taskObject) (map[string]any, error) { return map[string]any{"canceled": true}, nil }),
+			func(t *taskObject) (map[string]any, error) {
+				if err := notEnded(t, "cancel"); err != nil || t.Spec.Canceled {
+					return nil, err
+				}
+				return map[string]any{"canceled": true}, nil
+			}),
 		patch("halt", "Stop starting new devices; running ones finish", "halted",
-			func(*taskObject) (map[string]any, error) { return map[string]any{"halted": true}, nil }),
+			func(t *taskObject) (map[string]any, error) {
+				if err := notEnded(t, "halt"); err != nil || t.Spec.Halted {
+					return nil, err
+				}
+				return map[string]any{"halted": true}, nil
+			}),
 		patch("resume", "Start devices again after a halt", "resumed",
-			func(*taskObject) (map[string]any, error) { return map[string]any{"halted": false}, nil }),
+			func(t *taskObject) (map[string]any, error) {
+				if err := notEnded(t, "resume"); err != nil {
+					return nil, err
+				}
+				if c := meta.FindStatusCondition(t.Status.Conditions, "Halted"); c != nil && c.Status == metav1.ConditionTrue && c.Reason == "FailurePolicy" {
+					return nil, fmt.Errorf("task %s was halted by its failure policy (%s): `outpost task retry %s --failed` runs the failed and unreachable devices again and then the rest, or `outpost task cancel %s` ends it",
+						t.Metadata.Name, c.Message, t.Metadata.Name, t.Metadata.Name)
+				}
+				if !t.Spec.Halted {
+					return nil, fmt.Errorf("task %s is not halted (it is %s)", t.Metadata.Name, phaseOf(t))
+				}
+				return map[string]any{"halted": false}, nil
+			}),
 		retry,
 	}
 }
@@ -94,4 +124,21 @@ func waitRetried(ctx context.Context, c *client, path string, want int) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// notEnded refuses verb on a task that has ended: there is nothing left
+// for it to steer (and a canceled mark would keep it from a retry).
+func notEnded(t *taskObject, verb string) error {
+	if terminal(t.Status.Phase) {
+		return fmt.Errorf("task %s has ended (%s): there is nothing to %s", t.Metadata.Name, t.Status.Phase, verb)
+	}
+	return nil
+}
+
+// phaseOf is the task's phase, Pending before the hub has written one.
+func phaseOf(t *taskObject) ota.TaskPhase {
+	if t.Status.Phase == "" {
+		return ota.TaskPending
+	}
+	return t.Status.Phase
 }
