@@ -117,3 +117,38 @@ func TestPruneRuns(t *testing.T) {
 		t.Fatalf("old-1 is still there: %v", err)
 	}
 }
+
+// TestLoggedStepsOfARunInProgress: before a run has its result, its
+// steps' logs are listed in the order their files were written, a step
+// with only stderr included; once it has one, in the result's order.
+func TestLoggedStepsOfARunInProgress(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := &agentService{store: fileRunStore{dir: dir}}
+	const run = "uid-1"
+	logs := filepath.Join(dir, run)
+	if err := os.MkdirAll(logs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	base := time.Now().Add(-time.Hour)
+	for i, f := range []string{"zeta.stdout", "zeta.stderr", "alpha.stderr", "mid.stdout"} {
+		path := filepath.Join(logs, f)
+		if err := os.WriteFile(path, []byte("x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		at := base.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(path, at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := strings.Join(a.loggedSteps(run, logs), ","), "zeta,alpha,mid"; got != want {
+		t.Errorf("in progress: %s, want %s", got, want)
+	}
+	st := ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Steps: []ota.StepResult{{Name: "mid"}, {Name: "quiet"}, {Name: "zeta"}, {Name: "alpha"}}}
+	if err := a.store.SaveResult(run, st); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(a.loggedSteps(run, logs), ","), "mid,zeta,alpha"; got != want {
+		t.Errorf("with a result: %s, want %s", got, want)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -197,16 +198,9 @@ func (a *agentService) logs(req logRequest) (string, error) {
 		// (A run whose steps printed nothing has no directory.)
 		return "", fmt.Errorf("node %s has no output of this task (attempt %d)", a.id.Name, req.Attempt)
 	}
-	var steps []string
-	if req.Step != "" {
-		steps = []string{agent.LogName(req.Step)}
-	} else {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if name, ok := strings.CutSuffix(e.Name(), ".stdout"); ok {
-				steps = append(steps, name)
-			}
-		}
+	steps := []string{agent.LogName(req.Step)}
+	if req.Step == "" {
+		steps = a.loggedSteps(key, dir)
 	}
 	var b strings.Builder
 	for _, step := range steps {
@@ -231,6 +225,47 @@ func (a *agentService) logs(req logRequest) (string, error) {
 		return "", fmt.Errorf("step %s of this task left no output on node %s", req.Step, a.id.Name)
 	}
 	return b.String(), nil
+}
+
+// loggedSteps lists the steps of run key that left output in dir (a
+// stdout or a stderr file, each written only when the step printed to
+// it), in the order they ran: that of the run's result once it has one,
+// else that of their files' modification times (a run's steps run one
+// after another).
+func (a *agentService) loggedSteps(key, dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	written := map[string]time.Time{}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".stdout")
+		if !ok {
+			name, ok = strings.CutSuffix(e.Name(), ".stderr")
+		}
+		info, err := e.Info()
+		if !ok || err != nil {
+			continue
+		}
+		if t, seen := written[name]; !seen || info.ModTime().Before(t) {
+			written[name] = info.ModTime()
+		}
+	}
+	var steps []string
+	if st, ok, _ := a.store.Result(key); ok {
+		for _, s := range st.Steps {
+			name := agent.LogName(s.Name)
+			if _, ok := written[name]; ok {
+				steps = append(steps, name)
+				delete(written, name)
+			}
+		}
+	}
+	rest := slices.Collect(maps.Keys(written))
+	slices.SortFunc(rest, func(x, y string) int {
+		if c := written[x].Compare(written[y]); c != 0 {
+			return c
+		}
+		return strings.Compare(x, y)
+	})
+	return append(steps, rest...)
 }
 
 // tail reads the last max bytes of a file.
