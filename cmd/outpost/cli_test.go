@@ -578,6 +578,15 @@ func TestCLI(t *testing.T) {
 		if out := d.ok(t, "", "get", "task", "steer", "-o", "json"); !strings.Contains(out, `"phase": "Canceled"`) || strings.Contains(out, `"halted": true`) {
 			t.Errorf("after the refused verbs:\n%s", out)
 		}
+		if r := d.fails(t, "task", "results", "steer", "--phase", "done"); !strings.Contains(r.stderr, `--phase "done": want one of`) {
+			t.Errorf("results --phase done: %q", r.stderr)
+		}
+		if r := d.fails(t, "task", "results", "nope"); !strings.Contains(r.stderr, `"nope" not found`) {
+			t.Errorf("results of a task that does not exist: %q", r.stderr)
+		}
+		if out := d.ok(t, "", "task", "results", "steer", "--phase", "CANCELED"); !strings.Contains(out, "Canceled") || !strings.Contains(out, d.name) {
+			t.Errorf("results --phase CANCELED:\n%s", out)
+		}
 	})
 
 	t.Run("wrong token", func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -187,6 +188,9 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 			if err := checkOutputOf(output, "text"); err != nil {
 				return err
 			}
+			if phase != "" && !slices.ContainsFunc(devicePhases, func(p ota.DevicePhase) bool { return strings.EqualFold(string(p), phase) }) {
+				return fmt.Errorf("--phase %q: want one of queued, running, succeeded, failed, timedout, unreachable, canceled", phase)
+			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 			defer cancel()
 			c, r, err := connect(ctx, g, "deviceresults")
@@ -221,6 +225,16 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 				b, _ := json.Marshal(map[string]any{"items": items})
 				return printNames(cmd.OutOrStdout(), r, b)
 			}
+			if len(list.Items) == 0 {
+				// No results at all: say so if there is no such task.
+				tasks, err := c.resolve(ctx, "tasks")
+				if err != nil {
+					return err
+				}
+				if _, err := c.do(ctx, http.MethodGet, tasks.path("", args[0]), nil, "", ""); err != nil {
+					return err
+				}
+			}
 			if len(items) == 0 {
 				fmt.Fprintf(cmd.ErrOrStderr(), "no device results for task %s%s\n", args[0], map[bool]string{true: " in phase " + phase}[phase != ""])
 				return nil
@@ -238,6 +252,10 @@ func newTaskResultsCommand(g *globals) *cobra.Command {
 // groupNames is how many devices a group of `task results` names unless
 // --all: a group of ten thousand would otherwise be one line of 100 KB.
 const groupNames = 20
+
+// devicePhases are the phases --phase takes (any case).
+var devicePhases = []ota.DevicePhase{ota.DeviceQueued, ota.DeviceRunning, ota.DeviceSucceeded, ota.DeviceFailed,
+	ota.DeviceTimedOut, ota.DeviceUnreachable, ota.DeviceCanceled}
 
 func matchesPhase(p ota.DevicePhase, want string) bool {
 	want = strings.ToLower(want)
