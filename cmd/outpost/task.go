@@ -299,6 +299,14 @@ func printGrouped(w io.Writer, items []resultObject, all bool) {
 	}
 }
 
+// countSteps is "1 step" or "n steps".
+func countSteps(n int) string {
+	if n == 1 {
+		return "1 step"
+	}
+	return fmt.Sprintf("%d steps", n)
+}
+
 // outcome summarizes a device's result by its last step that ran.
 func outcome(st *ota.DeviceResultStatus) string {
 	if st.Phase == ota.DeviceQueued || st.Phase == ota.DeviceRunning || st.Phase == "" {
@@ -314,7 +322,10 @@ func outcome(st *ota.DeviceResultStatus) string {
 			}
 		}
 		if tolerated > 0 {
-			return fmt.Sprintf("%d steps succeeded, %d failed with continueOnError", ok, tolerated)
+			return fmt.Sprintf("%s succeeded, %d failed with continueOnError", countSteps(ok), tolerated)
+		}
+		if ok == 1 {
+			return "its step succeeded"
 		}
 		return fmt.Sprintf("all %d steps succeeded", ok)
 	}

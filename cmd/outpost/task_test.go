@@ -41,3 +41,29 @@ func TestPrintGrouped(t *testing.T) {
 		t.Errorf("--all names every device:\n%s", all)
 	}
 }
+
+// TestOutcomeOfSucceeded: a succeeded device's summary counts its steps
+// in words that fit one step or several.
+func TestOutcomeOfSucceeded(t *testing.T) {
+	t.Parallel()
+	steps := func(phases ...ota.StepPhase) *ota.DeviceResultStatus {
+		st := &ota.DeviceResultStatus{Phase: ota.DeviceSucceeded}
+		for _, p := range phases {
+			st.Steps = append(st.Steps, ota.StepResult{Phase: p})
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		st   *ota.DeviceResultStatus
+		want string
+	}{
+		{steps(ota.StepSucceeded), "its step succeeded"},
+		{steps(ota.StepSucceeded, ota.StepSucceeded, ota.StepSucceeded), "all 3 steps succeeded"},
+		{steps(ota.StepSucceeded, ota.StepFailed), "1 step succeeded, 1 failed with continueOnError"},
+		{steps(ota.StepSucceeded, ota.StepSucceeded, ota.StepFailed), "2 steps succeeded, 1 failed with continueOnError"},
+	} {
+		if got := outcome(tc.st); got != tc.want {
+			t.Errorf("%d steps: %q, want %q", len(tc.st.Steps), got, tc.want)
+		}
+	}
+}
