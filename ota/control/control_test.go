@@ -1,6 +1,8 @@
 package control
 
 import (
+	"fmt"
+	"maps"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,28 +52,47 @@ func TestResolveTargets(t *testing.T) {
 	}
 }
 
-func TestSiteWindow(t *testing.T) {
+// TestSiteWindows: the task's concurrency is shared among the sites with
+// devices still to run, by their devices, never more in all than it
+// allows, each capped by perSite and by what it has.
+func TestSiteWindows(t *testing.T) {
 	t.Parallel()
 	num := func(i int) *intstr.IntOrString { v := intstr.FromInt32(int32(i)); return &v }
 	pct := func(s string) *intstr.IntOrString { v := intstr.FromString(s); return &v }
+	hundredSites := map[string]int{}
+	for i := range 100 {
+		hundredSites[fmt.Sprintf("s%03d", i)] = 100
+	}
 	cases := []struct {
 		name                 string
 		concurrency, perSite *intstr.IntOrString
-		site, total          int
-		want                 int
+		devices              map[string]int
+		total, sum           int
+		want                 map[string]int
 	}{
-		{"default 50 across 100, half here", nil, nil, 50, 100, 25},
-		{"share rounds up", num(1), nil, 2, 3, 1},
-		{"never more than the site has", num(50), nil, 3, 10, 3},
-		{"percentage", pct("10%"), nil, 100, 1000, 10},
-		{"perSite caps", num(100), num(5), 50, 100, 5},
-		{"at least one", num(1), nil, 1, 1000, 1},
+		{"default 50, half here", nil, nil, map[string]int{"a": 50, "b": 50}, 100, 50, map[string]int{"a": 25, "b": 25}},
+		{"one at a time across two sites", num(1), nil, map[string]int{"a": 2, "b": 1}, 3, 1, map[string]int{"a": 1, "b": 0}},
+		{"the rest once the other site finished", num(1), nil, map[string]int{"b": 1}, 3, 1, map[string]int{"b": 1}},
+		{"never more than the sites have", num(50), nil, map[string]int{"a": 3}, 10, 3, map[string]int{"a": 3}},
+		{"percentage of the task", pct("10%"), nil, map[string]int{"a": 100, "b": 900}, 1000, 100, map[string]int{"a": 10, "b": 90}},
+		{"perSite caps", num(100), num(5), map[string]int{"a": 50, "b": 50}, 100, 10, map[string]int{"a": 5, "b": 5}},
+		{"capped shares go to the others", num(10), num(3), map[string]int{"a": 1, "b": 20, "c": 20}, 41, 7, map[string]int{"a": 1, "b": 3, "c": 3}},
+		{"fewer than the sites", num(50), nil, hundredSites, 10000, 50, nil},
+		{"every device at once", pct("100%"), nil, hundredSites, 10000, 10000, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := &ota.TaskSpec{Concurrency: tc.concurrency, PerSite: tc.perSite}
-			if got := siteWindow(spec, tc.site, tc.total); got != tc.want {
-				t.Fatalf("siteWindow = %d, want %d", got, tc.want)
+			got := siteWindows(spec, tc.devices, tc.total)
+			sum := 0
+			for site, w := range got {
+				if w < 0 || w > tc.devices[site] {
+					t.Errorf("site %s: window %d of %d devices", site, w, tc.devices[site])
+				}
+				sum += w
+			}
+			if sum != tc.sum || tc.want != nil && !maps.Equal(got, tc.want) {
+				t.Fatalf("siteWindows = %v (%d in all), want %v (%d)", got, sum, tc.want, tc.sum)
 			}
 		})
 	}

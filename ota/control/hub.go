@@ -85,11 +85,26 @@ type hubTask struct {
 	total   int
 	halted  bool
 	cancel  bool
+	// done holds the sites whose devices have all finished, by the last
+	// count: the others share the task's concurrency (windows).
+	done map[string]bool
 	// fresh: this leader started the task, so every device of its sites
 	// is still to run unless the tally says otherwise (hublink.go).
 	fresh bool
 	// statusAt is when this leader last wrote the task's status.
 	statusAt time.Time
+}
+
+// windows is each site's window: the task's concurrency shared among the
+// sites with devices still to run. Call with h.mu held.
+func (t *hubTask) windows() map[string]int {
+	active := make(map[string]int, len(t.sites))
+	for site, devices := range t.sites {
+		if !t.done[site] {
+			active[site] = len(devices)
+		}
+	}
+	return siteWindows(&t.spec, active, t.total)
 }
 
 // NewHub validates cfg.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,7 +29,7 @@ func (h *Hub) Assignments(site string, have SiteState) []Assignment {
 		}
 		a := Assignment{
 			Task: t.name, UID: t.uid, Attempt: t.attempt, Version: t.version,
-			Window: siteWindow(&t.spec, len(devices), t.total), Halted: t.halted, Canceled: t.cancel,
+			Window: t.windows()[site], Halted: t.halted, Canceled: t.cancel,
 		}
 		if have[t.uid] == 0 {
 			// A site that lacks the task gets the devices still to run:
@@ -63,16 +64,59 @@ func mergeNames(a, b []string) []string {
 	return slices.Compact(out)
 }
 
-// siteWindow is how many devices of a site run at once: its share of the
-// task's concurrency (rounded up), capped by perSite.
-func siteWindow(spec *ota.TaskSpec, siteDevices, total int) int {
-	global := ota.ResolveCount(spec.Concurrency, total, ota.DefaultConcurrency)
-	share := (global*siteDevices + total - 1) / max(total, 1)
-	w := max(1, min(share, siteDevices))
-	if spec.PerSite != nil {
-		w = min(w, ota.ResolveCount(spec.PerSite, siteDevices, siteDevices))
+// siteWindows shares the task's concurrency among the sites with devices
+// still to run (devices: site → its devices): each its share by its
+// devices, rounded down, capped by perSite and by what it has; what the
+// rounding left goes one at a time to the largest remainders. So no more
+// devices run at once than the task allows, in all sites together: when
+// that is fewer than the sites, some sites get none until others finish
+// (Hub.rebalance), and a site cut off from the hub with none waits for the
+// link.
+func siteWindows(spec *ota.TaskSpec, devices map[string]int, total int) map[string]int {
+	active := 0
+	for _, n := range devices {
+		active += n
 	}
-	return max(w, 1)
+	if active == 0 {
+		return nil
+	}
+	global := min(ota.ResolveCount(spec.Concurrency, total, ota.DefaultConcurrency), active)
+	type share struct {
+		site     string
+		cap, rem int
+	}
+	w := make(map[string]int, len(devices))
+	shares := make([]share, 0, len(devices))
+	left := global
+	for site, n := range devices {
+		limit := n
+		if spec.PerSite != nil {
+			limit = min(limit, max(ota.ResolveCount(spec.PerSite, n, n), 1))
+		}
+		w[site] = min(global*n/active, limit)
+		left -= w[site]
+		shares = append(shares, share{site: site, cap: limit, rem: global * n % active})
+	}
+	slices.SortFunc(shares, func(a, b share) int {
+		if a.rem != b.rem {
+			return b.rem - a.rem
+		}
+		return strings.Compare(a.site, b.site)
+	})
+	for left > 0 {
+		gave := false
+		for _, sh := range shares {
+			if left > 0 && w[sh.site] < sh.cap {
+				w[sh.site]++
+				left--
+				gave = true
+			}
+		}
+		if !gave {
+			break // every site is at its cap
+		}
+	}
+	return w
 }
 
 // ingestConcurrency bounds the writes of one site's report: a hundred

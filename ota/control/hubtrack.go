@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"time"
@@ -55,6 +56,7 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if err != nil {
 		return err
 	}
+	h.rebalance(t, sites)
 	next := *st
 	next.Conditions = slices.Clone(st.Conditions)
 	next.Counts, next.Sites = h.withRunning(uid, counts, sites), sites
@@ -149,6 +151,28 @@ func (h *Hub) evaluate(spec *ota.TaskSpec, st *ota.TaskStatus, t *hubTask) {
 			st.Phase = ota.TaskFailed
 		}
 		h.log.Info("task finished", "task", t.name, "phase", st.Phase, "succeeded", c.Succeeded, "failed", c.Failed, "unreachable", c.Unreachable)
+	}
+}
+
+// rebalance notes which of t's sites have finished all their devices
+// (sites: the counts per site); when that moves a window, the sites get
+// a new version of the assignment with their windows.
+func (h *Hub) rebalance(t *hubTask, sites map[string]ota.Counts) {
+	done := map[string]bool{}
+	for site, c := range sites {
+		if c.Total > 0 && finished(c) == c.Total {
+			done[site] = true
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if maps.Equal(done, t.done) {
+		return
+	}
+	before := t.windows()
+	t.done = done
+	if !maps.Equal(before, t.windows()) {
+		t.version++
 	}
 }
 

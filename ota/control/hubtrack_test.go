@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/consensus/consensustest"
@@ -351,5 +352,66 @@ func TestDeletedTaskResultsCollected(t *testing.T) {
 	}
 	if n := results(); n["gone"] != 0 || n["kept"] != 2 {
 		t.Fatalf("results after the task was deleted: %v, want none of gone and 2 of kept", n)
+	}
+}
+
+// TestConcurrencyAcrossSites: a task of concurrency 1 over two sites runs
+// one device at a time in all: the site with more devices gets the window,
+// the other none; once the first site's devices have all finished, the
+// other gets it in a new version of its assignment.
+func TestConcurrencyAcrossSites(t *testing.T) {
+	t.Parallel()
+	inv := fakeInventory{{Name: "a-0", Site: "a"}, {Name: "a-1", Site: "a"}, {Name: "b-0", Site: "b"}}
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	one := intstr.FromInt32(1)
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
+	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a", "b"}}, Concurrency: &one,
+		Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
+	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	pass := func() {
+		t.Helper()
+		if err := hub.reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	window := func(site string, have SiteState) (int, int) {
+		t.Helper()
+		as := hub.Assignments(site, have)
+		if len(as) != 1 {
+			t.Fatalf("site %s: %d assignments, want 1", site, len(as))
+		}
+		return as[0].Window, as[0].Version
+	}
+	pass() // start
+	pass() // the first count
+	wa, _ := window("a", SiteState{})
+	wb, vb := window("b", SiteState{})
+	if wa != 1 || wb != 0 {
+		t.Fatalf("windows a %d, b %d; want 1 and 0 (one device at a time in all)", wa, wb)
+	}
+	uid := string(task.UID)
+	now := metav1.Now()
+	for i, node := range []string{"a-0", "a-1"} {
+		if err := hub.Ingest(ctx, "a", []DeviceReport{{Task: "t", UID: uid, Attempt: 1, Node: node,
+			Status: ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Attempt: 1, CompletionTime: &now}}}); err != nil {
+			t.Fatal(err)
+		}
+		waitTally(t, hub, "t", i+1)
+		pass()
+		if i == 0 {
+			if as := hub.Assignments("b", SiteState{uid: vb}); len(as) != 0 {
+				t.Fatalf("site b was sent %+v while site a still runs", as)
+			}
+		}
+	}
+	if wb, v := window("b", SiteState{uid: vb}); wb != 1 || v <= vb {
+		t.Fatalf("after site a finished: site b window %d in version %d (had %d); want 1 in a newer one", wb, v, vb)
 	}
 }
