@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
@@ -479,6 +480,7 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 		s.mu.Unlock()
 		return nil
 	}
+	halted := a.Halted || len(queued) > 0 && running < a.Window && s.overPolicy(a)
 	// Devices that start are marked Running concurrently, so that Raft
 	// commits them together rather than one fsync after another.
 	starts, sctx := errgroup.WithContext(ctx)
@@ -491,7 +493,7 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 			if err := s.setRun(ctx, r, st); err != nil {
 				return err
 			}
-		case a.Halted || running >= a.Window:
+		case halted || running >= a.Window:
 		case !s.cfg.Alive(spec.Node):
 			if st.Result.QueuedTime != nil && now.Sub(st.Result.QueuedTime.Time) > a.Spec.DeliveryDeadlineOrDefault() {
 				st.Result = finish(st.Result, ota.DeviceUnreachable, "Unreachable",
@@ -514,6 +516,30 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 		}
 	}
 	return starts.Wait()
+}
+
+// overPolicy reports whether this site's own failed or unreachable
+// devices already pass a number in the task's failure policy. The hub
+// halts the task when its count passes it, a report later; the site,
+// which sees them first, starts no more devices meanwhile, so that
+// `maxFailures: 0` stops at the first failure. (A percentage is of the
+// task's devices, which only the hub counts.)
+func (s *Site) overPolicy(a *Assignment) bool {
+	if a.Spec == nil {
+		return false
+	}
+	limit := func(l *intstr.IntOrString) int {
+		if l == nil || l.Type != intstr.Int {
+			return -1
+		}
+		return l.IntValue()
+	}
+	maxFailed, maxUnreachable := limit(a.Spec.FailurePolicy.MaxFailures), limit(a.Spec.FailurePolicy.MaxUnreachable)
+	if maxFailed < 0 && maxUnreachable < 0 {
+		return false
+	}
+	failed, unreachable := s.view.failures(a.UID)
+	return maxFailed >= 0 && failed > maxFailed || maxUnreachable >= 0 && unreachable > maxUnreachable
 }
 
 // watchRunning fails a run past its device timeout and re-launches a run

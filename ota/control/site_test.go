@@ -511,3 +511,77 @@ func TestNewLeaderResumesStartedDevices(t *testing.T) {
 		}
 	}
 }
+
+// failingRunner fails the runs of the nodes in fail, succeeds the rest,
+// and counts the runs per node.
+type failingRunner struct {
+	countingRunner
+	fail map[string]bool
+}
+
+func (f *failingRunner) Run(ctx context.Context, node string, req RunRequest) (ota.DeviceResultStatus, error) {
+	st, err := f.countingRunner.Run(ctx, node, req)
+	if f.fail[node] {
+		st.Phase, st.Reason = ota.DeviceFailed, ota.ReasonStepFailed
+	}
+	return st, err
+}
+
+// TestSiteHoldsPastTheFailurePolicy: with maxFailures 0, a site whose
+// device failed starts no other, before the hub has halted the task and
+// with room in its window; with maxFailures 1 the rest run.
+func TestSiteHoldsPastTheFailurePolicy(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, Register)
+	runner := &failingRunner{countingRunner: countingRunner{runs: map[string]int{}}, fail: map[string]bool{"a-0": true}}
+	site, ctx := runSite(t, store, runner)
+	nodes := []string{"a-0", "a-1", "a-2"}
+	assign := func(uid string, version, window, maxFailures int) {
+		t.Helper()
+		limit := intstr.FromInt32(int32(maxFailures))
+		spec := &ota.TaskSpec{Steps: []ota.Step{{Name: "s", Type: ota.StepExec, Command: []string{"true"}}},
+			FailurePolicy: ota.FailurePolicy{MaxFailures: &limit}}
+		a := Assignment{Task: uid, UID: uid, Attempt: 1, Version: version, Window: window, Devices: nodes, Spec: spec}
+		if err := site.Accept(ctx, []Assignment{a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	phases := func(uid string) map[string]ota.DevicePhase {
+		out := map[string]ota.DevicePhase{}
+		for _, n := range nodes {
+			obj, err := store.Get(ctx, &DeviceRunKind, "", runName(uid, n), consensus.ReadOptions{})
+			if err != nil {
+				continue // started with the assignment: no run written yet
+			}
+			var st DeviceRunStatus
+			_ = obj.DecodeStatus(&st)
+			out[n] = st.Result.Phase
+		}
+		return out
+	}
+	waitPhase := func(uid, node string, want ota.DevicePhase) {
+		t.Helper()
+		for range 500 {
+			if phases(uid)[node] == want {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("%s of %s never became %s: %v", node, uid, want, phases(uid))
+	}
+
+	assign("u1", 1, 1, 0)
+	waitPhase("u1", "a-0", ota.DeviceFailed)
+	// More room, still not halted by the hub: the site holds on its own.
+	assign("u1", 2, 3, 0)
+	time.Sleep(400 * time.Millisecond) // a score of dispatch passes (20 ms each)
+	if got := phases("u1"); got["a-1"] != ota.DeviceQueued || got["a-2"] != ota.DeviceQueued || runner.count("a-1")+runner.count("a-2") != 0 {
+		t.Fatalf("after a-0 failed with maxFailures 0: %v, runs a-1 %d a-2 %d; want both queued, not run", got, runner.count("a-1"), runner.count("a-2"))
+	}
+
+	assign("u2", 1, 1, 1)
+	waitPhase("u2", "a-2", ota.DeviceSucceeded)
+	if got := phases("u2"); got["a-0"] != ota.DeviceFailed || got["a-1"] != ota.DeviceSucceeded {
+		t.Fatalf("with maxFailures 1: %v; want a-0 failed, the rest succeeded", got)
+	}
+}

@@ -308,6 +308,22 @@ func (v *siteView) activeRuns(uid string) ([]viewRun, error) {
 	}, v.runs[uid]), nil
 }
 
+// failures counts a task's runs that failed (TimedOut included) and those
+// that were unreachable.
+func (v *siteView) failures(uid string) (failed, unreachable int) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for _, r := range v.runs[uid] {
+		switch r.st.Result.Phase {
+		case ota.DeviceFailed, ota.DeviceTimedOut:
+			failed++
+		case ota.DeviceUnreachable:
+			unreachable++
+		}
+	}
+	return failed, unreachable
+}
+
 // settled returns copies of a task's runs when every one has ended and
 // the hub has acknowledged its phase; ok is false otherwise.
 func (v *siteView) settled(uid string) (runs []viewRun, ok bool, err error) {
