@@ -104,6 +104,13 @@ func (t *hubTask) windows() map[string]int {
 			active[site] = len(devices)
 		}
 	}
+	if len(active) == 0 {
+		// Every site has finished: shared as at the start, so that a
+		// device run again (a retry, before the hub counts it) has room.
+		for site, devices := range t.sites {
+			active[site] = len(devices)
+		}
+	}
 	return siteWindows(&t.spec, active, t.total)
 }
 

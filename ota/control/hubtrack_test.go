@@ -414,4 +414,18 @@ func TestConcurrencyAcrossSites(t *testing.T) {
 	if wb, v := window("b", SiteState{uid: vb}); wb != 1 || v <= vb {
 		t.Fatalf("after site a finished: site b window %d in version %d (had %d); want 1 in a newer one", wb, v, vb)
 	}
+	// Every site finished: the windows are as at the start, so a device
+	// run again (a retry, a re-dispatch) has room before the next count.
+	if err := hub.Ingest(ctx, "b", []DeviceReport{{Task: "t", UID: uid, Attempt: 1, Node: "b-0",
+		Status: ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Attempt: 1, CompletionTime: &now}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitTally(t, hub, "t", 3)
+	pass()
+	hub.mu.Lock()
+	w := hub.tasks[uid].windows()
+	hub.mu.Unlock()
+	if w["a"] != 1 || w["b"] != 0 {
+		t.Fatalf("windows with every site finished: %v, want a 1 and b 0 as at the start", w)
+	}
 }
