@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -100,7 +101,7 @@ func TestSiteWindows(t *testing.T) {
 
 func TestAssignmentsSendTheSpecOnce(t *testing.T) {
 	t.Parallel()
-	h := &Hub{tasks: map[string]*hubTask{
+	h := &Hub{seen: map[string]time.Time{}, tasks: map[string]*hubTask{
 		"u1": {name: "t", uid: "u1", attempt: 1, version: 2, spec: ota.TaskSpec{}, sites: map[string][]string{"a": {"a-1", "a-2"}}, total: 2, fresh: true},
 	}}
 	first := h.Assignments("a", SiteState{})

@@ -71,7 +71,18 @@ type Hub struct {
 	// running is what each site's last report counted of its running
 	// devices, by site and task UID (hubrunning.go).
 	running map[string]map[string]int
+	// seen is when each site last asked for its assignments (its link's
+	// report): the tasks' windows go to the sites that are there. leading
+	// is when this hub began to lead: for siteAbsentAfter from then every
+	// site counts as there (their links are still coming back).
+	seen    map[string]time.Time
+	leading time.Time
 }
+
+// siteAbsentAfter is how long a site may go without a report before its
+// share of a task's concurrency goes to the sites that report (a link
+// reports every few seconds, idle or not).
+const siteAbsentAfter = 30 * time.Second
 
 // hubTask is what the controller keeps of a running task.
 type hubTask struct {
@@ -86,8 +97,10 @@ type hubTask struct {
 	halted  bool
 	cancel  bool
 	// done holds the sites whose devices have all finished, by the last
-	// count: the others share the task's concurrency (windows).
+	// count: the others share the task's concurrency. win is each site's
+	// window in the current version (nil: not shared yet).
 	done map[string]bool
+	win  map[string]int
 	// fresh: this leader started the task, so every device of its sites
 	// is still to run unless the tally says otherwise (hublink.go).
 	fresh bool
@@ -95,23 +108,33 @@ type hubTask struct {
 	statusAt time.Time
 }
 
-// windows is each site's window: the task's concurrency shared among the
-// sites with devices still to run. Call with h.mu held.
-func (t *hubTask) windows() map[string]int {
-	active := make(map[string]int, len(t.sites))
+// windowsLocked shares t's concurrency among its sites with devices still
+// to run that report to this hub (all of them while this hub has led for
+// less than siteAbsentAfter); when none does (every such site cut off),
+// among all with devices still to run; when every site has finished, among all, as at the start, so that a
+// device run again (a retry before the hub counts it) has room. A site
+// cut off from the hub keeps the window it was last sent. Call with h.mu
+// held.
+func (h *Hub) windowsLocked(t *hubTask, now time.Time) map[string]int {
+	present := make(map[string]int, len(t.sites))
+	unfinished := make(map[string]int, len(t.sites))
+	all := make(map[string]int, len(t.sites))
 	for site, devices := range t.sites {
-		if !t.done[site] {
-			active[site] = len(devices)
+		all[site] = len(devices)
+		if t.done[site] {
+			continue
+		}
+		unfinished[site] = len(devices)
+		if seen, ok := h.seen[site]; ok && now.Sub(seen) < siteAbsentAfter || now.Sub(h.leading) < siteAbsentAfter {
+			present[site] = len(devices)
 		}
 	}
-	if len(active) == 0 {
-		// Every site has finished: shared as at the start, so that a
-		// device run again (a retry, before the hub counts it) has room.
-		for site, devices := range t.sites {
-			active[site] = len(devices)
+	for _, share := range []map[string]int{present, unfinished, all} {
+		if len(share) > 0 {
+			return siteWindows(&t.spec, share, t.total)
 		}
 	}
-	return siteWindows(&t.spec, active, t.total)
+	return nil
 }
 
 // NewHub validates cfg.
@@ -126,7 +149,7 @@ func NewHub(cfg HubConfig) (*Hub, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), kick: make(chan struct{}, 1), tasks: map[string]*hubTask{}}
+	h := &Hub{cfg: cfg, log: logger.With("component", "ota-hub"), kick: make(chan struct{}, 1), tasks: map[string]*hubTask{}, seen: map[string]time.Time{}, leading: time.Now()}
 	h.tally.changed = h.wake
 	return h, nil
 }
@@ -158,6 +181,7 @@ func (h *Hub) Run(ctx context.Context) error {
 			// A new leader rebuilds its view from the store.
 			h.mu.Lock()
 			h.tasks, h.live, h.collected, h.running = map[string]*hubTask{}, nil, time.Time{}, nil
+			h.seen, h.leading = map[string]time.Time{}, time.Now()
 			h.mu.Unlock()
 			h.tally.reset()
 			wasLeader = leader

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -21,15 +22,20 @@ import (
 func (h *Hub) Assignments(site string, have SiteState) []Assignment {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	now := time.Now()
+	h.seen[site] = now
 	var out []Assignment
 	for _, t := range h.tasks {
 		devices := t.sites[site]
 		if len(devices) == 0 || have[t.uid] == t.version {
 			continue
 		}
+		if t.win == nil {
+			t.win = h.windowsLocked(t, now)
+		}
 		a := Assignment{
 			Task: t.name, UID: t.uid, Attempt: t.attempt, Version: t.version,
-			Window: t.windows()[site], Halted: t.halted, Canceled: t.cancel,
+			Window: t.win[site], Halted: t.halted, Canceled: t.cancel,
 		}
 		if have[t.uid] == 0 {
 			// A site that lacks the task gets the devices still to run:

@@ -154,9 +154,10 @@ func (h *Hub) evaluate(spec *ota.TaskSpec, st *ota.TaskStatus, t *hubTask) {
 	}
 }
 
-// rebalance notes which of t's sites have finished all their devices
-// (sites: the counts per site); when that moves a window, the sites get
-// a new version of the assignment with their windows.
+// rebalance shares t's concurrency again (windowsLocked) with what the
+// last count says of its sites (sites: the counts per site) and the sites
+// that report; when a window moved, the sites get a new version of the
+// assignment.
 func (h *Hub) rebalance(t *hubTask, sites map[string]ota.Counts) {
 	done := map[string]bool{}
 	for site, c := range sites {
@@ -166,14 +167,12 @@ func (h *Hub) rebalance(t *hubTask, sites map[string]ota.Counts) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if maps.Equal(done, t.done) {
-		return
-	}
-	before := t.windows()
 	t.done = done
-	if !maps.Equal(before, t.windows()) {
+	win := h.windowsLocked(t, time.Now())
+	if t.win != nil && !maps.Equal(win, t.win) {
 		t.version++
 	}
+	t.win = win
 }
 
 // policyHalted reports whether the failure policy halted the task.

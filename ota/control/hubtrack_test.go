@@ -423,9 +423,48 @@ func TestConcurrencyAcrossSites(t *testing.T) {
 	waitTally(t, hub, "t", 3)
 	pass()
 	hub.mu.Lock()
-	w := hub.tasks[uid].windows()
+	w := hub.tasks[uid].win
 	hub.mu.Unlock()
 	if w["a"] != 1 || w["b"] != 0 {
 		t.Fatalf("windows with every site finished: %v, want a 1 and b 0 as at the start", w)
+	}
+}
+
+// TestWindowsGoToSitesThatReport: a site that has not reported for
+// siteAbsentAfter (cut off, or never connected) holds no share of the
+// concurrency while others report; all count while the hub has just begun
+// to lead, or when none reports.
+func TestWindowsGoToSitesThatReport(t *testing.T) {
+	t.Parallel()
+	one := intstr.FromInt32(1)
+	now := time.Now()
+	h := &Hub{seen: map[string]time.Time{}, leading: now.Add(-time.Hour)}
+	task := &hubTask{spec: ota.TaskSpec{Concurrency: &one}, total: 3,
+		sites: map[string][]string{"a": {"a-0", "a-1"}, "b": {"b-0"}}}
+	for _, tc := range []struct {
+		name         string
+		seenA        time.Duration // ago; 0: never
+		seenB        time.Duration
+		leading      time.Duration
+		done         map[string]bool
+		wantA, wantB int
+	}{
+		{"both report: the larger site", time.Second, time.Second, time.Hour, nil, 1, 0},
+		{"a cut off: b gets it", time.Minute, time.Second, time.Hour, nil, 0, 1},
+		{"a never connected: b gets it", 0, time.Second, time.Hour, nil, 0, 1},
+		{"just began to lead: all count", 0, time.Second, time.Second, nil, 1, 0},
+		{"none reports: all count", time.Minute, time.Minute, time.Hour, nil, 1, 0},
+		{"every site finished: as at the start", time.Minute, time.Second, time.Hour, map[string]bool{"a": true, "b": true}, 1, 0},
+	} {
+		h.seen = map[string]time.Time{}
+		for site, ago := range map[string]time.Duration{"a": tc.seenA, "b": tc.seenB} {
+			if ago > 0 {
+				h.seen[site] = now.Add(-ago)
+			}
+		}
+		h.leading, task.done = now.Add(-tc.leading), tc.done
+		if w := h.windowsLocked(task, now); w["a"] != tc.wantA || w["b"] != tc.wantB {
+			t.Errorf("%s: windows %v, want a %d b %d", tc.name, w, tc.wantA, tc.wantB)
+		}
 	}
 }
