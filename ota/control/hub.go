@@ -111,10 +111,10 @@ type hubTask struct {
 // windowsLocked shares t's concurrency among its sites with devices still
 // to run that report to this hub (all of them while this hub has led for
 // less than siteAbsentAfter); when none does (every such site cut off),
-// among all with devices still to run; when every site has finished, among all, as at the start, so that a
-// device run again (a retry before the hub counts it) has room. A site
-// cut off from the hub keeps the window it was last sent. Call with h.mu
-// held.
+// among all with devices still to run; when every site has finished,
+// among all, as at the start, so that a device run again (a retry before
+// the hub counts it) has room. A site cut off from the hub keeps the
+// window it was last sent. Call with h.mu held.
 func (h *Hub) windowsLocked(t *hubTask, now time.Time) map[string]int {
 	present := make(map[string]int, len(t.sites))
 	unfinished := make(map[string]int, len(t.sites))
