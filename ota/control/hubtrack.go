@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"fmt"
-	"maps"
 	"reflect"
 	"slices"
 	"time"
@@ -169,10 +168,23 @@ func (h *Hub) rebalance(t *hubTask, sites map[string]ota.Counts) {
 	defer h.mu.Unlock()
 	t.done = done
 	win := h.windowsLocked(t, time.Now())
-	if t.win != nil && !maps.Equal(win, t.win) {
+	if t.win != nil && windowsMoved(t, t.win, win) {
 		t.version++
 	}
 	t.win = win
+}
+
+// windowsMoved reports whether a site of t with devices still to run has
+// a window in next other than its window in last. A site that finished
+// needs none, so its going does not make a new version (each would cost
+// every site a write).
+func windowsMoved(t *hubTask, last, next map[string]int) bool {
+	for site := range t.sites {
+		if !t.done[site] && last[site] != next[site] {
+			return true
+		}
+	}
+	return false
 }
 
 // policyHalted reports whether the failure policy halted the task.

@@ -468,3 +468,57 @@ func TestWindowsGoToSitesThatReport(t *testing.T) {
 		}
 	}
 }
+
+// TestSitesFinishingMakeNoNewVersion: with every device allowed at once,
+// sites finishing move no window of a site still running: the task's
+// version stays, and no site is sent its assignment again.
+func TestSitesFinishingMakeNoNewVersion(t *testing.T) {
+	t.Parallel()
+	var inv fakeInventory
+	for _, site := range []string{"a", "b", "c"} {
+		for j := range 2 {
+			inv = append(inv, Device{Name: fmt.Sprintf("%s-%d", site, j), Site: site})
+		}
+	}
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	all := intstr.FromString("100%")
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
+	_ = task.SetSpec(ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a", "b", "c"}}, Concurrency: &all,
+		Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}}})
+	if task, err = store.Create(ctx, &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	have := SiteState{}
+	for _, site := range []string{"a", "b", "c"} {
+		as := hub.Assignments(site, SiteState{})
+		if len(as) != 1 || as[0].Window != 2 {
+			t.Fatalf("site %s: %+v, want window 2", site, as)
+		}
+		have[as[0].UID] = as[0].Version
+	}
+	uid := string(task.UID)
+	now := metav1.Now()
+	for i, node := range []string{"a-0", "a-1", "b-0", "b-1", "c-0", "c-1"} {
+		if err := hub.Ingest(ctx, node[:1], []DeviceReport{{Task: "t", UID: uid, Attempt: 1, Node: node,
+			Status: ota.DeviceResultStatus{Phase: ota.DeviceSucceeded, Attempt: 1, CompletionTime: &now}}}); err != nil {
+			t.Fatal(err)
+		}
+		waitTally(t, hub, "t", i+1)
+		if err := hub.reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, site := range []string{"a", "b", "c"} {
+			if as := hub.Assignments(site, have); len(as) != 0 {
+				t.Fatalf("after %s finished, site %s was sent %+v again", node, site, as)
+			}
+		}
+	}
+}
