@@ -28,27 +28,36 @@ func newTaskSteerCommands(g *globals) []*cobra.Command {
 				if err != nil {
 					return err
 				}
-				raw, err := c.do(ctx, http.MethodGet, r.path("", args[0]), nil, "", "")
-				if err != nil {
-					return err
-				}
-				var t taskObject
-				if err := json.Unmarshal(raw, &t); err != nil {
-					return err
-				}
-				spec, err := body(&t)
-				if err != nil {
-					return err
-				}
-				if spec == nil { // nothing to change
-					fmt.Fprintf(cmd.OutOrStdout(), "task/%s already %s\n", args[0], done)
-					return nil
-				}
-				// The resourceVersion makes a concurrent change a conflict
-				// instead of a lost update.
-				p, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": t.Metadata.ResourceVersion}, "spec": spec})
-				if _, err := c.do(ctx, http.MethodPatch, r.path("", args[0]), p, "application/merge-patch+json", ""); err != nil {
-					return err
+				var spec map[string]any
+				// The hub writes a running task's status as it goes: a
+				// conflict is read again and decided again, a few times.
+				for attempt := 1; ; attempt++ {
+					raw, err := c.do(ctx, http.MethodGet, r.path("", args[0]), nil, "", "")
+					if err != nil {
+						return err
+					}
+					var t taskObject
+					if err := json.Unmarshal(raw, &t); err != nil {
+						return err
+					}
+					if spec, err = body(&t); err != nil {
+						return err
+					}
+					if spec == nil { // nothing to change
+						fmt.Fprintf(cmd.OutOrStdout(), "task/%s already %s\n", args[0], done)
+						return nil
+					}
+					// The resourceVersion makes a concurrent change a
+					// conflict instead of a lost update.
+					p, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": t.Metadata.ResourceVersion}, "spec": spec})
+					_, err = c.do(ctx, http.MethodPatch, r.path("", args[0]), p, "application/merge-patch+json", "")
+					var ae *apiError
+					if err == nil || !errors.As(err, &ae) || ae.status.Reason != metav1.StatusReasonConflict || attempt == 5 {
+						if err != nil {
+							return err
+						}
+						break
+					}
 				}
 				if want, ok := spec["retry"].(int); ok {
 					// Return once the hub has re-queued the devices, so a
