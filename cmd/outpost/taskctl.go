@@ -51,12 +51,11 @@ func newTaskSteerCommands(g *globals) []*cobra.Command {
 					// conflict instead of a lost update.
 					p, _ := json.Marshal(map[string]any{"metadata": map[string]any{"resourceVersion": t.Metadata.ResourceVersion}, "spec": spec})
 					_, err = c.do(ctx, http.MethodPatch, r.path("", args[0]), p, "application/merge-patch+json", "")
-					var ae *apiError
-					if err == nil || !errors.As(err, &ae) || ae.status.Reason != metav1.StatusReasonConflict || attempt == 5 {
-						if err != nil {
-							return err
-						}
+					if err == nil {
 						break
+					}
+					if ae := (*apiError)(nil); !errors.As(err, &ae) || ae.status.Reason != metav1.StatusReasonConflict || attempt == 5 {
+						return err
 					}
 				}
 				if want, ok := spec["retry"].(int); ok {
