@@ -120,8 +120,12 @@ func replaceFile(ctx context.Context, step *ota.Step, blobs BlobOpener, dir, tar
 		if err := os.Link(target, bakTmp); err != nil {
 			return nil, stepErr(ota.ReasonIOError, "backup: %v", err)
 		}
-		if err := os.Rename(bakTmp, bak); err != nil {
-			os.Remove(bakTmp)
+		err := os.Rename(bakTmp, bak)
+		// A rename onto a link of the same inode does nothing and leaves
+		// bakTmp (the backup already is the current file: a write that
+		// stopped after its backup, or another writer of the same path).
+		os.Remove(bakTmp)
+		if err != nil {
 			return nil, stepErr(ota.ReasonIOError, "backup: %v", err)
 		}
 		res.BackupPath = bak

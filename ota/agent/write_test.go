@@ -71,6 +71,26 @@ func TestWriteAtomicWithModeAndBackup(t *testing.T) {
 	}
 }
 
+// TestWriteBackupOfItsOwnBackup: when the backup already is the current
+// file (a hard link of it: a write that stopped after its backup, or a
+// second writer of the path), the backup stays and nothing is left behind.
+func TestWriteBackupOfItsOwnBackup(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := writeFile(t, dir, "outpost.list", "old\n", 0o644)
+	if err := os.Link(p, p+ota.BackupSuffix); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := run(t, ota.Step{Name: "w", Type: ota.StepWrite, Path: p, Content: "new\n", Backup: true})
+	wantPhase(t, r, ota.StepSucceeded, "")
+	if got := readFile(t, p+ota.BackupSuffix); got != "old\n" {
+		t.Errorf("backup %q", got)
+	}
+	if names := entries(t, dir); len(names) != 2 {
+		t.Errorf("left behind: %v", names)
+	}
+}
+
 func TestWriteCreatesParents(t *testing.T) {
 	t.Parallel()
 	root := t.TempDir()
