@@ -1,6 +1,8 @@
 package ota
 
 import (
+	"fmt"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -131,6 +133,10 @@ type TaskStatus struct {
 	// Targets are the node names the targets resolved to when the task
 	// started; they do not change afterwards.
 	Targets []string `json:"targets,omitempty"`
+	// NotFound are the names in spec.targets that matched no node when the
+	// task started (a node not in the mesh, a site without nodes); the
+	// devices that did match run.
+	NotFound *NotFound `json:"notFound,omitempty"`
 	// StepCount is the number of steps, for the table.
 	StepCount int `json:"stepCount,omitempty"`
 	// Attempt counts runs of the task: 1 for the first, +1 each retry.
@@ -140,6 +146,27 @@ type TaskStatus struct {
 	Conditions     []metav1.Condition `json:"conditions,omitempty"`
 	// Retries is the spec.retry this status has acted on.
 	Retries int `json:"retries,omitempty"`
+}
+
+// NotFound are target names that matched no node.
+type NotFound struct {
+	Nodes []string `json:"nodes,omitempty"`
+	Sites []string `json:"sites,omitempty"`
+}
+
+// String lists the names, at most ten, as "node a, node b, site c".
+func (n *NotFound) String() string {
+	var parts []string
+	for _, name := range n.Nodes {
+		parts = append(parts, "node "+name)
+	}
+	for _, name := range n.Sites {
+		parts = append(parts, "site "+name)
+	}
+	if len(parts) > 10 {
+		parts = append(parts[:10], fmt.Sprintf("and %d more", len(parts)-10))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Counts are device counts by state. Total is the sum of the others.

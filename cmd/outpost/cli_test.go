@@ -589,6 +589,20 @@ func TestCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("task naming a node not in the mesh", func(t *testing.T) {
+		// The node that exists runs; the one that does not is named, in
+		// the status and in task watch, not silently dropped.
+		task := fmt.Sprintf("apiVersion: ota.outpost.dev/v1alpha1\nkind: Task\nmetadata:\n  name: typo\nspec:\n  targets: {nodes: [%s, ghost]}\n  steps:\n  - {name: t, type: exec, command: [\"true\"]}\n", d.name)
+		d.ok(t, "", "apply", "-f", writeFile(t, files, "typo.yaml", task))
+		out := d.ok(t, "", "task", "watch", "typo")
+		if !strings.Contains(out, "Succeeded") || !strings.Contains(out, "not found, not run: node ghost\n") {
+			t.Errorf("task watch:\n%s", out)
+		}
+		if out := d.ok(t, "", "get", "task", "typo", "-o", "json"); !strings.Contains(out, `"reason": "NotFound"`) || !strings.Contains(out, `"targets": [`) {
+			t.Errorf("status:\n%s", out)
+		}
+	})
+
 	t.Run("wrong token", func(t *testing.T) {
 		creds, err := node.LoadCredentials(d.config())
 		if err != nil {

@@ -143,6 +143,9 @@ func renderProgress(t *taskObject, tty bool) string {
 	}
 	fmt.Fprintf(&b, "%s  %-9s %s %d/%d  succeeded %d  failed %d  running %d  queued %d  unreachable %d  canceled %d\n",
 		t.Metadata.Name, phase, bar(c, 30, tty), done, c.Total, c.Succeeded, c.Failed, c.Running, c.Queued, c.Unreachable, c.Canceled)
+	if nf := t.Status.NotFound; nf != nil {
+		fmt.Fprintf(&b, "  not found, not run: %s\n", nf)
+	}
 	sites := make([]string, 0, len(t.Status.Sites))
 	for s := range t.Status.Sites {
 		sites = append(sites, s)

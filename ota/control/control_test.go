@@ -3,6 +3,8 @@ package control
 import (
 	"fmt"
 	"maps"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 
@@ -21,19 +23,22 @@ func TestResolveTargets(t *testing.T) {
 		{Name: "hub-1", Site: "hub"},
 	}
 	cases := []struct {
-		name    string
-		targets ota.Targets
-		want    []string
+		name     string
+		targets  ota.Targets
+		want     []string
+		notFound *ota.NotFound
 	}{
-		{"by name", ota.Targets{Nodes: []string{"hub-1", "nope"}}, []string{"hub-1"}},
-		{"by site", ota.Targets{Sites: []string{"a"}}, []string{"a-1", "a-2"}},
-		{"by selector", ota.Targets{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"line": "2"}}}, []string{"a-1", "b-1"}},
-		{"union, once each", ota.Targets{Nodes: []string{"a-1"}, Sites: []string{"b"}, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"line": "2"}}}, []string{"a-1", "b-1"}},
-		{"nothing", ota.Targets{Sites: []string{"z"}}, nil},
+		{"by name", ota.Targets{Nodes: []string{"hub-1", "nope"}}, []string{"hub-1"}, &ota.NotFound{Nodes: []string{"nope"}}},
+		{"by site", ota.Targets{Sites: []string{"a"}}, []string{"a-1", "a-2"}, nil},
+		{"by selector", ota.Targets{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"line": "2"}}}, []string{"a-1", "b-1"}, nil},
+		{"empty selector: every node", ota.Targets{Selector: &metav1.LabelSelector{}}, []string{"a-1", "a-2", "b-1", "hub-1"}, nil},
+		{"union, once each", ota.Targets{Nodes: []string{"a-1"}, Sites: []string{"b"}, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"line": "2"}}}, []string{"a-1", "b-1"}, nil},
+		{"nothing", ota.Targets{Sites: []string{"z"}}, nil, &ota.NotFound{Sites: []string{"z"}}},
+		{"some names not found", ota.Targets{Nodes: []string{"x", "a-1", "w"}, Sites: []string{"b", "z"}}, []string{"a-1", "b-1"}, &ota.NotFound{Nodes: []string{"w", "x"}, Sites: []string{"z"}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := resolve(tc.targets, devices)
+			got, notFound, err := resolve(tc.targets, devices)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -41,13 +46,11 @@ func TestResolveTargets(t *testing.T) {
 			for _, d := range got {
 				names = append(names, d.Name)
 			}
-			if len(names) != len(tc.want) {
-				t.Fatalf("resolve = %v, want %v", names, tc.want)
+			if !slices.Equal(names, tc.want) {
+				t.Errorf("resolve = %v, want %v", names, tc.want)
 			}
-			for i := range names {
-				if names[i] != tc.want[i] {
-					t.Fatalf("resolve = %v, want %v", names, tc.want)
-				}
+			if !reflect.DeepEqual(notFound, tc.notFound) {
+				t.Errorf("not found %+v, want %+v", notFound, tc.notFound)
 			}
 		})
 	}

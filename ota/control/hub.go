@@ -340,7 +340,7 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	if err != nil {
 		return err
 	}
-	targets, err := resolve(spec.Targets, devices)
+	targets, missing, err := resolve(spec.Targets, devices)
 	if err != nil {
 		return h.fail(ctx, obj, "InvalidTargets", err.Error())
 	}
@@ -348,7 +348,7 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 		return h.fail(ctx, obj, "NoTargets", "no node matches spec.targets; check the node names, sites and selector against `outpost get nodes --show-labels`")
 	}
 	now := metav1.Now()
-	st := ota.TaskStatus{Phase: ota.TaskRunning, Attempt: 1, StepCount: len(spec.Steps), StartTime: &now, Sites: map[string]ota.Counts{}}
+	st := ota.TaskStatus{Phase: ota.TaskRunning, Attempt: 1, StepCount: len(spec.Steps), StartTime: &now, Sites: map[string]ota.Counts{}, NotFound: missing}
 	bySite := map[string][]string{}
 	for _, d := range targets {
 		st.Targets = append(st.Targets, d.Name)
@@ -386,6 +386,11 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	h.mu.Unlock()
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Dispatched", Status: metav1.ConditionTrue, Reason: "TargetsResolved",
 		Message: fmt.Sprintf("%d devices in %d sites", len(targets), len(st.Sites))})
+	if missing != nil {
+		// The rest run; the names that matched nothing stay in sight.
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "TargetsFound", Status: metav1.ConditionFalse, Reason: "NotFound",
+			Message: "spec.targets names what no node matches: " + missing.String() + "; check them against `outpost get nodes` and `outpost get sites`"})
+	}
 	if err := writeStatus(ctx, h.cfg.Store, obj, st); err != nil {
 		return err
 	}
@@ -393,25 +398,59 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	return nil
 }
 
-// resolve returns the devices that the targets name, sorted by name.
-func resolve(t ota.Targets, devices []Device) ([]Device, error) {
+// resolve returns the devices that the targets name, sorted by name, and
+// the names in targets.nodes and targets.sites that match no device.
+func resolve(t ota.Targets, devices []Device) ([]Device, *ota.NotFound, error) {
 	var sel labels.Selector
 	if t.Selector != nil {
 		var err error
 		if sel, err = metav1.LabelSelectorAsSelector(t.Selector); err != nil {
-			return nil, fmt.Errorf("spec.targets.selector: %w", err)
+			return nil, nil, fmt.Errorf("spec.targets.selector: %w", err)
 		}
 	}
+	// Each named node and site, and whether a device matched it.
+	nodes, sites := matched(t.Nodes), matched(t.Sites)
 	var out []Device
 	for _, d := range devices {
-		named := slices.Contains(t.Nodes, d.Name) || slices.Contains(t.Sites, d.Site)
-		selected := sel != nil && !sel.Empty() && sel.Matches(labels.Set(d.Labels))
-		if named || selected {
+		_, byNode := nodes[d.Name]
+		_, bySite := sites[d.Site]
+		if byNode {
+			nodes[d.Name] = true
+		}
+		if bySite {
+			sites[d.Site] = true
+		}
+		if byNode || bySite || (sel != nil && sel.Matches(labels.Set(d.Labels))) {
 			out = append(out, d)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	missing := &ota.NotFound{Nodes: unmatched(nodes), Sites: unmatched(sites)}
+	if len(missing.Nodes) == 0 && len(missing.Sites) == 0 {
+		missing = nil
+	}
+	return out, missing, nil
+}
+
+// matched maps each name to false: not matched yet.
+func matched(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = false
+	}
+	return m
+}
+
+// unmatched are the names of m still false, sorted.
+func unmatched(m map[string]bool) []string {
+	var out []string
+	for n, ok := range m {
+		if !ok {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // writeConcurrency is how many writes of one batch (a task's results) are
