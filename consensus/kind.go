@@ -40,6 +40,10 @@ type Kind struct {
 	NewStatus func() any
 	// Validate checks the decoded object beyond its types. Optional.
 	Validate func(obj *Object) field.ErrorList
+	// ValidateUpdate checks a change of spec against the stored object
+	// (fields that cannot change once created); it runs only when the
+	// spec's bytes differ. Optional.
+	ValidateUpdate func(obj, old *Object) field.ErrorList
 	// Columns are the printer columns of tables, after NAME and before AGE.
 	Columns []Column
 	// Hidden kinds are kept and replicated but not served by the admin API
@@ -211,6 +215,9 @@ func (k *Kind) validateUpdate(obj, old *Object) error {
 	}
 	if k.Validate != nil {
 		errs = append(errs, k.Validate(obj)...)
+	}
+	if k.ValidateUpdate != nil && !bytes.Equal(obj.Spec, old.Spec) {
+		errs = append(errs, k.ValidateUpdate(obj, old)...)
 	}
 	return k.invalid(obj.Name, errs)
 }

@@ -12,9 +12,10 @@ var (
 	// TaskKind is a batch operation: steps run on a set of nodes.
 	TaskKind = consensus.Kind{
 		Group: Group, Version: Version, Kind: "Task", Plural: "tasks", ShortNames: []string{"tk"},
-		NewSpec:   func() any { return &TaskSpec{} },
-		NewStatus: func() any { return &TaskStatus{} },
-		Validate:  validateTask,
+		NewSpec:        func() any { return &TaskSpec{} },
+		NewStatus:      func() any { return &TaskStatus{} },
+		Validate:       validateTask,
+		ValidateUpdate: validateTaskUpdate,
 		Columns: []consensus.Column{
 			{Name: "Phase", Type: "string", JSONPath: ".status.phase"},
 			{Name: "Total", Type: "integer", JSONPath: ".status.counts.total"},

@@ -61,6 +61,12 @@ type TaskSpec struct {
 	Retry int `json:"retry,omitempty"`
 }
 
+// TaskFinalizer is on every task the hub has started: deleting such a task
+// first cancels it (queued devices canceled, running ones killed), and the
+// hub removes the finalizer, and so the task, once none of its devices runs
+// or after a grace period (a site cut off from the hub cannot be told).
+const TaskFinalizer = Group + "/stop-devices"
+
 // Targets select nodes by name, by site and by label. A node matching any
 // of them is a target; at least one must be given.
 type Targets struct {

@@ -2,6 +2,7 @@ package ota
 
 import (
 	"fmt"
+	"reflect"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1validation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
@@ -19,6 +20,44 @@ func validateTask(obj *consensus.Object) field.ErrorList {
 		return field.ErrorList{field.Invalid(field.NewPath("spec"), string(obj.Spec), err.Error())}
 	}
 	return ValidateTaskSpec(&spec, field.NewPath("spec"))
+}
+
+// validateTaskUpdate refuses a change to a task's spec other than its
+// steering (halted, canceled, retry): the sites and nodes run the spec the
+// task started with, so a changed step, target or limit would be shown
+// but not run. A cancel cannot be undone.
+func validateTaskUpdate(obj, old *consensus.Object) field.ErrorList {
+	var next, prev TaskSpec
+	if obj.DecodeSpec(&next) != nil || old.DecodeSpec(&prev) != nil {
+		return nil // validateTask names what does not decode
+	}
+	path := field.NewPath("spec")
+	var errs field.ErrorList
+	fixed := []struct {
+		name       string
+		next, prev any
+	}{
+		{"targets", next.Targets, prev.Targets},
+		{"steps", next.Steps, prev.Steps},
+		{"concurrency", next.Concurrency, prev.Concurrency},
+		{"perSite", next.PerSite, prev.PerSite},
+		{"failurePolicy", next.FailurePolicy, prev.FailurePolicy},
+		{"deviceTimeout", next.DeviceTimeout, prev.DeviceTimeout},
+		{"deliveryDeadline", next.DeliveryDeadline, prev.DeliveryDeadline},
+	}
+	for _, f := range fixed {
+		if !reflect.DeepEqual(f.next, f.prev) {
+			errs = append(errs, field.Forbidden(path.Child(f.name),
+				"cannot change once the task is created (only halted, canceled and retry can): apply it under a new name, or delete this one first"))
+		}
+	}
+	if prev.Canceled && !next.Canceled {
+		errs = append(errs, field.Forbidden(path.Child("canceled"), "a canceled task cannot be resumed: apply it under a new name"))
+	}
+	if next.Retry < prev.Retry {
+		errs = append(errs, field.Invalid(path.Child("retry"), next.Retry, fmt.Sprintf("can only be raised (it is %d)", prev.Retry)))
+	}
+	return errs
 }
 
 // ValidateTaskSpec checks a task spec beyond its types and returns every

@@ -1,6 +1,7 @@
 package ota
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -8,6 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation/field"
+
+	"github.com/outpost-mesh/outpost/consensus"
 )
 
 // validSpec is a task with one step of each type: exec, read, write,
@@ -159,5 +162,57 @@ func TestValidateTooLongDoesNotEchoContent(t *testing.T) {
 	errs := ValidateTaskSpec(&spec, field.NewPath("spec"))
 	if len(errs) != 1 || strings.Contains(errs.ToAggregate().Error(), "secret") {
 		t.Fatalf("want one error without the content, got %.300v", errs.ToAggregate())
+	}
+}
+
+// TestValidateTaskUpdate: once created, a task's spec changes only in its
+// steering (halted, canceled, retry); every other field is refused by
+// name, a cancel is not undone and retry only rises.
+func TestValidateTaskUpdate(t *testing.T) {
+	t.Parallel()
+	object := func(s TaskSpec) *consensus.Object {
+		obj := &consensus.Object{}
+		if err := obj.SetSpec(s); err != nil {
+			t.Fatal(err)
+		}
+		return obj
+	}
+	cases := []struct {
+		name   string
+		old    func(s *TaskSpec)
+		mutate func(s *TaskSpec)
+		paths  []string
+	}{
+		{"halt", nil, func(s *TaskSpec) { s.Halted = true }, nil},
+		{"cancel and retry", nil, func(s *TaskSpec) { s.Canceled, s.Retry = true, 2 }, nil},
+		{"a step", nil, func(s *TaskSpec) { s.Steps[0].Command = []string{"true"} }, []string{"spec.steps"}},
+		{"targets and concurrency", nil, func(s *TaskSpec) {
+			s.Targets.Nodes = append(s.Targets.Nodes, "edge-2")
+			s.Concurrency = ptr(intstr.FromInt32(1))
+		}, []string{"spec.targets", "spec.concurrency"}},
+		{"limits", nil, func(s *TaskSpec) {
+			s.FailurePolicy.MaxFailures, s.PerSite = nil, nil
+			s.DeviceTimeout.Duration, s.DeliveryDeadline.Duration = time.Minute, time.Minute
+		}, []string{"spec.perSite", "spec.failurePolicy", "spec.deviceTimeout", "spec.deliveryDeadline"}},
+		{"uncancel", func(s *TaskSpec) { s.Canceled = true }, func(s *TaskSpec) { s.Canceled = false }, []string{"spec.canceled"}},
+		{"retry lowered", func(s *TaskSpec) { s.Retry = 3 }, func(s *TaskSpec) { s.Retry = 1 }, []string{"spec.retry"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			old, next := validSpec(), validSpec()
+			if tc.old != nil {
+				tc.old(&old)
+				tc.old(&next)
+			}
+			tc.mutate(&next)
+			errs := validateTaskUpdate(object(next), object(old))
+			var paths []string
+			for _, e := range errs {
+				paths = append(paths, e.Field)
+			}
+			if !slices.Equal(paths, tc.paths) {
+				t.Errorf("refused %v, want %v (%v)", paths, tc.paths, errs.ToAggregate())
+			}
+		})
 	}
 }

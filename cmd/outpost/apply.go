@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"reflect"
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/outpost-mesh/outpost/ota"
 )
 
 func newApplyCommand(g *globals) *cobra.Command {
@@ -18,9 +21,11 @@ func newApplyCommand(g *globals) *cobra.Command {
 		Use:   "apply -f FILE|-",
 		Short: "Create or update resources from YAML or JSON manifests",
 		Long: `Create each object of the manifests, or update it when it exists: its
-labels, annotations, finalizers and spec become those of the manifest.
-Every document is parsed before anything is applied, so a malformed file
-changes nothing.`,
+labels, annotations, finalizers (when it names any) and spec become those
+of the manifest. A task's halted, canceled and retry, which the task
+commands set, stay unless the manifest gives them; its other fields cannot
+change once it is created. Every document is parsed before anything is
+applied, so a malformed file changes nothing.`,
 		Example: `  outpost apply -f site.yaml
   cat tasks.yaml | outpost apply -f -`,
 		Args: cobra.NoArgs,
@@ -88,7 +93,7 @@ func applyDocument(ctx context.Context, c *client, g *globals, d *document, out 
 		if err := json.Unmarshal(body, &cur); err != nil {
 			return err
 		}
-		next, changed := mergeManifest(cur, want)
+		next, changed := mergeManifest(cur, want, steeringFields(r))
 		if !changed {
 			fmt.Fprintf(out, "%s unchanged\n", label)
 			return nil
@@ -110,14 +115,39 @@ func applyDocument(ctx context.Context, c *client, g *globals, d *document, out 
 	return fmt.Errorf("%s: %s: kept losing races with other writers; try again", d.source, label)
 }
 
+// steeringFields are the spec fields of r that commands other than apply
+// set (`task halt`, `resume`, `cancel`, `retry`): applying a manifest that
+// leaves them out keeps them, so applying a task's file again neither
+// resumes a halted task nor undoes a cancel or a retry.
+func steeringFields(r *resource) []string {
+	if r.Group == ota.Group && r.Kind == ota.TaskKind.Kind {
+		return []string{"halted", "canceled", "retry"}
+	}
+	return nil
+}
+
 // mergeManifest returns cur with the manifest's labels, annotations,
-// finalizers and spec, and whether anything changed.
-func mergeManifest(cur, want map[string]any) (map[string]any, bool) {
+// finalizers (when it names any) and spec, and whether anything changed;
+// the spec fields in keep that the manifest leaves out keep their current
+// values.
+func mergeManifest(cur, want map[string]any, keep []string) (map[string]any, bool) {
 	next := map[string]any{}
 	for k, v := range cur {
 		next[k] = v
 	}
 	delete(next, "status")
+	if cspec, ok := cur["spec"].(map[string]any); ok && len(keep) > 0 {
+		if wspec, ok := want["spec"].(map[string]any); ok {
+			merged := maps.Clone(wspec)
+			for _, k := range keep {
+				if _, given := wspec[k]; !given && cspec[k] != nil {
+					merged[k] = cspec[k]
+				}
+			}
+			want = maps.Clone(want)
+			want["spec"] = merged
+		}
+	}
 	meta, _ := cur["metadata"].(map[string]any)
 	wmeta, _ := want["metadata"].(map[string]any)
 	nmeta := map[string]any{}
@@ -126,6 +156,11 @@ func mergeManifest(cur, want map[string]any) (map[string]any, bool) {
 	}
 	changed := false
 	for _, k := range []string{"labels", "annotations", "finalizers"} {
+		if _, given := wmeta[k]; !given && k == "finalizers" {
+			// The controllers' (a started task's, a cluster's): a
+			// manifest that names none leaves them.
+			continue
+		}
 		if !reflect.DeepEqual(meta[k], wmeta[k]) {
 			changed = true
 		}

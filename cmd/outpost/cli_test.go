@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/outpost-mesh/outpost/node"
+	"github.com/outpost-mesh/outpost/ota"
 )
 
 // The tests in this file build the real outpost binary once, run
@@ -578,6 +579,15 @@ func TestCLI(t *testing.T) {
 		if out := d.ok(t, "", "get", "task", "steer", "-o", "json"); !strings.Contains(out, `"phase": "Canceled"`) || strings.Contains(out, `"halted": true`) {
 			t.Errorf("after the refused verbs:\n%s", out)
 		}
+		// Applying the task's file again keeps what the commands set; a
+		// changed step is refused by name.
+		if out := d.ok(t, "", "apply", "-f", writeFile(t, files, "steer.yaml", task)); out != "task/steer unchanged\n" {
+			t.Errorf("apply of the same file again: %q", out)
+		}
+		changed := strings.Replace(task, `"60"`, `"61"`, 1)
+		if r := d.fails(t, "apply", "-f", writeFile(t, files, "steer.yaml", changed)); !strings.Contains(r.stderr, "spec.steps: Forbidden: cannot change once the task is created") {
+			t.Errorf("apply of a changed step: %q", r.stderr)
+		}
 		if r := d.fails(t, "task", "results", "steer", "--phase", "done"); !strings.Contains(r.stderr, `--phase "done": want one of`) {
 			t.Errorf("results --phase done: %q", r.stderr)
 		}
@@ -600,6 +610,38 @@ func TestCLI(t *testing.T) {
 		}
 		if out := d.ok(t, "", "get", "task", "typo", "-o", "json"); !strings.Contains(out, `"reason": "NotFound"`) || !strings.Contains(out, `"targets": [`) {
 			t.Errorf("status:\n%s", out)
+		}
+	})
+
+	t.Run("delete of a running task stops its device", func(t *testing.T) {
+		// The task goes once its device was canceled and its process
+		// killed, not when the process would have ended by itself.
+		const nap = "86.4242"
+		task := fmt.Sprintf("apiVersion: ota.outpost.dev/v1alpha1\nkind: Task\nmetadata:\n  name: doomed\nspec:\n  targets: {nodes: [%s]}\n  steps:\n  - {name: nap, type: exec, command: [sleep, %q]}\n", d.name, nap)
+		d.ok(t, "", "apply", "-f", writeFile(t, files, "doomed.yaml", task))
+		napping := func() bool {
+			out, _ := exec.Command("pgrep", "-f", "sleep "+nap).Output()
+			return len(out) > 0
+		}
+		for deadline := time.Now().Add(30 * time.Second); !napping(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the task's process never started")
+			}
+		}
+		if out := d.ok(t, "", "delete", "task", "doomed"); !strings.Contains(out, "waiting for finalizers: "+ota.TaskFinalizer) {
+			t.Errorf("delete printed %q", out)
+		}
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			r := runCLI(t, d.bin, "", "get", "task", "doomed", "--config", d.config())
+			if r.code != 0 && strings.Contains(r.stderr, "not found") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the deleted task is still there after 30s:\n%s%s", r.stdout, r.stderr)
+			}
+		}
+		if napping() {
+			t.Error("the deleted task's process still runs")
 		}
 	})
 

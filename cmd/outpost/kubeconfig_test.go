@@ -118,11 +118,17 @@ func TestKubectl(t *testing.T) {
 	if out := k.ok(t, kubeTaskYAML("k-hello", d.name, "hi"), "apply", "-f", "-"); strings.TrimSpace(out) != "task.ota.outpost.dev/k-hello created" {
 		t.Errorf("kubectl apply (create) printed %q", out)
 	}
-	if out := k.ok(t, kubeTaskYAML("k-hello", d.name, "bye"), "apply", "-f", "-"); strings.TrimSpace(out) != "task.ota.outpost.dev/k-hello configured" {
+	// A label and a halt may change; a step may not, once the task is
+	// created.
+	labelled := strings.Replace(kubeTaskYAML("k-hello", d.name, "hi"), "  name: k-hello\n", "  name: k-hello\n  labels: {rollout: wave-1}\n", 1) + "  halted: true\n"
+	if out := k.ok(t, labelled, "apply", "-f", "-"); strings.TrimSpace(out) != "task.ota.outpost.dev/k-hello configured" {
 		t.Errorf("kubectl apply (patch) printed %q", out)
 	}
-	if out := d.ok(t, "", "get", "task", "k-hello", "-o", "json"); !strings.Contains(out, `"bye"`) || !strings.Contains(out, "last-applied-configuration") {
+	if out := d.ok(t, "", "get", "task", "k-hello", "-o", "json"); !strings.Contains(out, `"wave-1"`) || !strings.Contains(out, `"halted": true`) || !strings.Contains(out, "last-applied-configuration") {
 		t.Errorf("after the second apply the task is:\n%s", out)
+	}
+	if r := k.run(t, kubeTaskYAML("k-hello", d.name, "bye"), "apply", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "spec.steps: Forbidden") {
+		t.Errorf("kubectl apply of a changed step: exit %d, stderr %q; want the server to refuse spec.steps", r.code, r.stderr)
 	}
 	bad := strings.Replace(kubeTaskYAML("k-bad", d.name, "x"), "  steps:", "  stepz: []\n  steps:", 1)
 	if r := k.run(t, bad, "apply", "-f", "-"); r.code == 0 || !strings.Contains(r.stderr, "stepz") {
@@ -148,7 +154,7 @@ func TestKubectl(t *testing.T) {
 	}
 
 	desc := k.ok(t, "", "describe", "task", "k-hello")
-	for _, w := range []string{"Name:", "k-hello", "Kind:         Task", "API Version:  ota.outpost.dev/v1alpha1", "Command:", "bye", "Phase:"} {
+	for _, w := range []string{"Name:", "k-hello", "Kind:         Task", "API Version:  ota.outpost.dev/v1alpha1", "Command:", "hi", "Halted:  true", "Phase:"} {
 		if !strings.Contains(desc, w) {
 			t.Errorf("kubectl describe task k-hello lacks %q:\n%s", w, desc)
 		}

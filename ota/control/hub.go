@@ -212,6 +212,15 @@ func (h *Hub) reconcile(ctx context.Context) error {
 			continue
 		}
 		var err error
+		if obj.DeletionTimestamp != nil {
+			var stopping bool
+			stopping, err = h.deleting(ctx, obj, spec, st)
+			counting[obj.Name] = stopping
+			if err != nil && ctx.Err() == nil {
+				h.log.Warn("deleted task not stopped", "task", obj.Name, "err", err)
+			}
+			continue
+		}
 		switch st.Phase {
 		case "", ota.TaskPending:
 			err = h.start(ctx, obj, spec)
@@ -391,11 +400,48 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "TargetsFound", Status: metav1.ConditionFalse, Reason: "NotFound",
 			Message: "spec.targets names what no node matches: " + missing.String() + "; check them against `outpost get nodes` and `outpost get sites`"})
 	}
-	if err := writeStatus(ctx, h.cfg.Store, obj, st); err != nil {
+	// The finalizer comes with the status, in one write: from here a
+	// delete stops the devices first (deleting).
+	next := obj.DeepCopy()
+	next.Finalizers = append(next.Finalizers, ota.TaskFinalizer)
+	if err := next.SetStatus(st); err != nil {
+		return err
+	}
+	if _, err := h.cfg.Store.UpdateWithStatus(ctx, &ota.TaskKind, next); err != nil {
 		return err
 	}
 	h.log.Info("task started", "task", obj.Name, "devices", len(targets), "sites", len(st.Sites))
 	return nil
+}
+
+// deleteGrace is how long a deleted task that still runs devices is kept
+// while its sites cancel them; past it the task goes, and a site that was
+// cut off meanwhile runs its devices to their end (deviceTimeout).
+const deleteGrace = 2 * time.Minute
+
+// deleting handles a task marked for deletion that holds TaskFinalizer: a
+// running or halted task is canceled (queued devices canceled, running
+// ones killed) and tracked until it ends, for at most deleteGrace; then,
+// or at once for a task that is not running, the finalizer goes and the
+// store deletes the task. stopping reports that the task is still tracked.
+func (h *Hub) deleting(ctx context.Context, obj *consensus.Object, spec *ota.TaskSpec, st *ota.TaskStatus) (stopping bool, err error) {
+	if !slices.Contains(obj.Finalizers, ota.TaskFinalizer) {
+		return false, nil
+	}
+	running := st.Phase == ota.TaskRunning || st.Phase == ota.TaskHalted
+	if running && time.Since(obj.DeletionTimestamp.Time) < deleteGrace {
+		spec.Canceled, spec.Retry = true, st.Retries
+		return true, h.track(ctx, obj, spec, st)
+	}
+	next := obj.DeepCopy()
+	next.Finalizers = slices.DeleteFunc(next.Finalizers, func(f string) bool { return f == ota.TaskFinalizer })
+	if _, err := h.cfg.Store.Update(ctx, &ota.TaskKind, next); err != nil && !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("remove finalizer: %w", err)
+	}
+	if running {
+		h.log.Warn("deleted task removed while devices may still run (a site did not answer)", "task", obj.Name, "after", deleteGrace)
+	}
+	return false, nil
 }
 
 // resolve returns the devices that the targets name, sorted by name, and

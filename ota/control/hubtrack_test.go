@@ -2,9 +2,11 @@ package control
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -344,7 +346,14 @@ func TestDeletedTaskResultsCollected(t *testing.T) {
 	if n := results(); n["gone"] != 2 || n["kept"] != 2 {
 		t.Fatalf("results after start: %v, want 2 of each task", n)
 	}
-	if _, err := store.Delete(ctx, &ota.TaskKind, "", "gone", 0, ""); err != nil {
+	// Deleted, and gone (its finalizer removed, as the hub does once its
+	// devices stopped: TestDeleteStopsTheDevices).
+	gone, err := store.Delete(ctx, &ota.TaskKind, "", "gone", 0, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone.Finalizers = nil
+	if _, err := store.Update(ctx, &ota.TaskKind, gone); err != nil {
 		t.Fatal(err)
 	}
 	if err := hub.reconcile(ctx); err != nil {
@@ -520,5 +529,63 @@ func TestSitesFinishingMakeNoNewVersion(t *testing.T) {
 				t.Fatalf("after %s finished, site %s was sent %+v again", node, site, as)
 			}
 		}
+	}
+}
+
+// TestDeleteStopsTheDevices: a started task carries TaskFinalizer, so a
+// delete first cancels it (the sites are sent canceled) and the task goes
+// once its devices have stopped; an ended task goes at the next pass.
+func TestDeleteStopsTheDevices(t *testing.T) {
+	t.Parallel()
+	store, hub, task := startedTask(t)
+	ctx := t.Context()
+	pass := func() {
+		t.Helper()
+		if err := hub.reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func() (*consensus.Object, ota.TaskStatus) {
+		t.Helper()
+		obj, err := store.Get(ctx, &ota.TaskKind, "", task.Name, consensus.ReadOptions{})
+		if apierrors.IsNotFound(err) {
+			return nil, ota.TaskStatus{}
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st ota.TaskStatus
+		_ = obj.DecodeStatus(&st)
+		return obj, st
+	}
+	if obj, _ := get(); !slices.Contains(obj.Finalizers, ota.TaskFinalizer) {
+		t.Fatalf("started task's finalizers: %v", obj.Finalizers)
+	}
+	as := hub.Assignments("a", SiteState{})
+	have := SiteState{as[0].UID: as[0].Version}
+	if _, err := store.Delete(ctx, &ota.TaskKind, "", task.Name, 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	if obj, _ := get(); obj == nil || obj.DeletionTimestamp == nil {
+		t.Fatalf("a task with running devices went at once: %v", obj)
+	}
+	as = hub.Assignments("a", have)
+	if len(as) != 1 || !as[0].Canceled || as[0].Version <= have[as[0].UID] {
+		t.Fatalf("the site was not told to cancel: %+v", as)
+	}
+	now := metav1.Now()
+	if err := hub.Ingest(ctx, "a", []DeviceReport{{Task: "t", UID: as[0].UID, Attempt: 1, Node: "a-0",
+		Status: ota.DeviceResultStatus{Phase: ota.DeviceCanceled, Attempt: 1, CompletionTime: &now}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitTally(t, hub, "t", 1)
+	pass()
+	if _, st := get(); st.Phase != ota.TaskCanceled {
+		t.Fatalf("phase %s once its device stopped, want Canceled", st.Phase)
+	}
+	pass()
+	if obj, _ := get(); obj != nil {
+		t.Fatalf("the canceled task was not deleted: finalizers %v", obj.Finalizers)
 	}
 }
