@@ -189,23 +189,26 @@ func TestJoinOnceThenNoToken(t *testing.T) {
 }
 
 // TestJoinWaitsOutALeaderlessHub: a join that reaches a hub without a
-// leader (one of its two members is down) is refused with a retry, asked
+// leader (two of its three voters are down) is refused with a retry, asked
 // again, and admitted once the hub has a leader again.
 func TestJoinWaitsOutALeaderlessHub(t *testing.T) {
 	t.Parallel()
 	first := startNode(t, calmRaft)
 	addr := first.hubQUIC(t)
+	hubToken := first.createToken(t, "hub", 0, time.Time{})
 	var second *node.Config // startEdge's own, ports included once it returns
-	member := startEdge(t, addr, first.createToken(t, "hub", 0, time.Time{}), "node-2", calmRaft, func(c *node.Config) {
+	member := startEdge(t, addr, hubToken, "node-2", calmRaft, func(c *node.Config) {
 		c.APIAddr = "127.0.0.1:0"
 		second = c
 	})
-	eventually(t, 60*time.Second, func() error { return leadsVoters(first, 2) })
+	third := startEdge(t, addr, hubToken, "node-3", calmRaft, func(c *node.Config) { c.APIAddr = "127.0.0.1:0" })
+	eventually(t, 60*time.Second, func() error { return leadsVoters(first, 3) })
 	token := first.createToken(t, "w", 0, time.Time{})
 	member.stop()
+	third.stop()
 	eventually(t, 30*time.Second, func() error {
 		if first.node.Group().IsLeader() {
-			return errors.New("node-1 still leads a hub of two with one down")
+			return errors.New("node-1 still leads a hub of three voters with two down")
 		}
 		return nil
 	})

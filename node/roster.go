@@ -28,7 +28,8 @@ const (
 
 // runRoster keeps, while this node leads its site's group, the group's
 // membership and the site's Node objects in step with gossip: live members
-// join Raft as voters up to --site-voters and as non-voters beyond; a voter
+// join Raft as voters up to --site-voters, always an odd number of them
+// (a site of two nodes has one voter), and as non-voters beyond; a voter
 // dead past --reap-after is removed and a non-voter promoted; stateless
 // members (see Agent) stay out of Raft; every member's state is written to
 // its Node object.
@@ -117,33 +118,46 @@ func (n *Node) reconcileRaft(members []gossip.Member) error {
 				voters--
 			}
 		case !known && m.State == gossip.Alive && !m.Stateless && m.Site == n.id.Site && !n.revoked(m.Name):
-			if voters < n.cfg.SiteVoters {
+			// A voter only where it makes the count odd: a second voter
+			// is a second node whose loss stops the site (two voters need
+			// both for a quorum), so a site of two keeps one voter and a
+			// non-voter, and the third node's arrival promotes both.
+			if voters+1 <= n.cfg.SiteVoters && voters%2 == 0 {
 				n.log.Info("adding voter", "peer", m.Name, "addr", m.QUICAddr)
 				if err := r.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
 					return err
 				}
 				voters++
-			} else {
-				n.log.Info("adding non-voter", "peer", m.Name, "addr", m.QUICAddr)
-				if err := r.AddNonvoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
-					return err
-				}
+				continue
 			}
-		}
-	}
-	if voters >= n.cfg.SiteVoters {
-		return nil
-	}
-	// Promote live non-voters to replace reaped voters.
-	for _, m := range members {
-		s, ok := servers[m.Name]
-		if ok && s.Suffrage == raft.Nonvoter && m.State == gossip.Alive && voters < n.cfg.SiteVoters {
-			n.log.Info("promoting non-voter", "peer", m.Name)
-			if err := r.AddVoter(s.ID, s.Address, 0, 10*time.Second).Error(); err != nil {
+			n.log.Info("adding non-voter", "peer", m.Name, "addr", m.QUICAddr)
+			if err := r.AddNonvoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
 				return err
 			}
-			voters++
+			servers[m.Name] = raft.Server{ID: raft.ServerID(m.Name), Address: raft.ServerAddress(m.QUICAddr), Suffrage: raft.Nonvoter}
 		}
+	}
+	// Promote live non-voters (new ones, or to replace reaped voters) up
+	// to --site-voters, to an odd count.
+	var spare []raft.Server
+	for _, m := range members {
+		if s, ok := servers[m.Name]; ok && s.Suffrage == raft.Nonvoter && m.State == gossip.Alive {
+			spare = append(spare, s)
+		}
+	}
+	target := min(n.cfg.SiteVoters, voters+len(spare))
+	if target%2 == 0 {
+		target--
+	}
+	for _, s := range spare {
+		if voters >= target {
+			break
+		}
+		n.log.Info("promoting non-voter", "peer", s.ID)
+		if err := r.AddVoter(s.ID, s.Address, 0, 10*time.Second).Error(); err != nil {
+			return err
+		}
+		voters++
 	}
 	return nil
 }
