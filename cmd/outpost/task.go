@@ -58,7 +58,13 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 			var last string
 			lines := 0
 			var failingSince time.Time
+			sites, _ := c.resolve(cmd.Context(), "sites")
+			var cut map[string]*metav1.Time
+			var cutAt time.Time
 			for {
+				if sites != nil && time.Since(cutAt) >= cutEvery {
+					cut, cutAt = disconnectedSites(cmd.Context(), c, sites), time.Now()
+				}
 				ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
 				body, err := c.do(ctx, http.MethodGet, r.path("", args[0]), nil, "", "")
 				cancel()
@@ -80,7 +86,7 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 				if err := json.Unmarshal(body, &t); err != nil {
 					return err
 				}
-				view := renderProgress(&t, tty && colorOutput(out))
+				view := renderProgress(&t, cut, tty && colorOutput(out))
 				if view != last {
 					if tty && lines > 0 {
 						fmt.Fprintf(out, "\033[%dA\033[J", lines)
@@ -132,8 +138,44 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// renderProgress draws the counts as a bar, then one line per site.
-func renderProgress(t *taskObject, tty bool) string {
+// cutEvery is how often task watch looks at which sites are connected.
+const cutEvery = 2 * time.Second
+
+// disconnectedSites returns the sites not connected to the hub, each with
+// when the hub last heard from it; nil when the sites cannot be read (the
+// watch goes on without).
+func disconnectedSites(ctx context.Context, c *client, sites *resource) map[string]*metav1.Time {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
+	body, err := c.do(ctx, http.MethodGet, sites.path("", ""), nil, "", "")
+	if err != nil {
+		return nil
+	}
+	var list struct {
+		Items []struct {
+			Metadata metav1.ObjectMeta `json:"metadata"`
+			Status   struct {
+				Connected bool         `json:"connected"`
+				LastSeen  *metav1.Time `json:"lastSeen"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if json.Unmarshal(body, &list) != nil {
+		return nil
+	}
+	cut := map[string]*metav1.Time{}
+	for _, s := range list.Items {
+		if !s.Status.Connected {
+			cut[s.Metadata.Name] = s.Status.LastSeen
+		}
+	}
+	return cut
+}
+
+// renderProgress draws the counts as a bar, then one line per site; a
+// site with devices still to finish that is not connected to the hub (in
+// cut) says so, since its devices wait for it.
+func renderProgress(t *taskObject, cut map[string]*metav1.Time, tty bool) string {
 	var b strings.Builder
 	c := t.Status.Counts
 	done := c.Succeeded + c.Failed + c.Unreachable + c.Canceled
@@ -153,8 +195,16 @@ func renderProgress(t *taskObject, tty bool) string {
 	sort.Strings(sites)
 	for _, s := range sites {
 		sc := t.Status.Sites[s]
-		fmt.Fprintf(&b, "  site %-16s %s %d/%d  failed %d  running %d\n", s, bar(sc, 20, tty),
-			sc.Succeeded+sc.Failed+sc.Unreachable+sc.Canceled, sc.Total, sc.Failed, sc.Running)
+		done := sc.Succeeded + sc.Failed + sc.Unreachable + sc.Canceled
+		fmt.Fprintf(&b, "  site %-16s %s %d/%d  failed %d  running %d", s, bar(sc, 20, tty), done, sc.Total, sc.Failed, sc.Running)
+		if seen, ok := cut[s]; ok && done < sc.Total {
+			b.WriteString("  not connected to the hub")
+			if seen != nil {
+				b.WriteString(" since " + seen.Local().Format(time.TimeOnly))
+			}
+			b.WriteString(": its results come when it is back (`outpost get sites`)")
+		}
+		b.WriteByte('\n')
 	}
 	return b.String()
 }

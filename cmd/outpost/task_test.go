@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/outpost-mesh/outpost/ota"
 )
@@ -65,5 +68,39 @@ func TestOutcomeOfSucceeded(t *testing.T) {
 		if got := outcome(tc.st); got != tc.want {
 			t.Errorf("%d steps: %q, want %q", len(tc.st.Steps), got, tc.want)
 		}
+	}
+}
+
+// TestRenderProgressNamesCutOffSites: a site not connected to the hub
+// whose devices are not all finished says so on its line; one that has
+// finished, or is connected, does not; targets not found are named.
+func TestRenderProgressNamesCutOffSites(t *testing.T) {
+	t.Parallel()
+	var task taskObject
+	task.Metadata.Name = "t"
+	task.Status.Phase = ota.TaskRunning
+	task.Status.Counts = ota.Counts{Total: 5, Succeeded: 3, Queued: 2}
+	task.Status.Sites = map[string]ota.Counts{
+		"a": {Total: 2, Queued: 2},
+		"b": {Total: 2, Succeeded: 2},
+		"c": {Total: 1, Succeeded: 1},
+	}
+	task.Status.NotFound = &ota.NotFound{Nodes: []string{"ghost"}}
+	seen := metav1.NewTime(time.Date(2026, 11, 28, 10, 2, 11, 0, time.Local))
+	out := renderProgress(&task, map[string]*metav1.Time{"a": &seen, "b": nil}, false)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 5 {
+		t.Fatalf("want 5 lines:\n%s", out)
+	}
+	if want := "not connected to the hub since 10:02:11"; !strings.Contains(lines[2], want) {
+		t.Errorf("site a's line %q lacks %q", lines[2], want)
+	}
+	for _, l := range lines[3:] {
+		if strings.Contains(l, "not connected") {
+			t.Errorf("a finished or connected site is said to be cut off: %q", l)
+		}
+	}
+	if lines[1] != "  not found, not run: node ghost" {
+		t.Errorf("not-found line %q", lines[1])
 	}
 }
