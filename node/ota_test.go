@@ -303,8 +303,11 @@ func TestTaskLogs(t *testing.T) {
 	if code, b := logs("node=node-1&step=quiet"); code != http.StatusNotFound || !strings.Contains(b, "left no output") {
 		t.Fatalf("step quiet: %d %s, want 404 saying it left no output", code, b)
 	}
-	if code, b := logs("node=elsewhere"); code != http.StatusNotFound {
-		t.Fatalf("unknown node: %d %s, want 404", code, b)
+	if code, b := logs("node=node-1&step=nope"); code != http.StatusBadRequest || !strings.Contains(b, `task talk has no step \"nope\"; its steps: `) {
+		t.Fatalf("unknown step: %d %s, want 400 naming the task's steps", code, b)
+	}
+	if code, b := logs("node=elsewhere"); code != http.StatusNotFound || !strings.Contains(b, "node elsewhere is not a device of task talk") {
+		t.Fatalf("unknown node: %d %s, want 404 saying it is not a device of the task", code, b)
 	}
 	var task struct {
 		Metadata struct {

@@ -116,9 +116,24 @@ func (n *Node) serveTaskLogs(w http.ResponseWriter, r *http.Request, name string
 		writeError(w, err, n.log)
 		return
 	}
-	res, err := store.Get(ctx, &ota.DeviceResultKind, "", name+"."+node, consensus.ReadOptions{Stale: true})
+	var tspec ota.TaskSpec
+	_ = task.DecodeSpec(&tspec)
+	if step := r.URL.Query().Get("step"); step != "" && !slices.ContainsFunc(tspec.Steps, func(s ota.Step) bool { return s.Name == step }) {
+		names := make([]string, len(tspec.Steps))
+		for i, s := range tspec.Steps {
+			names[i] = s.Name
+		}
+		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("task %s has no step %q; its steps: %s", name, step, strings.Join(names, ", "))), n.log)
+		return
+	}
+	res, err := store.Get(ctx, &ota.DeviceResultKind, "", ota.ResultName(name, node), consensus.ReadOptions{Stale: true})
+	if apierrors.IsNotFound(err) {
+		writeError(w, &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: http.StatusNotFound,
+			Reason: metav1.StatusReasonNotFound, Message: fmt.Sprintf("node %s is not a device of task %s; `outpost task results %s --all` names them", node, name, name)}}, n.log)
+		return
+	}
 	if err != nil {
-		writeError(w, apierrors.NewNotFound(ota.DeviceResultKind.GroupResource(), name+"."+node), n.log)
+		writeError(w, err, n.log)
 		return
 	}
 	var spec ota.DeviceResultSpec

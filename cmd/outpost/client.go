@@ -84,6 +84,9 @@ func (e *apiError) Error() string {
 	if e.status.Reason != "" {
 		msg += " (" + string(e.status.Reason) + ")"
 	}
+	if strings.Contains(e.status.Message, "`outpost ") {
+		return msg // the server said what to do next
+	}
 	return msg + hint(e.status)
 }
 
