@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	imagesapi "github.com/outpost-mesh/outpost/images/api"
@@ -83,7 +84,17 @@ and saved.`,
 	f.BoolVar(&o.pin, "pin", false, "keep the image from eviction at the sites")
 	f.BoolVar(&o.wait, "wait", false, "wait until every site has the image, showing progress")
 	f.DurationVar(&o.timeout, "timeout", time.Hour, "with --wait: give up waiting after this long")
+	f.SetNormalizeFunc(siteAlias)
 	return cmd
+}
+
+// siteAlias accepts --site for --sites (images ls and task commands take
+// --site).
+func siteAlias(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+	if name == "site" {
+		name = "sites"
+	}
+	return pflag.NormalizedName(name)
 }
 
 var nameUnsafe = regexp.MustCompile(`[^a-z0-9-]+`)
@@ -395,6 +406,7 @@ none yet, creates one (which also places the image).`,
 	}
 	if pin {
 		cmd.Flags().StringSliceVar(&sites, "sites", nil, "create an ImageSync for these sites when REF has none")
+		cmd.Flags().SetNormalizeFunc(siteAlias)
 	}
 	return cmd
 }
