@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/outpost-mesh/outpost/consensus"
 	"github.com/outpost-mesh/outpost/ota"
@@ -53,6 +54,7 @@ func (h *Hub) Assignments(site string, have SiteState) []Assignment {
 				continue // a new leader's first pass has not counted it yet
 			}
 			spec := t.spec
+			spec.FailurePolicy = policyOf(t.spec.FailurePolicy, t.total)
 			a.Spec = &spec
 			a.Devices = append([]string(nil), devices...)
 		}
@@ -61,6 +63,20 @@ func (h *Hub) Assignments(site string, have SiteState) []Assignment {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Task < out[j].Task })
 	return out
+}
+
+// policyOf returns p with its percentages resolved to numbers of the
+// task's total devices, for a site, which knows only its own devices, to
+// hold its queue by (Site.overPolicy).
+func policyOf(p ota.FailurePolicy, total int) ota.FailurePolicy {
+	resolve := func(l *intstr.IntOrString) *intstr.IntOrString {
+		if l == nil || l.Type == intstr.Int {
+			return l
+		}
+		n := intstr.FromInt(ota.ResolveCount(l, total, total))
+		return &n
+	}
+	return ota.FailurePolicy{MaxFailures: resolve(p.MaxFailures), MaxUnreachable: resolve(p.MaxUnreachable)}
 }
 
 // mergeNames returns the sorted union of a and b.

@@ -2,6 +2,7 @@ package control
 
 import (
 	"fmt"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -587,5 +588,53 @@ func TestDeleteStopsTheDevices(t *testing.T) {
 	pass()
 	if obj, _ := get(); obj != nil {
 		t.Fatalf("the canceled task was not deleted: finalizers %v", obj.Finalizers)
+	}
+}
+
+// TestAssignmentResolvesPolicyPercentages: a site is sent the failure
+// policy's percentages as numbers of the task's devices (it knows only
+// its own), and the task keeps them as written.
+func TestAssignmentResolvesPolicyPercentages(t *testing.T) {
+	t.Parallel()
+	var inv fakeInventory
+	for i := range 40 {
+		inv = append(inv, Device{Name: fmt.Sprintf("n-%d", i), Site: []string{"a", "b"}[i%2]})
+	}
+	store := consensustest.NewStore(t, ota.Register)
+	hub, err := NewHub(HubConfig{Store: store, Inventory: inv, IsLeader: func() bool { return true }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures, unreachable := intstr.FromString("10%"), intstr.FromString("50%")
+	spec := ota.TaskSpec{Targets: ota.Targets{Sites: []string{"a", "b"}}, Steps: []ota.Step{{Name: "r", Type: ota.StepRead, Path: "/etc/hostname"}},
+		FailurePolicy: ota.FailurePolicy{MaxFailures: &failures, MaxUnreachable: &unreachable}}
+	task := &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: "t"}}
+	_ = task.SetSpec(spec)
+	if _, err := store.Create(t.Context(), &ota.TaskKind, task); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.reconcile(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	as := hub.Assignments("a", SiteState{})
+	if len(as) != 1 || as[0].Spec == nil {
+		t.Fatalf("assignments %+v", as)
+	}
+	four, twenty := intstr.FromInt32(4), intstr.FromInt32(20)
+	want := ota.FailurePolicy{MaxFailures: &four, MaxUnreachable: &twenty}
+	if got := as[0].Spec.FailurePolicy; !reflect.DeepEqual(got, want) {
+		t.Errorf("the site's policy %v / %v, want 4 / 20 (of 40 devices)", got.MaxFailures, got.MaxUnreachable)
+	}
+	obj, err := store.Get(t.Context(), &ota.TaskKind, "", "t", consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept ota.TaskSpec
+	_ = obj.DecodeSpec(&kept)
+	hub.mu.Lock()
+	cached := hub.tasks[string(obj.UID)].spec.FailurePolicy.MaxFailures.StrVal
+	hub.mu.Unlock()
+	if kept.FailurePolicy.MaxFailures.StrVal != "10%" || cached != "10%" {
+		t.Errorf("the task's own policy changed: %v", kept.FailurePolicy.MaxFailures)
 	}
 }

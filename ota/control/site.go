@@ -522,8 +522,8 @@ func (s *Site) dispatchTask(ctx context.Context, eg *errgroup.Group, a *Assignme
 // devices already pass a number in the task's failure policy. The hub
 // halts the task when its count passes it, a report later; the site,
 // which sees them first, starts no more devices meanwhile, so that
-// `maxFailures: 0` stops at the first failure. (A percentage is of the
-// task's devices, which only the hub counts.)
+// `maxFailures: 0` stops at the first failure. The hub sends a
+// percentage resolved to a number of the task's devices (policyOf).
 func (s *Site) overPolicy(a *Assignment) bool {
 	if a.Spec == nil {
 		return false
