@@ -375,13 +375,14 @@ func TestCLI(t *testing.T) {
 	files := t.TempDir()
 
 	t.Run("get nodes", func(t *testing.T) {
-		// The node registers itself with its first heartbeat.
+		// The node registers itself with its first heartbeat (the Node
+		// object first, then its status: wait for a whole row).
 		var out string
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			r := runCLI(t, bin, "", "get", "nodes", "--config", d.config())
 			out = r.stdout
-			if r.code == 0 && strings.Contains(out, d.name) {
+			if r.code == 0 && strings.Contains(out, d.name) && !strings.Contains(out, "<none>") {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -610,6 +611,17 @@ func TestCLI(t *testing.T) {
 		}
 		if out := d.ok(t, "", "get", "task", "typo", "-o", "json"); !strings.Contains(out, `"reason": "NotFound"`) || !strings.Contains(out, `"targets": [`) {
 			t.Errorf("status:\n%s", out)
+		}
+	})
+
+	t.Run("watch of a halted task exits", func(t *testing.T) {
+		// Created halted, nothing runs: watch says how to go on and exits
+		// 1 rather than wait for a steer that may never come.
+		task := fmt.Sprintf("apiVersion: ota.outpost.dev/v1alpha1\nkind: Task\nmetadata:\n  name: halts\nspec:\n  targets: {nodes: [%s]}\n  failurePolicy: {maxFailures: 0}\n  halted: true\n  steps:\n  - {name: f, type: exec, command: [\"false\"]}\n", d.name)
+		d.ok(t, "", "apply", "-f", writeFile(t, files, "halts.yaml", task))
+		r := d.fails(t, "task", "watch", "halts")
+		if r.code != 1 || !strings.Contains(r.stdout, "Halted (Operator)") || !strings.Contains(r.stdout, "`outpost task resume halts`") {
+			t.Errorf("task watch of a halted task: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 		}
 	})
 

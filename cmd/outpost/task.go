@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/outpost-mesh/outpost/ota"
@@ -46,7 +47,7 @@ func terminal(p ota.TaskPhase) bool {
 func newTaskWatchCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "watch NAME",
-		Short: "Show a task's progress live; exit when it ends (non-zero if any device did not succeed)",
+		Short: "Show a task's progress live; exit when it ends or halts (non-zero unless every device succeeded)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, r, err := connect(cmd.Context(), g, "tasks")
@@ -93,6 +94,18 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 					}
 					fmt.Fprint(out, view)
 					lines, last = strings.Count(view, "\n"), view
+				}
+				if t.Status.Phase == ota.TaskHalted && t.Status.Counts.Running == 0 {
+					// Nothing moves until someone steers it.
+					next := "`outpost task resume %[1]s` or `outpost task cancel %[1]s`"
+					if c := meta.FindStatusCondition(t.Status.Conditions, "Halted"); c != nil {
+						fmt.Fprintf(out, "Halted (%s): %s\n", c.Reason, c.Message)
+						if c.Reason == "FailurePolicy" {
+							next = "`outpost task retry %[1]s --failed` or `outpost task cancel %[1]s`"
+						}
+					}
+					fmt.Fprintf(out, "nothing more runs until it is steered: "+next+"\n", t.Metadata.Name)
+					return &exitError{code: 1}
 				}
 				if terminal(t.Status.Phase) {
 					if t.Status.Phase != ota.TaskSucceeded {
