@@ -61,7 +61,7 @@ type TaskSpec struct {
 	Retry int `json:"retry,omitempty"`
 }
 
-// TaskFinalizer is on every task the hub has started: deleting such a task
+// TaskFinalizer is on every running or halted task: deleting such a task
 // first cancels it (queued devices canceled, running ones killed), and the
 // hub removes the finalizer, and so the task, once none of its devices runs
 // or after a grace period (a site cut off from the hub cannot be told).

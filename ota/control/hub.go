@@ -400,14 +400,9 @@ func (h *Hub) start(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "TargetsFound", Status: metav1.ConditionFalse, Reason: "NotFound",
 			Message: "spec.targets names what no node matches: " + missing.String() + "; check them against `outpost get nodes` and `outpost get sites`"})
 	}
-	// The finalizer comes with the status, in one write: from here a
+	// The finalizer comes with the status (writeStatus): from here a
 	// delete stops the devices first (deleting).
-	next := obj.DeepCopy()
-	next.Finalizers = append(next.Finalizers, ota.TaskFinalizer)
-	if err := next.SetStatus(st); err != nil {
-		return err
-	}
-	if _, err := h.cfg.Store.UpdateWithStatus(ctx, &ota.TaskKind, next); err != nil {
+	if err := writeStatus(ctx, h.cfg.Store, obj, st); err != nil {
 		return err
 	}
 	h.log.Info("task started", "task", obj.Name, "devices", len(targets), "sites", len(st.Sites))
@@ -421,9 +416,10 @@ const deleteGrace = 2 * time.Minute
 
 // deleting handles a task marked for deletion that holds TaskFinalizer: a
 // running or halted task is canceled (queued devices canceled, running
-// ones killed) and tracked until it ends, for at most deleteGrace; then,
-// or at once for a task that is not running, the finalizer goes and the
-// store deletes the task. stopping reports that the task is still tracked.
+// ones killed) and tracked until it ends, whose status write removes the
+// finalizer, for at most deleteGrace; then, or at once for a task that is
+// not running, the finalizer goes here and the store deletes the task.
+// stopping reports that the task is still tracked.
 func (h *Hub) deleting(ctx context.Context, obj *consensus.Object, spec *ota.TaskSpec, st *ota.TaskStatus) (stopping bool, err error) {
 	if !slices.Contains(obj.Finalizers, ota.TaskFinalizer) {
 		return false, nil
@@ -574,11 +570,24 @@ func (h *Hub) fail(ctx context.Context, obj *consensus.Object, reason, msg strin
 	return writeStatus(ctx, h.cfg.Store, obj, st)
 }
 
+// writeStatus writes a task's status. A running or halted task holds
+// TaskFinalizer and an ended one does not: when the phase crosses, the
+// finalizer is added or removed in the same write (so a delete waits for
+// a running task's devices, and an ended task goes at once).
 func writeStatus(ctx context.Context, store *consensus.Store, obj *consensus.Object, st ota.TaskStatus) error {
 	next := obj.DeepCopy()
 	if err := next.SetStatus(st); err != nil {
 		return err
 	}
-	_, err := store.UpdateStatus(ctx, &ota.TaskKind, next)
+	running := st.Phase == ota.TaskRunning || st.Phase == ota.TaskHalted
+	if running == slices.Contains(obj.Finalizers, ota.TaskFinalizer) {
+		_, err := store.UpdateStatus(ctx, &ota.TaskKind, next)
+		return err
+	}
+	next.Finalizers = slices.DeleteFunc(next.Finalizers, func(f string) bool { return f == ota.TaskFinalizer })
+	if running {
+		next.Finalizers = append(next.Finalizers, ota.TaskFinalizer)
+	}
+	_, err := store.UpdateWithStatus(ctx, &ota.TaskKind, next)
 	return err
 }

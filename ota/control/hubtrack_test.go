@@ -90,6 +90,10 @@ func TestTaskStatusWrittenOnChange(t *testing.T) {
 	if _, st = status(); st.Phase != ota.TaskSucceeded {
 		t.Fatalf("phase %s with every device done, want Succeeded written at once", st.Phase)
 	}
+	// Ended, it no longer holds its deletion for its devices.
+	if obj, err := store.Get(ctx, &ota.TaskKind, "", "t", consensus.ReadOptions{}); err != nil || len(obj.Finalizers) != 0 {
+		t.Fatalf("the ended task's finalizers: %v (%v), want none", obj.Finalizers, err)
+	}
 }
 
 // TestSiteRunningShownInCounts: the devices a site's report counts as
@@ -533,9 +537,9 @@ func TestSitesFinishingMakeNoNewVersion(t *testing.T) {
 	}
 }
 
-// TestDeleteStopsTheDevices: a started task carries TaskFinalizer, so a
+// TestDeleteStopsTheDevices: a running task carries TaskFinalizer, so a
 // delete first cancels it (the sites are sent canceled) and the task goes
-// once its devices have stopped; an ended task goes at the next pass.
+// once its devices have stopped.
 func TestDeleteStopsTheDevices(t *testing.T) {
 	t.Parallel()
 	store, hub, task := startedTask(t)
@@ -581,13 +585,9 @@ func TestDeleteStopsTheDevices(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitTally(t, hub, "t", 1)
-	pass()
-	if _, st := get(); st.Phase != ota.TaskCanceled {
-		t.Fatalf("phase %s once its device stopped, want Canceled", st.Phase)
-	}
-	pass()
-	if obj, _ := get(); obj != nil {
-		t.Fatalf("the canceled task was not deleted: finalizers %v", obj.Finalizers)
+	pass() // Canceled, in the write that removes the finalizer
+	if obj, st := get(); obj != nil {
+		t.Fatalf("the task was not deleted once its device stopped: phase %s, finalizers %v", st.Phase, obj.Finalizers)
 	}
 }
 
