@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"maps"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,16 +251,22 @@ func nodeLabels(m gossip.Member) map[string]string {
 // changed, or when a live node's lastSeen is older than refresh; a node
 // that was alive and is no longer gets lastSeen now.
 func upsertNode(ctx context.Context, store *consensus.Store, name string, labels map[string]string, st NodeStatus, now time.Time, refresh time.Duration) error {
+	own := ownLabelKeys(labels)
 	cur, err := store.Get(ctx, &NodeKind, "", name, consensus.ReadOptions{Stale: true})
 	if apierrors.IsNotFound(err) {
-		cur, err = store.Create(ctx, &NodeKind, &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}})
+		cur, err = store.Create(ctx, &NodeKind, &consensus.Object{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
+			Annotations: map[string]string{OwnLabelsAnnotation: own}}})
 	}
 	if err != nil {
 		return err
 	}
-	if !maps.Equal(cur.Labels, labels) {
+	if merged := mergeNodeLabels(cur, labels); !maps.Equal(cur.Labels, merged) || cur.Annotations[OwnLabelsAnnotation] != own {
 		next := cur.DeepCopy()
-		next.Labels = labels
+		next.Labels = merged
+		if next.Annotations == nil {
+			next.Annotations = map[string]string{}
+		}
+		next.Annotations[OwnLabelsAnnotation] = own
 		if cur, err = store.Update(ctx, &NodeKind, next); err != nil {
 			return err
 		}
@@ -285,6 +293,33 @@ func upsertNode(ctx context.Context, store *consensus.Store, name string, labels
 	next.ResourceVersion = ""
 	_, err = store.UpdateStatus(ctx, &NodeKind, next)
 	return err
+}
+
+// OwnLabelsAnnotation lists, comma-separated, the label keys of a Node
+// that the node sets itself (its --labels and the built-in ones); its other
+// labels are an operator's (`kubectl label`), which the roster keeps.
+const OwnLabelsAnnotation = "outpost.dev/own-labels"
+
+// ownLabelKeys is the value of OwnLabelsAnnotation for labels.
+func ownLabelKeys(labels map[string]string) string {
+	return strings.Join(slices.Sorted(maps.Keys(labels)), ",")
+}
+
+// mergeNodeLabels returns the labels a Node gets from the node's own:
+// those, over the labels cur has that the node did not set before (an
+// operator's), so a key the node drops goes and an operator's stays.
+func mergeNodeLabels(cur *consensus.Object, own map[string]string) map[string]string {
+	out := maps.Clone(cur.Labels)
+	if out == nil {
+		out = map[string]string{}
+	}
+	if prev := cur.Annotations[OwnLabelsAnnotation]; prev != "" {
+		for _, k := range strings.Split(prev, ",") {
+			delete(out, k)
+		}
+	}
+	maps.Copy(out, own)
+	return out
 }
 
 // rosterCache remembers what a leader last wrote to each Node, so that it

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"maps"
 	"testing"
 	"time"
 
@@ -91,5 +92,38 @@ func TestUpsertNodeLastSeen(t *testing.T) {
 		if got := seen(); !got.Equal(step.want) {
 			t.Fatalf("%s: lastSeen %s, want %s", step.what, got, step.want)
 		}
+	}
+}
+
+// TestUpsertNodeKeepsOperatorLabels: a label an operator put on a Node
+// (`kubectl label`) stays when the node's roster writes it again; a label
+// the node itself stops setting goes; the node's own value wins its keys.
+func TestUpsertNodeKeepsOperatorLabels(t *testing.T) {
+	t.Parallel()
+	store := consensustest.NewStore(t, func(r *consensus.Registry) error { return r.Register(NodeKind) })
+	ctx := t.Context()
+	st := NodeStatus{Site: "s", State: string(gossip.Alive)}
+	t0 := time.Now()
+	if err := upsertNode(ctx, store, "n1", map[string]string{"outpost.dev/site": "s", "zone": "a"}, st, t0, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	o, err := store.Get(ctx, &NodeKind, "", "n1", consensus.ReadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o.Labels["rack"] = "r1"
+	o.Labels["outpost.dev/site"] = "elsewhere"
+	if _, err := store.Update(ctx, &NodeKind, o); err != nil {
+		t.Fatal(err)
+	}
+	// Past the refresh, the node no longer sets zone.
+	if err := upsertNode(ctx, store, "n1", map[string]string{"outpost.dev/site": "s"}, st, t0.Add(time.Hour), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if o, err = store.Get(ctx, &NodeKind, "", "n1", consensus.ReadOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"outpost.dev/site": "s", "rack": "r1"}; !maps.Equal(o.Labels, want) {
+		t.Errorf("labels %v, want %v", o.Labels, want)
 	}
 }
