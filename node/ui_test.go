@@ -21,6 +21,7 @@ import (
 
 	"github.com/outpost-mesh/outpost/consensus"
 	imagesapi "github.com/outpost-mesh/outpost/images/api"
+	"github.com/outpost-mesh/outpost/node"
 )
 
 // TestUIAssetsAndWhoAmI checks what the dashboard's page and the API it
@@ -273,7 +274,9 @@ func uiTask(name string, targets map[string]any, step map[string]any, extra map[
 // .build/screenshots/.
 func TestDashboard(t *testing.T) {
 	b := newBrowser(t)
-	tn := startNode(t)
+	// Its proxy cluster's tunnel ports: not the default range, which
+	// another package's hub may hold at the same time.
+	tn := startNode(t, func(c *node.Config) { c.TunnelPorts = freeTunnelPorts(t) })
 	tn.waitNode(t)
 	seedFleet(t, tn)
 

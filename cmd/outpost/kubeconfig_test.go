@@ -96,7 +96,8 @@ func header(table string) string {
 func TestKubectl(t *testing.T) {
 	k := kubectl{bin: kubectlBinary(t), cache: t.TempDir()}
 	bin := outpostBinary(t)
-	d := startDaemon(t, bin, t.TempDir())
+	port := freePort(t, "tcp") // tunnel ports of its proxy cluster, not the default range another test's hub may hold
+	d := startDaemon(t, bin, t.TempDir(), "--tunnel-ports", fmt.Sprintf("%d-%d", port, port+1))
 	k.kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
 	d.ok(t, "", "kubeconfig", "--file", k.kubeconfig)
 	if fi, err := os.Stat(k.kubeconfig); err != nil || fi.Mode().Perm() != 0o600 {
