@@ -281,10 +281,11 @@ func TestDashboard(t *testing.T) {
 	seedFleet(t, tn)
 
 	// A task whose device on this hub runs until the test lets it finish,
-	// beside devices in sites that never connect (queued).
+	// beside devices in sites that never connect (queued), and naming a
+	// site with no nodes (not found).
 	release := filepath.Join(t.TempDir(), "release")
 	tn.post(t, tasksPath, uiTask("rollout-web",
-		map[string]any{"nodes": []string{tn.name}, "sites": []string{"berlin", "paris", "madrid"}},
+		map[string]any{"nodes": []string{tn.name}, "sites": []string{"berlin", "paris", "madrid", "lisbon"}},
 		map[string]any{"name": "wait", "type": "exec", "script": fmt.Sprintf("for i in $(seq 1200); do [ -f %s ] && exit 0; sleep 0.05; done; exit 1", release)}, nil))
 	// A task that fails on this hub with some output, and whose five
 	// other devices never come up: two groups of identical outcomes.
@@ -327,6 +328,7 @@ func TestDashboard(t *testing.T) {
 	// page follows the device to Succeeded through the watch, unreloaded.
 	b.do(chromedp.Navigate(tn.url + "/ui/#/tasks/rollout-web"))
 	b.waitFor("one running device", `document.querySelector('[data-count=running]')?.textContent === '1' && document.querySelector('[data-count=queued]')?.textContent === '6'`)
+	b.waitFor("the targets not found", `document.querySelector('#notfound')?.textContent.startsWith('Not found, not run: site lisbon')`)
 	if n := b.eval(`String(document.querySelectorAll('#progress .bar span').length)`); n != "2" {
 		t.Errorf("progress bar has %s segments, want 2 (running, queued)", n)
 	}

@@ -171,6 +171,10 @@ export function taskView(main, { me, params: [name] }) {
           h('span.muted', st.startTime ? `started ${ago(st.startTime)} ago` : 'not started')),
         progressBar(c, true),
         h('div.legend', segments.map(([k, t2]) => h('span', h('i', { class: 'seg-' + k }), `${t2} `, h('b', { 'data-count': k }, String(c[k] || 0))))))],
+      st.notFound && ['notfound', JSON.stringify(st.notFound), () => h('div.card.notfound#notfound',
+        h('b', 'Not found, not run: '),
+        [...(st.notFound.nodes || []).map((n) => 'node ' + n), ...(st.notFound.sites || []).map((x) => 'site ' + x)].join(', '),
+        h('span.muted', ' (named in the targets, matched by no node)'))],
       ['sites', JSON.stringify(sites), () => h('div.card', h('h2', 'Sites'),
         sites.length ? table([
           ['Site', ([s]) => s],
