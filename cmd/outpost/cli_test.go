@@ -640,7 +640,7 @@ func TestCLI(t *testing.T) {
 				t.Fatal("the task's process never started")
 			}
 		}
-		if out := d.ok(t, "", "delete", "task", "doomed"); !strings.Contains(out, "waiting for finalizers: "+ota.TaskFinalizer) {
+		if out := d.ok(t, "", "delete", "task", "doomed"); !strings.Contains(out, "waiting for finalizers: "+ota.TaskFinalizer+"\n  its devices are being canceled") {
 			t.Errorf("delete printed %q", out)
 		}
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
