@@ -186,6 +186,10 @@ type Counts struct {
 	Canceled    int `json:"canceled"`
 }
 
+// Finished is how many devices have ended: succeeded, failed (or timed
+// out), unreachable or canceled.
+func (c Counts) Finished() int { return c.Succeeded + c.Failed + c.Unreachable + c.Canceled }
+
 // Add counts n devices in phase p; TimedOut counts as failed, and n may be
 // negative to move a device out of a phase.
 func (c *Counts) Add(p DevicePhase, n int) {

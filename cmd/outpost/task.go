@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/outpost-mesh/outpost/node"
 	"github.com/outpost-mesh/outpost/ota"
 )
 
@@ -167,10 +168,7 @@ func disconnectedSites(ctx context.Context, c *client, sites *resource) map[stri
 	var list struct {
 		Items []struct {
 			Metadata metav1.ObjectMeta `json:"metadata"`
-			Status   struct {
-				Connected bool         `json:"connected"`
-				LastSeen  *metav1.Time `json:"lastSeen"`
-			} `json:"status"`
+			Status   node.SiteStatus   `json:"status"`
 		} `json:"items"`
 	}
 	if json.Unmarshal(body, &list) != nil {
@@ -191,7 +189,7 @@ func disconnectedSites(ctx context.Context, c *client, sites *resource) map[stri
 func renderProgress(t *taskObject, cut map[string]*metav1.Time, tty bool) string {
 	var b strings.Builder
 	c := t.Status.Counts
-	done := c.Succeeded + c.Failed + c.Unreachable + c.Canceled
+	done := c.Finished()
 	phase := string(t.Status.Phase)
 	if phase == "" {
 		phase = string(ota.TaskPending)
@@ -208,7 +206,7 @@ func renderProgress(t *taskObject, cut map[string]*metav1.Time, tty bool) string
 	sort.Strings(sites)
 	for _, s := range sites {
 		sc := t.Status.Sites[s]
-		done := sc.Succeeded + sc.Failed + sc.Unreachable + sc.Canceled
+		done := sc.Finished()
 		fmt.Fprintf(&b, "  site %-16s %s %d/%d  failed %d  running %d", s, bar(sc, 20, tty), done, sc.Total, sc.Failed, sc.Running)
 		if seen, ok := cut[s]; ok && done < sc.Total {
 			b.WriteString("  not connected to the hub")

@@ -71,7 +71,7 @@ func (h *Hub) track(ctx context.Context, obj *consensus.Object, spec *ota.TaskSp
 	h.evaluate(spec, &next, t)
 	now := metav1.Now()
 	meta.SetStatusCondition(&next.Conditions, metav1.Condition{Type: "Counted", Status: metav1.ConditionTrue, Reason: "Counted",
-		Message: fmt.Sprintf("%d of %d devices finished", finished(next.Counts), next.Counts.Total), LastTransitionTime: now})
+		Message: fmt.Sprintf("%d of %d devices finished", next.Counts.Finished(), next.Counts.Total), LastTransitionTime: now})
 	if reflect.DeepEqual(&next, st) {
 		return nil // nothing new
 	}
@@ -116,8 +116,6 @@ func resultPhase(r *consensus.Object) (site string, phase ota.DevicePhase, ok bo
 // statusEvery is how often a running task's progress is written.
 const statusEvery = 500 * time.Millisecond
 
-func finished(c ota.Counts) int { return c.Succeeded + c.Failed + c.Unreachable + c.Canceled }
-
 // evaluate applies the failure policy and ends a task whose devices have
 // all finished.
 func (h *Hub) evaluate(spec *ota.TaskSpec, st *ota.TaskStatus, t *hubTask) {
@@ -138,7 +136,7 @@ func (h *Hub) evaluate(spec *ota.TaskSpec, st *ota.TaskStatus, t *hubTask) {
 		h.mu.Unlock()
 		h.log.Warn("task halted by its failure policy", "task", t.name, "failed", c.Failed, "unreachable", c.Unreachable)
 	}
-	if finished(c) == total && total > 0 {
+	if c.Finished() == total && total > 0 {
 		now := metav1.Now()
 		st.CompletionTime = &now
 		switch {
@@ -160,7 +158,7 @@ func (h *Hub) evaluate(spec *ota.TaskSpec, st *ota.TaskStatus, t *hubTask) {
 func (h *Hub) rebalance(t *hubTask, sites map[string]ota.Counts) {
 	done := map[string]bool{}
 	for site, c := range sites {
-		if c.Total > 0 && finished(c) == c.Total {
+		if c.Total > 0 && c.Finished() == c.Total {
 			done[site] = true
 		}
 	}

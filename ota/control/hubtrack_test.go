@@ -179,7 +179,7 @@ func waitTally(t *testing.T, h *Hub, task string, n int) {
 	h.mu.Unlock()
 	for range 500 {
 		c, _, err := h.tally.counts(t.Context(), h.cfg.Store, task, types.UID(uid))
-		if err == nil && finished(c) == n {
+		if err == nil && c.Finished() == n {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
