@@ -120,18 +120,7 @@ func (n *Node) reconcileRaft(members []gossip.Member) error {
 				voters--
 			}
 		case !known && m.State == gossip.Alive && !m.Stateless && m.Site == n.id.Site && !n.revoked(m.Name):
-			// A voter only where it makes the count odd: a second voter
-			// is a second node whose loss stops the site (two voters need
-			// both for a quorum), so a site of two keeps one voter and a
-			// non-voter, and the third node's arrival promotes both.
-			if voters+1 <= n.cfg.SiteVoters && voters%2 == 0 {
-				n.log.Info("adding voter", "peer", m.Name, "addr", m.QUICAddr)
-				if err := r.AddVoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
-					return err
-				}
-				voters++
-				continue
-			}
+			// A non-voter first; the promotions below decide who votes.
 			n.log.Info("adding non-voter", "peer", m.Name, "addr", m.QUICAddr)
 			if err := r.AddNonvoter(raft.ServerID(m.Name), raft.ServerAddress(m.QUICAddr), 0, 10*time.Second).Error(); err != nil {
 				return err
@@ -140,7 +129,10 @@ func (n *Node) reconcileRaft(members []gossip.Member) error {
 		}
 	}
 	// Promote live non-voters (new ones, or to replace reaped voters) up
-	// to --site-voters, to an odd count.
+	// to --site-voters, to an odd count: a second voter is a second node
+	// whose loss stops the site (two voters need both for a quorum), so a
+	// site of two keeps one voter and a non-voter, and a third node's
+	// arrival promotes both.
 	var spare []raft.Server
 	for _, m := range members {
 		if s, ok := servers[m.Name]; ok && s.Suffrage == raft.Nonvoter && m.State == gossip.Alive {
