@@ -371,22 +371,35 @@ func countSteps(n int) string {
 	return fmt.Sprintf("%d steps", n)
 }
 
+// failureCause is a failed step's cause in a few words: its exit code,
+// else its reason (the error is in the step's result and its logs).
+func failureCause(r *ota.StepResult) string {
+	switch {
+	case r.ExitCode != nil && (r.Reason == "" || r.Reason == "ExitCode"):
+		return fmt.Sprintf("exit %d", *r.ExitCode)
+	case r.Reason != "":
+		return r.Reason
+	}
+	return "failed"
+}
+
 // outcome summarizes a device's result by its last step that ran.
 func outcome(st *ota.DeviceResultStatus) string {
 	if st.Phase == ota.DeviceQueued || st.Phase == ota.DeviceRunning || st.Phase == "" {
 		return ""
 	}
 	if st.Phase == ota.DeviceSucceeded {
-		ok, tolerated := 0, 0
+		ok := 0
+		var tolerated []string
 		for _, r := range st.Steps {
 			if r.Phase == ota.StepSucceeded {
 				ok++
 			} else if r.Phase == ota.StepFailed {
-				tolerated++
+				tolerated = append(tolerated, r.Name+" ("+failureCause(&r)+")")
 			}
 		}
-		if tolerated > 0 {
-			return fmt.Sprintf("%s succeeded, %d failed with continueOnError", countSteps(ok), tolerated)
+		if len(tolerated) > 0 {
+			return fmt.Sprintf("%s succeeded, %d failed with continueOnError: %s", countSteps(ok), len(tolerated), strings.Join(tolerated, ", "))
 		}
 		if ok == 1 {
 			return "its step succeeded"

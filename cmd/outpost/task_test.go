@@ -51,19 +51,27 @@ func TestOutcomeOfSucceeded(t *testing.T) {
 	t.Parallel()
 	steps := func(phases ...ota.StepPhase) *ota.DeviceResultStatus {
 		st := &ota.DeviceResultStatus{Phase: ota.DeviceSucceeded}
-		for _, p := range phases {
-			st.Steps = append(st.Steps, ota.StepResult{Phase: p})
+		for i, p := range phases {
+			r := ota.StepResult{Name: fmt.Sprintf("s%d", i+1), Phase: p}
+			if p == ota.StepFailed {
+				code := 3
+				r.ExitCode, r.Reason = &code, "ExitCode"
+			}
+			st.Steps = append(st.Steps, r)
 		}
 		return st
 	}
+	blobGone := steps(ota.StepFailed, ota.StepSucceeded, ota.StepFailed)
+	blobGone.Steps[2].ExitCode, blobGone.Steps[2].Reason = nil, "BlobUnavailable"
 	for _, tc := range []struct {
 		st   *ota.DeviceResultStatus
 		want string
 	}{
 		{steps(ota.StepSucceeded), "its step succeeded"},
 		{steps(ota.StepSucceeded, ota.StepSucceeded, ota.StepSucceeded), "all 3 steps succeeded"},
-		{steps(ota.StepSucceeded, ota.StepFailed), "1 step succeeded, 1 failed with continueOnError"},
-		{steps(ota.StepSucceeded, ota.StepSucceeded, ota.StepFailed), "2 steps succeeded, 1 failed with continueOnError"},
+		{steps(ota.StepSucceeded, ota.StepFailed), "1 step succeeded, 1 failed with continueOnError: s2 (exit 3)"},
+		{steps(ota.StepSucceeded, ota.StepSucceeded, ota.StepFailed), "2 steps succeeded, 1 failed with continueOnError: s3 (exit 3)"},
+		{blobGone, "1 step succeeded, 2 failed with continueOnError: s1 (exit 3), s3 (BlobUnavailable)"},
 	} {
 		if got := outcome(tc.st); got != tc.want {
 			t.Errorf("%d steps: %q, want %q", len(tc.st.Steps), got, tc.want)
