@@ -40,7 +40,7 @@ func runRead(step *ota.Step, pol Policy) ota.StepResult {
 		return failed(ota.ReasonIOError, "read %s: %v", path, unwrapPath(err))
 	}
 	if !st.Mode().IsRegular() {
-		return failed(ota.ReasonInvalid, "read %s: not a regular file (%s)", path, st.Mode().Type())
+		return failed(ota.ReasonInvalid, "read %s: %s, not a regular file", path, fileType(st.Mode()))
 	}
 	limit := step.ReadLimit()
 	if st.Size() > limit {
@@ -77,4 +77,21 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
+}
+
+// fileType names the type of a file that is not a regular one.
+func fileType(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m&os.ModeDevice != 0:
+		return "a block device"
+	}
+	return "a special file (" + m.Type().String() + ")"
 }

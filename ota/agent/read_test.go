@@ -79,14 +79,15 @@ func TestReadRefused(t *testing.T) {
 		{"over maxBytes", ota.Step{Path: big, MaxBytes: 1000}, ota.ReasonTooLarge, "file is 2000 bytes, over maxBytes 1000", ""},
 		{"proc file over maxBytes", ota.Step{Path: "/proc/self/status", MaxBytes: 100}, ota.ReasonTooLarge, "over maxBytes 100", ""},
 		{"missing", ota.Step{Path: filepath.Join(allowed, "nope")}, ota.ReasonIOError, "no such file", ""},
-		{"directory", ota.Step{Path: allowed}, ota.ReasonInvalid, "not a regular file", ""},
+		{"directory", ota.Step{Path: allowed}, ota.ReasonInvalid, "a directory, not a regular file", ""},
+		{"device", ota.Step{Path: "/dev/null"}, ota.ReasonInvalid, "/dev/null: a character device, not a regular file", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			tc.step.Name, tc.step.Type = "q", ota.StepRead
 			p := pol
-			if strings.HasPrefix(tc.step.Path, "/proc") {
+			if strings.HasPrefix(tc.step.Path, "/proc") || strings.HasPrefix(tc.step.Path, "/dev") {
 				p = DefaultPolicy()
 			}
 			r, _ := runWith(t, tc.step, p, nil)
