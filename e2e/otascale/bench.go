@@ -286,6 +286,7 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 	}
 	phase("task %s: the simulators collected their garbage first, in %.1f s", name, f.collectSims().Seconds())
 	cpu0 := f.fleetCPU()
+	udp0 := udpCounters()
 	start := time.Now()
 	if _, err := f.cli("apply", "-f", path); err != nil {
 		return row{}, err
@@ -308,7 +309,7 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 	for i, v := range f.fleetCPU() {
 		r.cpu[i] = v - cpu0[i]
 	}
-	r.spread = f.spread(name, start)
+	r.spread = f.spread(name, start) + "; " + udpSince(udp0, want)
 	if r.counts["succeeded"] != want {
 		r.failures = f.failures(name)
 		phase("task %s ended %s with %v; failures:\n%s", name, r.phase, r.counts, r.failures)
