@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,10 +47,15 @@ func terminal(p ota.TaskPhase) bool {
 }
 
 func newTaskWatchCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var allSites bool
+	cmd := &cobra.Command{
 		Use:   "watch NAME",
 		Short: "Show a task's progress live; exit when it ends or halts (non-zero unless every device succeeded)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Show a task's progress live: its counts, then a line per site. With more
+sites than fit (the terminal's height, else ` + strconv.Itoa(siteLinesDefault) + `), the sites still running, with
+failures or cut off from the hub come first and the rest are summed up in
+one line; --all-sites shows every site.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, r, err := connect(cmd.Context(), g, "tasks")
 			if err != nil {
@@ -57,6 +63,10 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 			}
 			out := cmd.OutOrStdout()
 			tty := isTerminal(out)
+			siteLines := 0 // every site
+			if !allSites {
+				siteLines = siteLinesFor(out, tty)
+			}
 			var last string
 			lines := 0
 			var failingSince time.Time
@@ -88,7 +98,7 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 				if err := json.Unmarshal(body, &t); err != nil {
 					return err
 				}
-				view := renderProgress(&t, cut, tty && colorOutput(out))
+				view := renderProgress(&t, cut, siteLines, tty && colorOutput(out))
 				if view != last {
 					if tty && lines > 0 {
 						fmt.Fprintf(out, "\033[%dA\033[J", lines)
@@ -127,6 +137,23 @@ func newTaskWatchCommand(g *globals) *cobra.Command {
 			}
 		},
 	}
+	cmd.Flags().BoolVar(&allSites, "all-sites", false, "a line for every site, however many")
+	return cmd
+}
+
+// siteLinesDefault is how many site lines task watch shows when it cannot
+// tell the terminal's height (its output is not a terminal).
+const siteLinesDefault = 20
+
+// siteLinesFor is how many site lines fit: the terminal's height less the
+// lines around them, so that a redraw never scrolls.
+func siteLinesFor(out io.Writer, tty bool) int {
+	if f, ok := out.(*os.File); ok && tty {
+		if _, h, err := term.GetSize(int(f.Fd())); err == nil && h > 0 {
+			return max(5, h-5)
+		}
+	}
+	return siteLinesDefault
 }
 
 // watchPatience is how long task watch rides out a hub that does not
@@ -185,8 +212,11 @@ func disconnectedSites(ctx context.Context, c *client, sites *resource) map[stri
 
 // renderProgress draws the counts as a bar, then one line per site; a
 // site with devices still to finish that is not connected to the hub (in
-// cut) says so, since its devices wait for it.
-func renderProgress(t *taskObject, cut map[string]*metav1.Time, tty bool) string {
+// cut) says so, since its devices wait for it. With more sites than
+// siteLines (0: no limit), the sites that need a look (unfinished, with a
+// device that did not succeed) are shown, up to siteLines, and the rest
+// summed up.
+func renderProgress(t *taskObject, cut map[string]*metav1.Time, siteLines int, tty bool) string {
 	var b strings.Builder
 	c := t.Status.Counts
 	done := c.Finished()
@@ -204,6 +234,10 @@ func renderProgress(t *taskObject, cut map[string]*metav1.Time, tty bool) string
 		sites = append(sites, s)
 	}
 	sort.Strings(sites)
+	var rest []string
+	if siteLines > 0 && len(sites) > siteLines {
+		sites, rest = pickSites(t.Status.Sites, sites, siteLines-1) // a line for the rest
+	}
 	for _, s := range sites {
 		sc := t.Status.Sites[s]
 		done := sc.Finished()
@@ -217,7 +251,51 @@ func renderProgress(t *taskObject, cut map[string]*metav1.Time, tty bool) string
 		}
 		b.WriteByte('\n')
 	}
+	if len(rest) > 0 {
+		b.WriteString(restOfSites(t.Status.Sites, rest))
+	}
 	return b.String()
+}
+
+// pickSites splits sites (sorted) into up to n to show, those that need a
+// look first, and the rest.
+func pickSites(counts map[string]ota.Counts, sites []string, n int) (shown, rest []string) {
+	var look, clean []string
+	for _, s := range sites {
+		if c := counts[s]; c.Finished() < c.Total || c.Succeeded < c.Total {
+			look = append(look, s)
+		} else {
+			clean = append(clean, s)
+		}
+	}
+	all := append(look, clean...)
+	shown = all[:n]
+	slices.Sort(shown)
+	return shown, all[n:]
+}
+
+// restOfSites is the line that sums up the sites not shown.
+func restOfSites(counts map[string]ota.Counts, rest []string) string {
+	var clean, running, bad int
+	for _, s := range rest {
+		c := counts[s]
+		switch {
+		case c.Finished() < c.Total:
+			running++
+		case c.Succeeded < c.Total:
+			bad++
+		default:
+			clean++
+		}
+	}
+	parts := []string{fmt.Sprintf("%d all succeeded", clean)}
+	if running > 0 {
+		parts = append(parts, fmt.Sprintf("%d running", running))
+	}
+	if bad > 0 {
+		parts = append(parts, fmt.Sprintf("%d finished with failures", bad))
+	}
+	return fmt.Sprintf("  and %d more sites: %s (--all-sites shows every site)\n", len(rest), strings.Join(parts, ", "))
 }
 
 // bar is a progress bar: succeeded, then failed, then running.

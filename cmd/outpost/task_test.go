@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,7 +96,7 @@ func TestRenderProgressNamesCutOffSites(t *testing.T) {
 	}
 	task.Status.NotFound = &ota.NotFound{Nodes: []string{"ghost"}}
 	seen := metav1.NewTime(time.Date(2026, 11, 28, 10, 2, 11, 0, time.Local))
-	out := renderProgress(&task, map[string]*metav1.Time{"a": &seen, "b": nil}, false)
+	out := renderProgress(&task, map[string]*metav1.Time{"a": &seen, "b": nil}, 0, false)
 	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("want 5 lines:\n%s", out)
@@ -110,5 +111,47 @@ func TestRenderProgressNamesCutOffSites(t *testing.T) {
 	}
 	if lines[1] != "  not found, not run: node ghost" {
 		t.Errorf("not-found line %q", lines[1])
+	}
+}
+
+// TestRenderProgressCapsSites: with more sites than lines, the sites
+// still running or with failures are shown and the rest summed up, so a
+// task on a hundred sites does not print a hundred lines a refresh.
+func TestRenderProgressCapsSites(t *testing.T) {
+	t.Parallel()
+	var task taskObject
+	task.Metadata.Name = "t"
+	task.Status.Phase = ota.TaskRunning
+	task.Status.Sites = map[string]ota.Counts{}
+	for i := range 100 {
+		task.Status.Sites[fmt.Sprintf("s%03d", i)] = ota.Counts{Total: 100, Succeeded: 100}
+	}
+	task.Status.Sites["s050"] = ota.Counts{Total: 100, Succeeded: 60, Running: 40}
+	task.Status.Sites["s090"] = ota.Counts{Total: 100, Succeeded: 99, Failed: 1}
+	task.Status.Sites["s095"] = ota.Counts{Total: 100, Succeeded: 10, Queued: 90}
+	out := renderProgress(&task, nil, 5, false)
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if len(lines) != 1+5 {
+		t.Fatalf("want the task's line and 5 for the sites:\n%s", out)
+	}
+	// The three that need a look, then clean ones by name, in name order.
+	var shown []string
+	for _, l := range lines[1:5] {
+		shown = append(shown, strings.Fields(l)[1])
+	}
+	if want := []string{"s000", "s050", "s090", "s095"}; !slices.Equal(shown, want) {
+		t.Errorf("sites shown %v, want %v:\n%s", shown, want, out)
+	}
+	if want := "  and 96 more sites: 96 all succeeded (--all-sites shows every site)"; lines[5] != want {
+		t.Errorf("summary %q, want %q", lines[5], want)
+	}
+	// A summary counts what it hides.
+	task.Status.Sites["s001"] = ota.Counts{Total: 100, Succeeded: 1, Running: 99}
+	out = renderProgress(&task, nil, 3, false)
+	if !strings.Contains(out, "and 98 more sites: 96 all succeeded, 1 running, 1 finished with failures") {
+		t.Errorf("summary of hidden running and failed sites:\n%s", out)
+	}
+	if all := renderProgress(&task, nil, 0, false); strings.Count(all, "\n") != 101 {
+		t.Errorf("without a limit every site has a line: %d lines", strings.Count(all, "\n"))
 	}
 }
