@@ -15,6 +15,9 @@
 // `true` on every node, timed from the apply to the task's completion, and
 // a 10 MiB contentFrom write to 10 nodes in each of 10 sites, with the bytes the
 // hub's QUIC port sent while it ran (an iptables counter in the namespace).
+// Each task's line also gives when its devices started and completed, and
+// the UDP datagrams the fleet sent per device on its QUIC and gossip ports
+// with the kernel's receive-buffer drops (a starved fleet sends more).
 // Memory is each process's peak resident set (VmHWM) and, for the hub and
 // the leaders, the peak of its own part (RssAnon, sampled each second:
 // VmHWM also counts the binary's pages, which the kernel shares between
