@@ -42,8 +42,8 @@ func runBench(args []string) error {
 	hubMemory := fs.String("hub-memory-limit", "640MiB", "the hub's --memory-limit (\"0\": none, Go's default heap growth)")
 	profile := fs.String("profiles", "", "directory for profiles: the simulators' heap, and the hub's and a leader's CPU (idle) and heap")
 	_ = fs.Parse(args)
-	if *sites < 10 || *sites > 250 || *perSite < 10 || *perSite > 250 {
-		return fmt.Errorf("-sites and -per-site must be between 10 and 250")
+	if *sites < 10 || *sites > maxSites || *perSite < 10 || *perSite > maxSites {
+		return fmt.Errorf("-sites and -per-site must be between 10 and %d", maxSites)
 	}
 	if *settleMax < *settle {
 		return fmt.Errorf("-settle-max %s must be at least -settle %s", *settleMax, *settle)
@@ -286,7 +286,7 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 	}
 	phase("task %s: the simulators collected their garbage first, in %.1f s", name, f.collectSims().Seconds())
 	cpu0 := f.fleetCPU()
-	udp0 := udpCounters()
+	udp0 := udpCounters(f.sites)
 	start := time.Now()
 	if _, err := f.cli("apply", "-f", path); err != nil {
 		return row{}, err
@@ -309,7 +309,7 @@ func (f *fleet) runTask(name string, targets map[string]any, step map[string]any
 	for i, v := range f.fleetCPU() {
 		r.cpu[i] = v - cpu0[i]
 	}
-	r.spread = f.spread(name, start) + "; " + udpSince(udp0, want)
+	r.spread = f.spread(name, start) + "; " + udpSince(udp0, f.sites, want)
 	if r.counts["succeeded"] != want {
 		r.failures = f.failures(name)
 		phase("task %s ended %s with %v; failures:\n%s", name, r.phase, r.counts, r.failures)

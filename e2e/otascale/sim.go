@@ -29,7 +29,10 @@ import (
 const (
 	quicPort   = 7443
 	gossipPort = 7946
-	hubAddr    = "127.0.0.1"
+	// maxSites bounds -sites and -per-site: a site's and a node's
+	// numbers are octets of their addresses (nodeIP).
+	maxSites = 250
+	hubAddr  = "127.0.0.1"
 )
 
 func siteName(k int) string    { return fmt.Sprintf("s%03d", k) }
