@@ -41,15 +41,10 @@ func nodeIP(k, j int) string   { return fmt.Sprintf("127.1.%d.%d", k, j+1) }
 
 // slowGossip is the simulated members' gossip timing: one machine hosts
 // 10,000 memberlists, so each probes and pushes its state less often than
-// a real host would, and waits longer for an answer: during a task a
-// simulator's 990 members share one starved core for tens of seconds, and
-// with 5 s the members took each other for failed, their suspicions and
-// refutations 15 to 19 datagrams a device, the leaders' gossip 0.5
-// (otascale's per-port counts; a real host answers a probe in
-// milliseconds). Their site leaders run with --gossip-profile wan.
+// a real host would. Their site leaders run with --gossip-profile wan.
 func slowGossip(c *gossip.Config) {
 	c.ProbeInterval = time.Minute
-	c.ProbeTimeout = 30 * time.Second
+	c.ProbeTimeout = 5 * time.Second
 	c.SuspicionMult = 8
 	c.GossipInterval = 2 * time.Second
 	c.PushPullInterval = 10 * time.Minute
