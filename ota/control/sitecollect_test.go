@@ -75,9 +75,11 @@ func TestSiteCollectsEndedTasks(t *testing.T) {
 	if a0, a2 := runner.count("a-0"), runner.count("a-2"); a0 != 1 || a2 != 1 {
 		t.Errorf("a-0 ran %d times and a-2 %d, want once each", a0, a2)
 	}
-	if got := stored(t, store); !slices.Equal(got, []string{"u1: 1 runs", "u2: 3 runs"}) {
-		t.Errorf("after the retry: %v, want u1 with one run", got)
-	}
+	// The run's object is written with its result, a moment after the
+	// runner returns.
+	waitUntil(t, "u1 with the retry's one run", func() bool {
+		return slices.Equal(stored(t, store), []string{"u1: 1 runs", "u2: 3 runs"})
+	})
 }
 
 // stored lists the SiteTasks in the store with their number of runs, and
